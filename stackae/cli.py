@@ -1,0 +1,262 @@
+"""The `stackae` command line: thin click commands that build a config and call the library.
+
+Options are generated from the config dataclasses, so defaults and help live in one place.
+Settings flow one way: defaults -> --config FILE -> explicit flags. torch is imported inside the
+commands, so `stackae --help` is instant.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+import time
+import typing
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import (ConfigError, FinetuneConfig, PretrainConfig, field_types, from_dict,
+                     load_json)
+
+PROVENANCE_KEYS = ("provenance",)
+
+
+class ListParam(click.ParamType):
+    """A comma-separated list (one value, or one per layer), checked item by item."""
+
+    def __init__(self, item: type, choices=None):
+        self.item, self.choices = item, choices
+        self.name = f"{item.__name__}[,...]"
+
+    def get_metavar(self, param, ctx=None):
+        return ("[" + "|".join(self.choices) + "],..." if self.choices
+                else {int: "INT,...", float: "FLOAT,..."}.get(self.item, "TEXT,..."))
+
+    def convert(self, value, param, ctx):
+        from .config import coerce
+        try:
+            out = coerce(param.name if param else "value", tuple[self.item, ...], value)
+        except ConfigError as e:
+            self.fail(str(e), param, ctx)
+        for v in out:
+            if self.choices and v not in self.choices:
+                self.fail(f"{v!r} is not one of {', '.join(self.choices)}", param, ctx)
+        if not out:
+            self.fail("needs at least one value", param, ctx)
+        return out
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def options_from(cls, exclude: tuple[str, ...] = ()):
+    """Decorate a command with one option per config field: type, default and help from the field."""
+    types = field_types(cls)
+
+    def decorate(f):
+        for fld in reversed(dataclasses.fields(cls)):
+            if fld.name in exclude:
+                continue
+            tp, meta, default = types[fld.name], fld.metadata, fld.default
+            choices = meta.get("choices")
+            if typing.get_origin(tp) is typing.Union:
+                tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+            kw = dict(default=default, show_default=True, help=meta["help"])
+            if typing.get_origin(tp) is tuple:
+                kw["type"] = ListParam(typing.get_args(tp)[0], choices)
+                kw["default"] = ",".join(map(str, default))
+                f = click.option(flag(fld.name), fld.name, **kw)(f)
+            elif tp is bool:
+                f = click.option(f"{flag(fld.name)}/--no-{fld.name.replace('_', '-')}", fld.name,
+                                 **kw)(f)
+            else:
+                kw["type"] = click.Choice(choices) if choices else {int: click.INT,
+                                                                    float: click.FLOAT}.get(tp, str)
+                f = click.option(flag(fld.name), fld.name, **kw)(f)
+        return f
+    return decorate
+
+
+def config_option(cls):
+    """--config FILE: read eagerly into click's default_map, so explicit flags still win."""
+
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            d = load_json(value)
+            from_dict(cls, {k: v for k, v in d.items() if k not in PROVENANCE_KEYS})
+        except ConfigError as e:
+            where = f"{value}: " if e.name != "config" else ""
+            raise click.BadParameter(f"{where}{e}", ctx=ctx, param=param)
+        ctx.default_map = {**(ctx.default_map or {}),
+                           **{k: (",".join(map(str, v)) if isinstance(v, list) else v)
+                              for k, v in d.items() if k not in PROVENANCE_KEYS}}
+        return value
+    return click.option("--config", type=click.Path(dir_okay=False), is_eager=True,
+                        expose_value=False, callback=callback,
+                        help="JSON file of settings (e.g. a run's config.json); flags override it.")
+
+
+def build_config(cls, kwargs: dict):
+    """The frozen config from parsed options; a bad value is a usage error naming the option."""
+    try:
+        return from_dict(cls, {k: v for k, v in kwargs.items() if k in field_types(cls)})
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint=f"'{flag(e.name)}'")
+
+
+def friendly_errors(f):
+    """Known failures (bad data, bad checkpoint, run problems) become one line and exit status 1."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        from .checkpoint import CheckpointError
+        from .data import DataError
+        from .runlog import RunError
+        try:
+            return f(*args, **kwargs)
+        except (DataError, CheckpointError, RunError) as e:
+            raise click.ClickException(str(e))
+    return wrapper
+
+
+def out_default(kind: str) -> Path:
+    return Path("runs") / kind / time.strftime("%Y%m%d-%H%M%S")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="stackae")
+def cli():
+    """Greedy layer-wise autoencoder pretraining, measured against random init.
+
+    pretrain a stack, finetune it (or the same network from random init), ablate over seeds and
+    label budgets, and report the comparison with its uncertainty.
+    """
+
+
+def common_run_options(f):
+    f = click.option("--quiet", "-q", is_flag=True, help="No per-epoch progress on stderr.")(f)
+    f = click.option("--resume", is_flag=True,
+                     help="Continue the run in an existing --out folder.")(f)
+    f = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Run folder to create [default: runs/<command>/<date-time>].")(f)
+    return f
+
+
+def resumed_config(cls, cfg, out: Path, ctx):
+    """On --resume, the folder's config rules; flags given now must agree with it."""
+    saved = from_dict(cls, {k: v for k, v in load_json(out / "config.json").items()
+                            if k not in PROVENANCE_KEYS})
+    for name in field_types(cls):
+        src = ctx.get_parameter_source(name)
+        if (src not in (click.core.ParameterSource.DEFAULT, None)
+                and getattr(cfg, name) != getattr(saved, name)):
+            raise click.BadParameter(f"differs from the run being resumed ({getattr(saved, name)!r} "
+                                     f"in {out / 'config.json'})", param_hint=f"'{flag(name)}'")
+    return saved
+
+
+@cli.command(epilog="""\b
+Examples:
+  stackae pretrain --out runs/pretrain/demo
+  stackae pretrain --layers 500,500 --objective rbm,denoising --epochs 5 --out runs/pretrain/mix
+  stackae pretrain --train-size 5000 --epochs 2 --quiet --out runs/pretrain/quick
+  stackae pretrain --out runs/pretrain/demo --resume     # after an interruption
+""")
+@config_option(PretrainConfig)
+@options_from(PretrainConfig)
+@common_run_options
+@click.pass_context
+@friendly_errors
+def pretrain(ctx, out, resume, quiet, **kwargs):
+    """Train a stack of autoencoders one layer at a time, freezing each."""
+    cfg = build_config(PretrainConfig, kwargs)
+    out = out or out_default("pretrain")
+    from .runlog import prepare_folder
+    resuming = prepare_folder(out, resume)
+    if resuming:
+        cfg = resumed_config(PretrainConfig, cfg, out, ctx)
+    from .runner import run_pretrain
+    from .seeding import resolve_device
+    device = device_or_usage_error(cfg.device, resolve_device)
+    try:
+        summary = run_pretrain(cfg, out, device, quiet=quiet)
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; finished layers are kept in {out}. Continue with: "
+                                   f"stackae pretrain --out {out} --resume")
+    for m in summary["layers"]:
+        click.echo(f"layer {m['layer']} ({m['objective']}, {m['width']} units): val recon loss "
+                   f"{m['val_recon_loss']:.4f}")
+    click.echo(f"stack: {summary['stack']}  ({summary['seconds']:.1f}s)")
+
+
+def device_or_usage_error(name, resolve):
+    try:
+        return resolve(name)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--device'")
+
+
+@cli.command(epilog="""\b
+Examples:
+  stackae finetune --init runs/pretrain/demo/stack.pt --out runs/finetune/demo-pre
+  stackae finetune --init random --like runs/pretrain/demo/stack.pt --out runs/finetune/demo-rand
+  stackae finetune --init random --layers 1000,1000,500 --init-scheme xavier --labels 1000
+  stackae finetune --init runs/pretrain/demo/stack.pt --freeze-encoder --out runs/finetune/probe
+""")
+@config_option(FinetuneConfig)
+@options_from(FinetuneConfig)
+@common_run_options
+@click.pass_context
+@friendly_errors
+def finetune(ctx, out, resume, quiet, **kwargs):
+    """Fine-tune a classifier from a pretrained stack or from random init."""
+    cfg = build_config(FinetuneConfig, kwargs)
+    if cfg.init != "random" and not Path(cfg.init).exists():
+        raise click.BadParameter(f"{cfg.init} does not exist (expected a stack.pt or 'random')",
+                                 param_hint="'--init'")
+    if cfg.like and not Path(cfg.like).exists():
+        raise click.BadParameter(f"{cfg.like} does not exist (expected a stack.pt)",
+                                 param_hint="'--like'")
+    out = out or out_default("finetune")
+    from .runlog import prepare_folder
+    if prepare_folder(out, resume):
+        if (out / "result.json").exists():
+            click.echo(f"already finished: {out / 'result.json'}")
+            return
+        cfg = resumed_config(FinetuneConfig, cfg, out, ctx)
+    from .runner import run_finetune
+    from .seeding import resolve_device
+    device = device_or_usage_error(cfg.device, resolve_device)
+    try:
+        result = run_finetune(cfg, out, device, quiet=quiet)
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; rerun the same command with --resume to redo "
+                                   f"this fine-tune in {out}")
+    click.echo(f"test error {100 * result['test_error']:.2f}% at best validation epoch "
+               f"{result['best_epoch']} ({result['init']}, {result['labels']} labels, "
+               f"{result['seconds']:.1f}s)")
+    click.echo(f"result: {out / 'result.json'}")
+
+
+def main():
+    """Entry point: usage errors print one line and exit 2; runtime failures one line, exit 1."""
+    try:
+        rv = cli.main(standalone_mode=False)
+    except click.UsageError as e:
+        cmd = e.ctx.command_path if e.ctx else "stackae"
+        click.echo(f"Error: {e.format_message()}  (see '{cmd} --help')", err=True)
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        click.echo(f"Error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

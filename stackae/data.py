@@ -1,0 +1,278 @@
+"""Datasets as device-resident tensors: the bundled MNIST, torchvision's MNIST family, user files.
+
+`load(cfg, device)` returns a `Data` with train/val/test images scaled to [0, 1] (N x D float32) and
+integer labels, the validation split and training subset drawn from the config's seed. Every
+problem with a file ends in a `DataError` naming the file and what was expected.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .seeding import generator
+
+
+class DataError(Exception):
+    """A data file or option that cannot be used; the message names it and says what was expected."""
+
+
+# MD5 of the decompressed canonical MNIST files (see stackae/datasets/mnist/README.md).
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+@dataclass
+class Data:
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    n_classes: int
+    name: str
+    image_shape: Optional[tuple[int, int]]  # (H, W) when inputs are square-ish images, for figures
+
+    @property
+    def input_dim(self) -> int:
+        return self.train_x.shape[1]
+
+
+def cache_root() -> Path:
+    """Where decompressed datasets live: $STACKAE_DATA, else ~/.cache/stackae."""
+    return Path(os.environ.get("STACKAE_DATA") or Path.home() / ".cache" / "stackae")
+
+
+def bundled_mnist_root() -> Path:
+    """Decompress and verify the MNIST files shipped in the package into torchvision's layout
+    (<root>/MNIST/raw/), once; returns <root>."""
+    root = cache_root()
+    raw = root / "MNIST" / "raw"
+    src = resources.files("stackae") / "datasets" / "mnist"
+    for name, md5 in MNIST_MD5.items():
+        dest = raw / name
+        if dest.exists() and dest.stat().st_size > 0:
+            continue
+        raw.mkdir(parents=True, exist_ok=True)
+        with resources.as_file(src / f"{name}.gz") as gz:
+            if not gz.exists():
+                raise DataError(f"bundled MNIST file {gz} is missing; reinstall stackae")
+            tmp = dest.with_suffix(f".tmp{os.getpid()}")
+            with gzip.open(gz, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+        digest = hashlib.md5(tmp.read_bytes()).hexdigest()
+        if digest != md5:
+            tmp.unlink()
+            raise DataError(f"bundled MNIST file {name}.gz decompresses to MD5 {digest}, "
+                            f"expected {md5}; reinstall stackae")
+        os.replace(tmp, dest)
+    return root
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (raw or .gz) into an array; errors name the file and the problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}")
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path} is a damaged gzip file ({e})")
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES or raw[3] == 0:
+        raise DataError(f"{path} is not an IDX file: bad magic number {raw[:4].hex() or '(empty)'}, "
+                        "expected 0000 then a type code (08 for uint8) and a dimension count")
+    dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is truncated: its header needs {header} bytes, file has {len(raw)}")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    need = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != need:
+        what = "truncated" if len(raw) < need else "longer than its header says"
+        raise DataError(f"{path} is {what}: header {shape} needs {need} bytes, file has {len(raw)}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def _find_idx(folder: Path, split: str, kind: str) -> Path:
+    """The IDX file of a split ('train'/'t10k') and kind ('images'/'labels') in a folder."""
+    prefixes = {"train": ("train",), "test": ("t10k", "test")}[split]
+    hits = sorted(p for p in folder.iterdir() if p.is_file()
+                  and p.name.startswith(prefixes) and kind in p.name and "idx" in p.name)
+    if not hits:
+        raise DataError(f"{folder} has no {split} {kind} IDX file (expected a name like "
+                        f"{prefixes[0]}-{kind}-idx{3 if kind == 'images' else 1}-ubyte[.gz])")
+    return hits[0]
+
+
+def _check_pair(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    if x.ndim < 2:
+        raise DataError(f"{where}: images must have at least 2 dimensions (N, features...), "
+                        f"got shape {x.shape}")
+    if y.ndim != 1:
+        raise DataError(f"{where}: labels must be a 1-D array, got shape {y.shape}")
+    if len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} images but {len(y)} labels; counts must match")
+    if len(x) == 0:
+        raise DataError(f"{where}: the set is empty")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y))
+                and np.all(y == np.round(y))):
+            raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    if y.min() < 0:
+        raise DataError(f"{where}: labels must be integers >= 0, found {int(y.min())}")
+    x = x.reshape(len(x), -1)
+    if np.issubdtype(x.dtype, np.floating):
+        if not np.all(np.isfinite(x)):
+            raise DataError(f"{where}: images contain NaN or Inf")
+    return x, y.astype(np.int64)
+
+
+def _scale(x: np.ndarray, where: str) -> np.ndarray:
+    """Pixels to float32 in [0, 1]: integers as 8-bit intensities, floats must already be in [0, 1]."""
+    if np.issubdtype(x.dtype, np.integer):
+        if x.min() < 0 or x.max() > 255:
+            raise DataError(f"{where}: integer pixels must be in [0, 255], found "
+                            f"[{x.min()}, {x.max()}]")
+        return x.astype(np.float32) / 255.0
+    if x.min() < 0 or x.max() > 1:
+        raise DataError(f"{where}: float pixels must be in [0, 1], found [{x.min():.3g}, "
+                        f"{x.max():.3g}]; rescale them first")
+    return x.astype(np.float32)
+
+
+def read_user_data(path: str | Path) -> tuple[np.ndarray, ...]:
+    """x_train, y_train, x_test, y_test from a folder of IDX files or an .npz."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data path {path} does not exist (expected a folder of IDX files or .npz)")
+    if path.is_dir():
+        parts = [read_idx(_find_idx(path, s, k)) for s in ("train", "test")
+                 for k in ("images", "labels")]
+        where = [str(_find_idx(path, s, "images")) for s in ("train", "test")]
+    else:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
+                if missing:
+                    raise DataError(f"{path} lacks {', '.join(missing)} (expected x_train, "
+                                    "y_train, x_test, y_test)")
+                parts = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+        except DataError:
+            raise
+        except ValueError as e:
+            raise DataError(f"{path} holds object arrays, which are not loaded ({e})")
+        except Exception as e:  # zipfile, EOF, pickle and format errors all mean "not an .npz"
+            raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})")
+        where = [f"{path} (train)", f"{path} (test)"]
+    xtr, ytr = _check_pair(parts[0], parts[1], where[0])
+    xte, yte = _check_pair(parts[2], parts[3], where[1])
+    if xtr.shape[1] != xte.shape[1]:
+        raise DataError(f"{path}: train images have {xtr.shape[1]} features, test images "
+                        f"{xte.shape[1]}; they must match")
+    return _scale(xtr, where[0]), ytr, _scale(xte, where[1]), yte
+
+
+def _torchvision_set(name: str) -> tuple[np.ndarray, ...]:
+    import torchvision.datasets as tvd
+    if name == "mnist":
+        root, cls, kw = bundled_mnist_root(), tvd.MNIST, {}
+    else:
+        root = cache_root()
+        if name.startswith("emnist-"):
+            cls, kw = tvd.EMNIST, {"split": name.split("-", 1)[1]}
+        else:
+            cls, kw = {"fashion-mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST}[name], {}
+    sets = []
+    for train in (True, False):
+        try:
+            ds = cls(str(root), train=train, download=name != "mnist", **kw)
+        except Exception as e:  # offline: URLError, HTTPError, RuntimeError from torchvision
+            raw = Path(root) / cls.__name__ / "raw"
+            raise DataError(f"could not load {name} ({type(e).__name__}); without network, put its "
+                            f"raw files in {raw}, or pass --data with your own copy")
+        x, y = ds.data.numpy(), ds.targets.numpy()
+        if name.startswith("emnist"):
+            x = x.transpose(0, 2, 1)  # EMNIST images are stored transposed
+        sets += [x.reshape(len(x), -1), y.astype(np.int64)]
+    if name == "emnist-letters":  # labels 1..26
+        sets[1], sets[3] = sets[1] - 1, sets[3] - 1
+    return sets[0].astype(np.float32) / 255, sets[1], sets[2].astype(np.float32) / 255, sets[3]
+
+
+def load(cfg, device: torch.device) -> Data:
+    """Load the configured dataset, split off validation, take the training subset, move to device."""
+    if cfg.data:
+        xtr, ytr, xte, yte = read_user_data(cfg.data)
+        name = str(cfg.data)
+    else:
+        xtr, ytr, xte, yte = _torchvision_set(cfg.dataset)
+        name = cfg.dataset
+    n_classes = int(max(ytr.max(), yte.max())) + 1
+    if cfg.val_size >= len(xtr):
+        raise DataError(f"--val-size {cfg.val_size} leaves no training images: {name} has "
+                        f"{len(xtr)} training images")
+    perm = torch.randperm(len(xtr), generator=generator(cfg.seed, "split")).numpy()
+    val_idx, train_idx = perm[:cfg.val_size], perm[cfg.val_size:]
+    if cfg.train_size is not None:
+        if cfg.train_size > len(train_idx):
+            raise DataError(f"--train-size {cfg.train_size} exceeds the {len(train_idx)} training "
+                            f"images left after the validation split")
+        train_idx = train_idx[:cfg.train_size]
+    side = int(round(xtr.shape[1] ** 0.5))
+
+    def t(a, dtype=torch.float32):
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
+    return Data(t(xtr[train_idx]), t(ytr[train_idx], torch.long), t(xtr[val_idx]),
+                t(ytr[val_idx], torch.long), t(xte), t(yte, torch.long), n_classes, name,
+                (side, side) if side * side == xtr.shape[1] else None)
+
+
+def label_subset(y: torch.Tensor, budget: Optional[int], n_classes: int, seed: int) -> torch.Tensor:
+    """Indices of a seeded, class-balanced subset of `budget` labelled examples (all when None).
+
+    Each class gets budget // n_classes (the remainder goes to a seeded choice of classes), capped
+    by what the class has. The draw depends only on the seed and the labels, so every arm of an
+    ablation with the same seed sees the same examples.
+    """
+    if budget is None:
+        return torch.arange(len(y), device=y.device)
+    if budget > len(y):
+        raise DataError(f"--labels {budget} exceeds the {len(y)} training images available")
+    if budget < n_classes:
+        raise DataError(f"--labels {budget} is smaller than the {n_classes} classes; "
+                        f"need at least one label per class")
+    g = generator(seed, "labels")
+    yc = y.cpu()
+    per_class = [torch.nonzero(yc == c).flatten() for c in range(n_classes)]
+    quota = torch.full((n_classes,), budget // n_classes)
+    quota[torch.randperm(n_classes, generator=g)[: budget % n_classes]] += 1
+    chosen = []
+    for c, idx in enumerate(per_class):
+        chosen.append(idx[torch.randperm(len(idx), generator=g)[: int(quota[c])]])
+    out = torch.cat(chosen)
+    short = budget - len(out)
+    if short > 0:  # a class had fewer examples than its quota: fill from the rest
+        rest = torch.ones(len(y), dtype=torch.bool)
+        rest[out] = False
+        pool = torch.nonzero(rest).flatten()
+        out = torch.cat([out, pool[torch.randperm(len(pool), generator=g)[:short]]])
+    return out.sort().values.to(y.device)

@@ -1,0 +1,97 @@
+"""The deep classifier: hidden layers from a stack checkpoint or a named random init, plus a head.
+
+Both arms of a comparison are built here, so a pretrained and a random-init network differ only in
+their hidden weights: same widths, activation, dropout, and the same seeded head.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .seeding import seed_for
+
+ACTIVATION_MODULES = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def build_classifier(input_dim: int, widths, activation, n_classes: int,
+                     dropout: float = 0.0) -> nn.Sequential:
+    """Linear + nonlinearity (+ dropout) per hidden width, then a linear head. `activation` is one
+    name or one per layer (a stack may mix them, e.g. an RBM under ReLU layers)."""
+    acts = [activation] * len(widths) if isinstance(activation, str) else list(activation)
+    mods, n_in = [], input_dim
+    for w, act in zip(widths, acts):
+        mods += [nn.Linear(n_in, w), ACTIVATION_MODULES[act]()]
+        if dropout:
+            mods.append(nn.Dropout(dropout))
+        n_in = w
+    mods.append(nn.Linear(n_in, n_classes))
+    return nn.Sequential(*mods)
+
+
+def hidden_linears(model: nn.Sequential) -> list[nn.Linear]:
+    return [m for m in model if isinstance(m, nn.Linear)][:-1]
+
+
+def init_random(model: nn.Sequential, scheme: str, seed: int) -> None:
+    """Re-initialise the hidden layers with a named scheme, from the run's 'init' stream."""
+    g = torch.Generator().manual_seed(seed_for(seed, "init"))
+    for lin in hidden_linears(model):
+        fan_out, fan_in = lin.weight.shape
+        w = torch.empty(lin.weight.shape)
+        b = torch.zeros(lin.bias.shape)
+        if scheme == "default":  # torch's nn.Linear rule: U(+-1/sqrt(fan_in)) for weight and bias
+            bound = 1 / math.sqrt(fan_in)
+            w.uniform_(-bound, bound, generator=g)
+            b.uniform_(-bound, bound, generator=g)
+        elif scheme == "xavier":
+            bound = math.sqrt(6 / (fan_in + fan_out))
+            w.uniform_(-bound, bound, generator=g)
+        elif scheme == "kaiming":
+            w.normal_(0, math.sqrt(2 / fan_in), generator=g)
+        elif scheme == "uniform":
+            bound = 1 / math.sqrt(fan_in)
+            w.uniform_(-bound, bound, generator=g)
+        else:
+            raise ValueError(f"unknown init scheme {scheme!r}")
+        with torch.no_grad():
+            lin.weight.copy_(w)
+            lin.bias.copy_(b)
+
+
+def init_head(model: nn.Sequential, seed: int) -> None:
+    """The head from its own stream, so both arms of a seed start with the same head."""
+    head = [m for m in model if isinstance(m, nn.Linear)][-1]
+    g = torch.Generator().manual_seed(seed_for(seed, "head"))
+    bound = 1 / math.sqrt(head.in_features)
+    with torch.no_grad():
+        head.weight.copy_(torch.empty(head.weight.shape).uniform_(-bound, bound, generator=g))
+        head.bias.zero_()
+
+
+def load_stack_weights(model: nn.Sequential, stack: dict) -> None:
+    with torch.no_grad():
+        for lin, layer in zip(hidden_linears(model), stack["layers"]):
+            lin.weight.copy_(layer["weight"])
+            lin.bias.copy_(layer["bias"])
+
+
+def assemble(stack: dict | None, *, input_dim: int, n_classes: int, widths=None, activation=None,
+             scheme: str = "default", dropout: float = 0.0, seed: int = 0) -> nn.Sequential:
+    """A classifier initialised from `stack` (a loaded stack checkpoint), or randomly with `scheme`
+    when `stack` is None (then `widths` and `activation` give the shape)."""
+    if stack is not None:
+        widths = [layer["width"] for layer in stack["layers"]]
+        activation = [layer["activation"] for layer in stack["layers"]]
+    model = build_classifier(input_dim, widths, activation, n_classes, dropout)
+    if stack is not None:
+        load_stack_weights(model, stack)
+    else:
+        init_random(model, scheme, seed)
+    init_head(model, seed)
+    return model
+
+
+def describe(stack_path: str | None, scheme: str) -> str:
+    return f"pretrained:{stack_path}" if stack_path else f"random:{scheme}"
