@@ -7,6 +7,7 @@ decoder, width, activation and objective, plus the config and metrics that produ
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -29,7 +30,9 @@ def read(path: str | Path) -> dict:
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder; give the stack.pt file inside it")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol warning would break the one line
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         if "weights only" in str(e).lower() or "weights_only" in str(e).lower():

@@ -71,6 +71,9 @@ def options_from(cls, exclude: tuple[str, ...] = ()):
             elif tp is bool:
                 f = click.option(f"{flag(fld.name)}/--no-{fld.name.replace('_', '-')}", fld.name,
                                  **kw)(f)
+            elif meta.get("path"):
+                kw["type"] = click.Path(exists=True)
+                f = click.option(flag(fld.name), fld.name, **kw)(f)
             else:
                 kw["type"] = click.Choice(choices) if choices else {int: click.INT,
                                                                     float: click.FLOAT}.get(tp, str)
@@ -89,7 +92,7 @@ def config_option(cls):
             d = load_json(value)
             from_dict(cls, {k: v for k, v in d.items() if k not in PROVENANCE_KEYS})
         except ConfigError as e:
-            where = f"{value}: " if e.name != "config" else ""
+            where = f"{value}: {e.name!r} " if e.name != "config" else ""
             raise click.BadParameter(f"{where}{e}", ctx=ctx, param=param)
         ctx.default_map = {**(ctx.default_map or {}),
                            **{k: (",".join(map(str, v)) if isinstance(v, list) else v)
@@ -146,6 +149,15 @@ def common_run_options(f):
     return f
 
 
+def checked_folder(out: Path, resume: bool) -> bool:
+    """True when resuming; an --out that exists without --resume is a usage error."""
+    from .runlog import RunError, prepare_folder
+    try:
+        return prepare_folder(out, resume)
+    except RunError as e:
+        raise click.BadParameter(str(e), param_hint="'--out'")
+
+
 def resumed_config(cls, cfg, out: Path, ctx):
     """On --resume, the folder's config rules; flags given now must agree with it."""
     saved = from_dict(cls, {k: v for k, v in load_json(out / "config.json").items()
@@ -175,8 +187,7 @@ def pretrain(ctx, out, resume, quiet, **kwargs):
     """Train a stack of autoencoders one layer at a time, freezing each."""
     cfg = build_config(PretrainConfig, kwargs)
     out = out or out_default("pretrain")
-    from .runlog import prepare_folder
-    resuming = prepare_folder(out, resume)
+    resuming = checked_folder(out, resume)
     if resuming:
         cfg = resumed_config(PretrainConfig, cfg, out, ctx)
     from .runner import run_pretrain
@@ -218,12 +229,8 @@ def finetune(ctx, out, resume, quiet, **kwargs):
     if cfg.init != "random" and not Path(cfg.init).exists():
         raise click.BadParameter(f"{cfg.init} does not exist (expected a stack.pt or 'random')",
                                  param_hint="'--init'")
-    if cfg.like and not Path(cfg.like).exists():
-        raise click.BadParameter(f"{cfg.like} does not exist (expected a stack.pt)",
-                                 param_hint="'--like'")
     out = out or out_default("finetune")
-    from .runlog import prepare_folder
-    if prepare_folder(out, resume):
+    if checked_folder(out, resume):
         if (out / "result.json").exists():
             click.echo(f"already finished: {out / 'result.json'}")
             return
@@ -245,7 +252,7 @@ def finetune(ctx, out, resume, quiet, **kwargs):
 def main():
     """Entry point: usage errors print one line and exit 2; runtime failures one line, exit 1."""
     try:
-        rv = cli.main(standalone_mode=False)
+        rv = cli.main(prog_name="stackae", standalone_mode=False)
     except click.UsageError as e:
         cmd = e.ctx.command_path if e.ctx else "stackae"
         click.echo(f"Error: {e.format_message()}  (see '{cmd} --help')", err=True)

@@ -48,7 +48,7 @@ class DataConfig:
     dataset: str = opt("mnist", "Dataset: the bundled MNIST or a torchvision MNIST-family set.",
                        choices=DATASETS)
     data: Optional[str] = opt(None, "Your own data: a folder of IDX files (raw or .gz) or an .npz "
-                              "with x_train, y_train, x_test, y_test. Overrides --dataset.")
+                              "with x_train, y_train, x_test, y_test. Overrides --dataset.", path=True)
     train_size: Optional[int] = opt(None, "Use a seeded subset of this many training images "
                                     "(after the validation split); default all.")
     val_size: int = opt(10000, "Images held out of the training set for validation.")
@@ -147,7 +147,7 @@ class FinetuneConfig(DataConfig):
                                   "--init is a checkpoint, or when --like gives them).")
     activation: str = opt("sigmoid", "Hidden nonlinearity for --init random.", choices=ACTIVATIONS)
     like: Optional[str] = opt(None, "Copy widths and activation from this stack checkpoint, so a "
-                              "random-init arm matches a pretrained one exactly.")
+                              "random-init arm matches a pretrained one exactly.", path=True)
     labels: str = opt("all", "Label budget: a number of labelled training images (seeded, "
                       "class-balanced), or 'all'.")
     epochs: int = opt(30, "Fine-tuning epochs.")

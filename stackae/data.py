@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -169,6 +170,9 @@ def read_user_data(path: str | Path) -> tuple[np.ndarray, ...]:
                  for k in ("images", "labels")]
         where = [str(_find_idx(path, s, "images")) for s in ("train", "test")]
     else:
+        if not zipfile.is_zipfile(path):
+            raise DataError(f"{path} is not a readable .npz file (expected a zip archive written by "
+                            "numpy.savez)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
@@ -178,13 +182,17 @@ def read_user_data(path: str | Path) -> tuple[np.ndarray, ...]:
                 parts = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
         except DataError:
             raise
-        except ValueError as e:
-            raise DataError(f"{path} holds object arrays, which are not loaded ({e})")
+        except ValueError:
+            raise DataError(f"{path} holds object (pickled) arrays, which are not loaded; save "
+                            "plain numeric arrays")
         except Exception as e:  # zipfile, EOF, pickle and format errors all mean "not an .npz"
             raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})")
         where = [f"{path} (train)", f"{path} (test)"]
     xtr, ytr = _check_pair(parts[0], parts[1], where[0])
     xte, yte = _check_pair(parts[2], parts[3], where[1])
+    if yte.max() > ytr.max():
+        raise DataError(f"{where[1]}: test labels include class {int(yte.max())}, but training "
+                        f"labels only go up to {int(ytr.max())}")
     if xtr.shape[1] != xte.shape[1]:
         raise DataError(f"{path}: train images have {xtr.shape[1]} features, test images "
                         f"{xte.shape[1]}; they must match")

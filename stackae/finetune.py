@@ -44,10 +44,13 @@ def batch_order(n: int, batch_size: int, min_examples: int, g: torch.Generator) 
     return torch.cat([torch.randperm(n, generator=g) for _ in range(reps)]).split(batch_size)
 
 
-def finetune(cfg: FinetuneConfig, data, model: nn.Module, log: RunLog, init: str) -> dict:
+def finetune(cfg: FinetuneConfig, data, model: nn.Module, log: RunLog, init: str,
+             idx: torch.Tensor | None = None) -> dict:
+    """Train `model` on the labelled subset `idx` of the training set (drawn here when None)."""
     device = data.train_x.device
     model.to(device)
-    idx = label_subset(data.train_y, cfg.label_budget, data.n_classes, cfg.seed)
+    if idx is None:
+        idx = label_subset(data.train_y, cfg.label_budget, data.n_classes, cfg.seed)
     x, y = data.train_x[idx], data.train_y[idx]
     head = [m for m in model if isinstance(m, nn.Linear)][-1]
     if cfg.freeze_encoder:

@@ -9,6 +9,7 @@ import torch
 from . import data as data_mod
 from .checkpoint import load_stack
 from .config import FinetuneConfig, PretrainConfig, to_dict
+from .data import label_subset
 from .finetune import finetune
 from .network import assemble, describe
 from .pretrain import pretrain
@@ -54,9 +55,10 @@ def run_finetune(cfg: FinetuneConfig, out: Path, device: torch.device, quiet: bo
                      activation=activation, scheme=cfg.init_scheme, dropout=cfg.dropout,
                      seed=cfg.seed)
     init = describe(cfg.init if stack is not None else None, cfg.init_scheme)
+    labelled = label_subset(data.train_y, cfg.label_budget, data.n_classes, cfg.seed)
     log = RunLog(out, cfg, device, quiet=quiet)
     try:
-        result = finetune(cfg, data, model, log, init)
+        result = finetune(cfg, data, model, log, init, labelled)
         log.hparams({**hparams_of(cfg, FINETUNE_HPARAMS), **(hparams or {})},
                     {"hparam/test_error": result["test_error"],
                      "hparam/best_val_error": result["best_val_error"]})
