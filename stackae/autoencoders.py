@@ -48,12 +48,16 @@ class Layer(nn.Module):
         w = self.encoder.weight.t() if self.tied else self.decoder_weight
         return F.linear(h, w, self.decoder_bias)
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Clean reconstruction in the original input space (for figures)."""
-        out = self.decode_raw(self.encode(x))
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        """Decoder output in the original input space."""
+        out = self.decode_raw(h)
         if self.output == "sigmoid":
             return torch.sigmoid(out)
         return out * self.in_std + self.in_mean if self.standardize else out
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Clean reconstruction in the original input space (for figures)."""
+        return self.decode(self.encode(x))
 
     def recon_loss(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-example reconstruction loss (summed over features), averaged over the batch."""

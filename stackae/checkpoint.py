@@ -47,7 +47,7 @@ def read(path: str | Path) -> dict:
     return obj
 
 
-def stack_checkpoint(cfg, data, layers, metrics) -> dict:
+def stack_checkpoint(cfg, data, layers, metrics, unrolled=None) -> dict:
     return {
         "format": STACK_FORMAT, "version": FORMAT_VERSION, "input_dim": data.input_dim,
         "n_classes": data.n_classes, "dataset": data.name,
@@ -55,7 +55,7 @@ def stack_checkpoint(cfg, data, layers, metrics) -> dict:
         "layers": [{"width": layer.n_out, "activation": layer.activation,
                     "objective": cfg.per_layer("objective", k), **layer.export()}
                    for k, layer in enumerate(layers)],
-        "config": to_dict(cfg), "metrics": metrics,
+        "config": to_dict(cfg), "metrics": metrics, "unrolled": unrolled,
     }
 
 

@@ -201,6 +201,9 @@ def pretrain(ctx, out, resume, quiet, **kwargs):
     for m in summary["layers"]:
         click.echo(f"layer {m['layer']} ({m['objective']}, {m['width']} units): val recon loss "
                    f"{m['val_recon_loss']:.4f}")
+    if summary["unrolled"]:
+        click.echo(f"unrolled deep autoencoder: val recon loss "
+                   f"{summary['unrolled']['val_recon_loss']:.4f}")
     click.echo(f"stack: {summary['stack']}  ({summary['seconds']:.1f}s)")
 
 

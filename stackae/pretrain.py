@@ -171,15 +171,15 @@ def pretrain(cfg: PretrainConfig, data, out: Path, log: RunLog) -> dict:
         metrics.append(rec)
         x, x_val = encode_all(layer, x), encode_all(layer, x_val)
         in_unit = layer.activation == "sigmoid"
+    unrolled = None
     if cfg.unroll_epochs:
         from .unroll import unroll
-        metrics.append({"unrolled": unroll(cfg, layers, data, log)})
-    stack = stack_checkpoint(cfg, data, layers, metrics)
+        unrolled = unroll(cfg, layers, data, log)
+    stack = stack_checkpoint(cfg, data, layers, metrics, unrolled)
     save_checkpoint(out / "stack.pt", stack)
     summary = {"stack": str(out / "stack.pt"), "input_dim": data.input_dim,
-               "layers": [m for m in metrics if "layer" in m],
+               "layers": [{k: v for k, v in m.items() if k != "history"} for m in metrics],
+               "unrolled": unrolled and {k: v for k, v in unrolled.items() if k != "history"},
                "seconds": time.perf_counter() - t_start}
-    for m in summary["layers"]:
-        m.pop("history", None)
     write_json(out / "summary.json", summary)
     return summary

@@ -1,0 +1,85 @@
+"""Each layer objective pretrains and fine-tunes through the CLI; mixed stacks; the unrolled AE."""
+import json
+
+import pytest
+import torch
+
+from conftest import SLICE, invoke
+from stackae.autoencoders import Layer
+
+
+@pytest.mark.parametrize("objective,extra", [
+    ("plain", []), ("denoising", ["--corruption", "salt-pepper"]),
+    ("denoising", ["--corruption", "gaussian", "--noise", "0.3"]),
+    ("sparse", ["--sparsity-penalty", "l1", "--sparsity-weight", "0.01"]), ("sparse", []),
+    ("contractive", []), ("rbm", ["--persistent", "--cd-k", "2", "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.5",
+             "--batch-size", "32"]),
+])
+def test_objective_pretrains_and_finetunes(objective, extra, tmp_path):
+    p, f = tmp_path / "p", tmp_path / "f"
+    r = invoke("pretrain", *SLICE, "--layers", "64,32", "--epochs", "2", "--objective", objective,
+               *extra, "-q", "--out", p)
+    assert r.exit_code == 0, r.output
+    summary = json.loads((p / "summary.json").read_text())
+    assert [l["objective"] for l in summary["layers"]] == [objective, objective]
+    hist = [json.loads(l) for l in (p / "metrics.jsonl").read_text().splitlines()
+            if "pretrain/layer1/recon_loss" in l]
+    assert hist[1]["pretrain/layer1/recon_loss"] < hist[0]["pretrain/layer1/recon_loss"]
+    r = invoke("finetune", *SLICE, "--init", p / "stack.pt", "--epochs", "2", "--dropout", "0.2",
+               "--optimizer", "adam", "--lr", "0.001",
+               "-q", "--out", f)
+    assert r.exit_code == 0, r.output
+    # 2 short epochs on 1,000 labels: well below chance (0.9) is what a working path shows here
+    assert json.loads((f / "result.json").read_text())["test_error"] < 0.7
+
+
+def test_mixed_stack_rbm_below_relu_layers(tmp_path):
+    p = tmp_path / "p"
+    r = invoke("pretrain", *SLICE, "--layers", "64,32,16", "--activation", "relu", "--objective",
+               "rbm,denoising,contractive", "--epochs", "1", "--noise", "0.2", "-q", "--out", p)
+    assert r.exit_code == 0, r.output
+    stack = torch.load(p / "stack.pt", weights_only=True)
+    assert [l["objective"] for l in stack["layers"]] == ["rbm", "denoising", "contractive"]
+    assert [l["activation"] for l in stack["layers"]] == ["sigmoid", "relu", "relu"]
+    assert stack["config"]["objective"] == ["rbm", "denoising", "contractive"]
+    r = invoke("finetune", *SLICE, "--init", p / "stack.pt", "--epochs", "1", "-q", "--out", tmp_path / "f")
+    assert r.exit_code == 0, r.output
+
+
+def test_gaussian_rbm_standardisation_is_folded_into_exported_weights():
+    torch.manual_seed(0)
+    layer = Layer(6, 4, "sigmoid", output="linear", standardize=True)
+    layer.in_mean.copy_(torch.randn(6))
+    layer.in_std.copy_(torch.rand(6) + 0.5)
+    x = torch.randn(10, 6)
+    e = layer.export()
+    assert torch.allclose(torch.sigmoid(x @ e["weight"].T + e["bias"]), layer.encode(x), atol=1e-6)
+
+
+def test_gaussian_rbm_first_layer_trains(tmp_path):
+    r = invoke("pretrain", *SLICE, "--layers", "32", "--objective", "rbm", "--rbm-visible",
+               "gaussian", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.01", "-q",
+               "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+
+
+def test_unrolled_autoencoder_improves_and_stays_a_stack(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    p = tmp_path / "p"
+    r = invoke("pretrain", *SLICE, "--layers", "64,16", "--epochs", "2", "--unroll-epochs", "2",
+               "-q", "--out", p)
+    assert r.exit_code == 0, r.output
+    summary = json.loads((p / "summary.json").read_text())
+    hist = torch.load(p / "stack.pt", weights_only=True)["unrolled"]["history"]
+    assert len(hist) == 2 and hist[1]["val_recon_loss"] < hist[0]["val_recon_loss"]
+    assert summary["unrolled"]["val_recon_loss"] == hist[1]["val_recon_loss"]
+    greedy = torch.load(p / "layer1.pt", weights_only=True)["state"]["encoder.weight"]
+    assert not torch.equal(greedy, torch.load(p / "stack.pt", weights_only=True)["layers"][0]["weight"])
+    ea = EventAccumulator(str(p), size_guidance={"images": 0}).Reload()
+    assert "unroll/val_recon_loss" in ea.Tags()["scalars"]
+    assert "unroll/reconstructions" in ea.Tags()["images"]
+    assert (p / "projector_config.pbtxt").exists()
+    meta = next(p.glob("*/*/metadata.tsv")).read_text().split()
+    assert len(meta) == 2000 and set(meta) <= set("0123456789")
+    r = invoke("finetune", *SLICE, "--init", p / "stack.pt", "--epochs", "1", "-q", "--out", tmp_path / "f")
+    assert r.exit_code == 0, r.output
