@@ -180,6 +180,10 @@ def read_user_data(path: str | Path) -> tuple[np.ndarray, ...]:
                     raise DataError(f"{path} lacks {', '.join(missing)} (expected x_train, "
                                     "y_train, x_test, y_test)")
                 parts = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+            bad = [k for k, v in zip(("x_train", "y_train", "x_test", "y_test"), parts)
+                   if not isinstance(v, np.ndarray)]
+            if bad:
+                raise DataError(f"{path}: {bad[0]} is not a numpy array (expected numpy.savez output)")
         except DataError:
             raise
         except ValueError:
