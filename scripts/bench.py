@@ -1,0 +1,223 @@
+"""Benchmark: stackae's training throughput against the machine's matmul ceiling and a textbook
+PyTorch implementation, in one process on one machine.
+
+    python scripts/bench.py                 # full: 60,000 MNIST images, 784-1000-1000-500 (~15 min on 2 cores)
+    python scripts/bench.py --quick         # reduced sizes, under a minute; a smoke check
+    python scripts/bench.py --json bench.json --precision bfloat16
+
+Prints a table and writes JSON. FLOPs are counted from the GEMMs a step performs (forward and
+backward); elementwise work is not counted, so the fraction of the ceiling is a lower bound on how
+busy the matmul units are.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stackae import data as data_mod  # noqa: E402
+from stackae.autoencoders import Layer  # noqa: E402
+from stackae.config import FinetuneConfig, PretrainConfig  # noqa: E402
+from stackae.finetune import finetune, evaluate  # noqa: E402
+from stackae.network import assemble  # noqa: E402
+from stackae.pretrain import build_layer, encode_all, train_layer, autocast  # noqa: E402
+
+
+class NullLog:
+    quiet = True
+
+    def scalars(self, *a, **k): pass
+    def progress(self, *a, **k): pass
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_ceiling(shapes, dtype, device, seconds=1.0) -> float:
+    """GFLOP/s of the workload's GEMMs, run back to back (forward and both backward GEMMs)."""
+    mats = []
+    for m, k, n in shapes:
+        mats.append((torch.randn(m, k, dtype=dtype, device=device),
+                     torch.randn(k, n, dtype=dtype, device=device)))
+    flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in mats)
+    for a, b in mats:
+        a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for a, b in mats:
+            a @ b
+        reps += 1
+    sync(device)
+    return flops * reps / (time.perf_counter() - t0) / 1e9
+
+
+def ae_step_shapes(b, n_in, n_out):
+    """The six GEMMs of one autoencoder step: encoder/decoder forward, and two backward each."""
+    return [(b, n_in, n_out), (b, n_out, n_in),            # forward
+            (b, n_in, n_out), (n_in, b, n_out),            # decoder backward: dH, dW
+            (b, n_out, n_in), (n_out, b, n_in)]            # encoder backward: dX (unused), dW
+
+
+def textbook_layer(x_all, frozen, n_in, n_out, batch, max_batches, device):
+    """The usual loop: DataLoader, frozen layers recomputed each step, float32, .item() per batch."""
+    layer = Layer(n_in, n_out).to(device)
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
+    loader = DataLoader(TensorDataset(x_all), batch_size=batch, shuffle=True)
+    seen, t0 = 0, time.perf_counter()
+    for i, (xb,) in enumerate(loader):
+        if i == max_batches:
+            break
+        xb = xb.to(device)
+        with torch.no_grad():
+            for f in frozen:
+                xb = f.encode(xb)
+        xc = xb * (torch.rand_like(xb) >= 0.25)
+        loss = layer.recon_loss(layer.decode_raw(layer.encode(xc)), xb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item()
+        seen += len(xb)
+    sync(device)
+    return seen / (time.perf_counter() - t0)
+
+
+def textbook_finetune(model, x, y, batch, max_batches, device):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True)
+    seen, t0 = 0, time.perf_counter()
+    model.train()
+    for i, (xb, yb) in enumerate(loader):
+        if i == max_batches:
+            break
+        loss = F.cross_entropy(model(xb.to(device)), yb.to(device))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item()
+        seen += len(xb)
+    sync(device)
+    return seen / (time.perf_counter() - t0)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="reduced sizes, under a minute")
+    ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--json", type=Path, default=Path("bench.json"))
+    args = ap.parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    widths = (256, 256, 128) if args.quick else (1000, 1000, 500)
+    n = 6000 if args.quick else 60000
+    cfg = PretrainConfig(layers=widths, epochs=(1,), val_size=1000, batch_size=args.batch_size,
+                         precision=args.precision, device=str(device))
+    d = data_mod.load(PretrainConfig(val_size=1), device)
+    x = torch.cat([d.train_x, d.val_x])[:n]  # all 60,000 training images
+    y = torch.cat([d.train_y, d.val_y])[:n]
+    x_val = d.test_x[:1000]
+    dtype = torch.bfloat16 if args.precision == "bfloat16" else torch.float32
+    B = args.batch_size
+    rows, out = [], {"machine": platform.processor() or platform.machine(), "device": str(device),
+                     "threads": torch.get_num_threads(), "torch": torch.__version__,
+                     "precision": args.precision, "batch_size": B, "examples": n,
+                     "widths": list(widths), "layers": []}
+
+    # --- stackae pretraining, layer by layer, with the ceiling at the same shapes ---
+    codes, codes_val, n_in = x, x_val, x.shape[1]
+    total_flops = total_time = 0.0
+    frozen = []
+    for k, w in enumerate(widths):
+        layer = build_layer(cfg, k, n_in, True, device)
+        t0 = time.perf_counter()
+        train_layer(cfg, k, layer, codes, codes_val, NullLog())
+        sync(device)
+        dt = time.perf_counter() - t0
+        flops = 12 * n_in * w * n  # 6 GEMMs of 2*n_in*w FLOPs per example
+        ceiling = matmul_ceiling(ae_step_shapes(B, n_in, w), dtype, device)
+        tb_batches = 30 if args.quick else 120
+        tb = textbook_layer(x, frozen, n_in, w, B, tb_batches, device)
+        rec = {"layer": k + 1, "shape": f"{n_in}x{w}", "seconds": dt, "samples_per_s": n / dt,
+               "gflops": flops / dt / 1e9, "ceiling_gflops": ceiling,
+               "fraction_of_ceiling": flops / dt / 1e9 / ceiling, "textbook_samples_per_s": tb,
+               "speedup": n / dt / tb}
+        out["layers"].append(rec)
+        total_flops += flops
+        total_time += dt
+        layer.requires_grad_(False).eval()
+        t0 = time.perf_counter()
+        codes, codes_val = encode_all(layer, codes), encode_all(layer, codes_val)
+        sync(device)
+        total_time += time.perf_counter() - t0  # caching the codes is part of the stack's cost
+        frozen.append(layer)
+        n_in = w
+    stack_ceiling = sum(r["ceiling_gflops"] * 12 * int(r["shape"].split("x")[0]) *
+                        int(r["shape"].split("x")[1]) for r in out["layers"]) / sum(
+        12 * int(r["shape"].split("x")[0]) * int(r["shape"].split("x")[1]) for r in out["layers"])
+    tb_stack = n * len(widths) / sum(n / r["textbook_samples_per_s"] for r in out["layers"])
+    out["stack"] = {"seconds": total_time, "gflops": total_flops / total_time / 1e9,
+                    "ceiling_gflops": stack_ceiling,
+                    "fraction_of_ceiling": total_flops / total_time / 1e9 / stack_ceiling,
+                    "samples_per_s": n * len(widths) / total_time,
+                    "textbook_samples_per_s": tb_stack,
+                    "speedup": n * len(widths) / total_time / tb_stack}
+
+    # --- fine-tuning: one epoch over all labels ---
+    fcfg = FinetuneConfig(epochs=1, batch_size=B, precision=args.precision, min_epoch_examples=0,
+                          device=str(device))
+    dims = [x.shape[1], *widths, 10]
+    pairs = list(zip(dims[:-1], dims[1:]))
+    ft_flops = n * (6 * sum(a * b for a, b in pairs) - 2 * dims[0] * dims[1])  # no dX for layer 1
+    model = assemble(None, input_dim=dims[0], n_classes=10, widths=widths, activation="sigmoid")
+    from stackae.data import Data
+    dd = Data(x, y, d.test_x[:1000], d.test_y[:1000], d.test_x[:1000], d.test_y[:1000], 10, "mnist",
+              (28, 28))
+    t0 = time.perf_counter()
+    res = finetune(fcfg, dd, model, NullLog(), "random")
+    sync(device)
+    ft_time = res["seconds"]
+    ft_shapes = []
+    for a, b in pairs:
+        ft_shapes += [(B, a, b), (B, b, a), (a, B, b)]
+    ft_ceiling = matmul_ceiling(ft_shapes, dtype, device)
+    model = assemble(None, input_dim=dims[0], n_classes=10, widths=widths, activation="sigmoid").to(device)
+    tb_ft = textbook_finetune(model, x, y, B, 30 if args.quick else 150, device)
+    out["finetune"] = {"seconds_per_epoch": ft_time, "samples_per_s": n / ft_time,
+                       "gflops": ft_flops / ft_time / 1e9, "ceiling_gflops": ft_ceiling,
+                       "fraction_of_ceiling": ft_flops / ft_time / 1e9 / ft_ceiling,
+                       "textbook_samples_per_s": tb_ft, "speedup": n / ft_time / tb_ft,
+                       "note": "epoch time includes validation and test evaluation"}
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+
+    print(f"stackae bench  device={out['device']} threads={out['threads']} precision="
+          f"{args.precision} batch={B} examples={n}")
+    print(f"{'part':<14}{'samples/s':>11}{'GFLOP/s':>9}{'ceiling':>9}{'of ceil':>9}"
+          f"{'textbook/s':>12}{'speedup':>9}")
+    for r in out["layers"] + [dict(out["stack"], layer="stack"), dict(out["finetune"], layer="finetune")]:
+        name = r["layer"] if isinstance(r["layer"], str) else f"layer {r['layer']} {r['shape']}"
+        print(f"{name:<14}{r['samples_per_s']:>11.0f}{r['gflops']:>9.1f}{r['ceiling_gflops']:>9.1f}"
+              f"{r['fraction_of_ceiling']:>9.0%}{r['textbook_samples_per_s']:>12.0f}"
+              f"{r['speedup']:>8.1f}x")
+    print(f"peak memory {out['peak_rss_mb']:.0f} MB (process RSS)")
+    args.json.write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.json}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
