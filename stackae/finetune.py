@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import FinetuneConfig
 from .data import label_subset
-from .pretrain import autocast
+from .pretrain import autocast, make_optimizer
 from .runlog import RunError, RunLog
 from .seeding import generator
 
@@ -57,10 +57,7 @@ def finetune(cfg: FinetuneConfig, data, model: nn.Module, log: RunLog, init: str
         model.requires_grad_(False)
         head.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum, cfg.weight_decay)
     g = generator(cfg.seed, "batches")
     amp = autocast(cfg.precision, device)
     best = {"val_error": math.inf, "epoch": 0, "state": None}

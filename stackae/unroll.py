@@ -42,7 +42,8 @@ def unroll(cfg, layers: list[Layer], data, log) -> dict:
     for layer in layers:
         layer.requires_grad_(True).train()
     x, x_val = data.train_x, data.val_x
-    opt = make_optimizer(cfg, [p for l in layers for p in l.parameters()], cfg.per_layer("lr", 0))
+    opt = make_optimizer(cfg.optimizer, [p for l in layers for p in l.parameters()],
+                         cfg.per_layer("lr", 0), cfg.momentum, cfg.weight_decay)
     g = generator(cfg.seed, "batches/unroll")
     amp = autocast(cfg.precision, x.device)
     history = []
