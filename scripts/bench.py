@@ -111,6 +111,59 @@ def textbook_finetune(model, x, y, batch, max_batches, device):
     return seen / (time.perf_counter() - t0)
 
 
+def time_to_target(x, y, data, widths, target, pretrain_epochs, max_epochs, textbook, device, B):
+    """Wall time from nothing to a fine-tuned network with test error <= target: pretraining
+    (pretrain_epochs per layer), then fine-tuning epochs until the target is met."""
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    layers, codes, n_in = [], x, x.shape[1]
+    cfg = PretrainConfig(layers=widths, epochs=(pretrain_epochs,), batch_size=B, device=str(device))
+    for k, w in enumerate(widths):
+        layer = build_layer(cfg, k, n_in, True, device)
+        if textbook:
+            opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
+            for _ in range(pretrain_epochs):
+                for (xb,) in DataLoader(TensorDataset(x), batch_size=B, shuffle=True):
+                    with torch.no_grad():
+                        for f in layers:
+                            xb = f.encode(xb)
+                    xc = xb * (torch.rand_like(xb) >= 0.25)
+                    loss = layer.recon_loss(layer.decode_raw(layer.encode(xc)), xb)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    loss.item()
+        else:
+            train_layer(cfg, k, layer, codes, codes[:1000], NullLog())
+            codes = encode_all(layer.requires_grad_(False).eval(), codes)
+        layers.append(layer.requires_grad_(False).eval())
+        n_in = w
+    stack = {"layers": [{"width": l.n_out, "activation": l.activation, **l.export()} for l in layers]}
+    model = assemble(stack, input_dim=x.shape[1], n_classes=10).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    amp = autocast("float32", device)
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        if textbook:
+            for xb, yb in DataLoader(TensorDataset(x, y), batch_size=B, shuffle=True):
+                loss = F.cross_entropy(model(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                loss.item()
+        else:
+            for idx in torch.randperm(len(x), generator=g).to(device).split(B):
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        _, err = evaluate(model, data.test_x, data.test_y, amp)
+        if err <= target:
+            return {"seconds": time.perf_counter() - t0, "epochs": epoch, "test_error": err}
+    return {"seconds": None, "epochs": max_epochs, "test_error": err, "missed": True}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="reduced sizes, under a minute")
@@ -118,6 +171,9 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--json", type=Path, default=Path("bench.json"))
+    ap.add_argument("--target", type=float, default=None,
+                    help="also measure wall time to this test error (e.g. 0.02), for stackae and "
+                         "the textbook loop (pretraining 2 epochs per layer, then fine-tuning)")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
@@ -201,6 +257,13 @@ def main(argv=None):
                        "textbook_samples_per_s": tb_ft, "speedup": n / ft_time / tb_ft,
                        "note": "epoch time includes validation and test evaluation"}
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.target:
+        xt, yt = torch.cat([d.train_x, d.val_x]), torch.cat([d.train_y, d.val_y])
+        epochs = 1 if args.quick else 2
+        out["time_to_target"] = {"target": args.target, "pretrain_epochs": epochs, **{
+            name: time_to_target(xt[:n], yt[:n], d, widths, args.target, epochs,
+                                 3 if args.quick else 30, name == "textbook", device, B)
+            for name in ("stackae", "textbook")}}
     if device.type == "cuda":
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
 
@@ -213,7 +276,13 @@ def main(argv=None):
         print(f"{name:<14}{r['samples_per_s']:>11.0f}{r['gflops']:>9.1f}{r['ceiling_gflops']:>9.1f}"
               f"{r['fraction_of_ceiling']:>9.0%}{r['textbook_samples_per_s']:>12.0f}"
               f"{r['speedup']:>8.1f}x")
-    print(f"peak memory {out['peak_rss_mb']:.0f} MB (process RSS)")
+    print(f"peak memory {out['peak_rss_mb']:.0f} MB (process RSS, before the time-to-target runs)")
+    if args.target:
+        for name in ("stackae", "textbook"):
+            r = out["time_to_target"][name]
+            print(f"time to {args.target:.1%} test error, {name}: " + (
+                f"{r['seconds']:.0f}s ({r['epochs']} fine-tuning epochs)" if r["seconds"] else
+                f"not reached in {r['epochs']} epochs (best {r['test_error']:.2%})"))
     args.json.write_text(json.dumps(out, indent=2))
     print(f"wrote {args.json}")
     return out

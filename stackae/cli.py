@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import sys
 import time
 import typing
@@ -16,8 +17,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import (ConfigError, FinetuneConfig, PretrainConfig, field_types, from_dict,
-                     load_json)
+from .config import (AblateConfig, ConfigError, FinetuneConfig, PretrainConfig, field_types,
+                     from_dict, load_json)
 
 PROVENANCE_KEYS = ("provenance",)
 
@@ -251,6 +252,158 @@ def finetune(ctx, out, resume, quiet, **kwargs):
                f"{result['seconds']:.1f}s)")
     click.echo(f"result: {out / 'result.json'}")
 
+
+
+def preset_option(f):
+    """--preset NAME: eager, so its values become defaults that --config and flags override."""
+    from .config import ABLATE_PRESETS
+
+    def callback(ctx, param, value):
+        values = ABLATE_PRESETS[value]
+        ctx.default_map = {**(ctx.default_map or {}),
+                           **{k: (",".join(map(str, v)) if isinstance(v, tuple) else v)
+                              for k, v in values.items()}}
+        return value
+    return click.option("--preset", type=click.Choice(list(ABLATE_PRESETS)), default="default",
+                        show_default=True, is_eager=True, callback=callback,
+                        help="Grid size: default is the ~10-minute CPU comparison; full is "
+                             "784-1000-1000-500, seeds 0-9, budgets 100,1000,10000,all, "
+                             "10 pretraining and 30 fine-tuning epochs.")(f)
+
+
+def shard_param(ctx, param, value):
+    if value is None:
+        return None
+    from .ablate import parse_shard
+    try:
+        return parse_shard(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param)
+
+
+@cli.command(epilog="""\b
+Examples:
+  stackae ablate                                   # denoising vs random, ~10 min on 2 CPU cores
+  stackae ablate --inits denoising,rbm,random,xavier --seeds 0,1,2,3,4,5 --labels 100,all
+  stackae ablate --preset full --out runs/ablate/full --dry-run
+  stackae ablate --preset full --out runs/ablate/full --shard 2/4   # one of 4 machines
+  stackae ablate --preset full --out runs/ablate/full --executor slurm --slurm-partition gpu
+  stackae ablate --out runs/ablate/demo --resume   # after an interruption
+""")
+@config_option(AblateConfig)
+@preset_option
+@options_from(AblateConfig)
+@common_run_options
+@click.option("--dry-run", is_flag=True, help="Print the plan (cells, pretraining runs, estimated "
+              "work) and run nothing.")
+@click.option("--shard", callback=shard_param, metavar="I/N", help="Run only slice I of N of the "
+              "grid (deterministic; shards partition it). Shards share --out and may run at once.")
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local",
+              show_default=True, help="local runs the cells here; slurm submits them as a job "
+                                      "array through submitit (pip install 'stackae[slurm]').")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="SLURM jobs (chunks of cells) [default: one per seed and depth].")
+@click.option("--slurm-partition", default=None, help="SLURM partition.")
+@click.option("--slurm-time", type=click.IntRange(min=1), default=120, show_default=True,
+              help="Time limit of each SLURM job, in minutes.")
+@click.option("--slurm-gpus", type=click.IntRange(min=0), default=1, show_default=True,
+              help="GPUs per SLURM job.")
+@click.option("--slurm-cpus", type=click.IntRange(min=1), default=4, show_default=True,
+              help="CPUs per SLURM job.")
+@click.option("--wait", is_flag=True, help="With --executor slurm: wait for the jobs, then write "
+                                           "the report.")
+@click.pass_context
+@friendly_errors
+def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slurm_partition,
+           slurm_time, slurm_gpus, slurm_cpus, wait, **kwargs):
+    """Compare initializations over seeds and label budgets, paired by seed, then report."""
+    cfg = build_config(AblateConfig, kwargs)
+    out = out or out_default("ablate")
+    if executor == "slurm" and importlib.util.find_spec("submitit") is None:
+        raise click.BadParameter("slurm needs submitit, which is not installed: "
+                                 "pip install 'stackae[slurm]'", param_hint="'--executor'")
+    # a shard joins a grid that other shards may have started
+    if checked_folder(out, resume or shard is not None):
+        cfg = resumed_config(AblateConfig, cfg, out, ctx)
+    from . import ablate as A
+    from .seeding import resolve_device
+    # SLURM jobs pick their device on their node; the submitting machine may have no GPU
+    device = device_or_usage_error(cfg.device, resolve_device) if executor == "local" else cfg.device
+    sizes = A.data_sizes(cfg)
+    for b in cfg.labels:
+        if b != "all" and not sizes["classes"] <= int(b) <= sizes["train"]:
+            raise click.BadParameter(f"budget {b} is outside {sizes['classes']} (one label per "
+                                     f"class) to {sizes['train']:,} (the training images)",
+                                     param_hint="'--labels'")
+    cells = A.expand(cfg)
+    mine = A.shard(cells, *shard) if shard else cells
+    if dry_run:
+        click.echo("\n".join(A.describe_plan(cfg, out, cells, mine, sizes)))
+        return
+    A.start(cfg, out, cells, sizes, device)
+    say = (lambda line: None) if quiet else A.stderr_say
+    if executor == "slurm":
+        from .slurm import default_jobs, submit
+        submitted = submit(out, mine, jobs or default_jobs(mine), partition=slurm_partition,
+                           time_min=slurm_time, gpus=slurm_gpus, cpus=slurm_cpus)
+        click.echo(f"submitted {len(submitted)} jobs ({', '.join(j.job_id for j in submitted)}); "
+                   f"logs in {out / 'slurm'}")
+        if not wait:
+            click.echo(f"when they finish: stackae report {out}")
+            return
+        for j in submitted:
+            try:
+                j.result()
+            except Exception as e:  # submitit re-raises the job's failure with its log's tail
+                raise click.ClickException(f"job {j.job_id} failed ({type(e).__name__}); see "
+                                           f"{out / 'slurm'}")
+    else:
+        try:
+            counts = A.run_cells(cfg, out, mine, device, say)
+        except KeyboardInterrupt:
+            raise click.ClickException(f"interrupted; finished cells are kept in {out}. Continue "
+                                       f"with: stackae ablate --out {out} --resume")
+        if counts["skipped"]:
+            say(f"{counts['skipped']} cells were already finished")
+    left = [c.id for c in cells if not A.finished(out, c)]
+    if left:
+        click.echo(f"{len(cells) - len(left)} of {len(cells)} cells finished; when the other shards "
+                   f"finish: stackae report {out}")
+        return
+    echo_report(out)
+
+
+def echo_report(folder: Path) -> None:
+    from .report import write_report
+    rep = write_report(folder)
+    for c in rep["conditions"]:
+        depth = f" depth {c['depth']}" if len(rep["depths"]) > 1 else ""
+        std = f" ± {100 * c['std']:.2f}" if c["std"] is not None else ""
+        click.echo(f"{c['init']:>12}{depth} {c['budget']:>6} labels: test error "
+                   f"{100 * c['mean']:.2f}%{std} (n={c['n']})")
+    for c in rep["comparisons"]:
+        depth = f" depth {c['depth']}" if len(rep["depths"]) > 1 else ""
+        click.echo(f"{c['budget']} labels{depth}: {c['verdict']}")
+    for w in rep["warnings"]:
+        click.echo(f"warning: {w}")
+    click.echo(f"report: {folder / 'REPORT.md'}")
+
+
+@cli.command(epilog="""\b
+Examples:
+  stackae report runs/ablate/demo
+  stackae report runs/ablate/full     # after every shard or SLURM job has finished
+""")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@friendly_errors
+def report(folder):
+    """Write REPORT.md, report.json, results.csv and figures/ for an ablation folder.
+
+    Reads only the folder's run folders and results.jsonl: mean ± std and 95% CI of test error per
+    condition; per label budget, the paired difference to random init with its CI, a paired t-test
+    and a Wilcoxon signed-rank test, Holm-corrected across budgets.
+    """
+    echo_report(folder)
 
 def main():
     """Entry point: usage errors print one line and exit 2; runtime failures one line, exit 1."""

@@ -35,6 +35,9 @@ def atomic_write(path: Path, write) -> None:
         raise RunError(f"cannot write in {path.parent}: {e.strerror}")
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; results are for sharing
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)

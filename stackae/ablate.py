@@ -1,0 +1,316 @@
+"""Ablation grids: inits x seeds x label budgets (x depths), expanded into paired runs and run.
+
+    stackae ablate                                # denoising vs random, 3 seeds, 100/1000/10000 labels
+    stackae ablate --preset full --out runs/ablate/full --shard 2/4
+
+Pairing is by seed: every arm of a seed shares the validation split, the labelled subset, the head
+and the fine-tuning batch order (all derived from the seed), so arms differ only in their hidden
+weights. Pretraining runs once per (objective, depth, seed) and is shared by every budget.
+
+    <out>/config.json                               the grid's settings (a valid --config file)
+    <out>/grid.json                                 the plan: cells, pretraining runs, command
+    <out>/runs/pretrain/<objective>-d<D>-s<S>/      stack.pt and its run folder
+    <out>/runs/finetune/<init>-d<D>-n<budget>-s<S>/ result.json and its run folder (one cell)
+    <out>/results.jsonl                             one line per finished cell
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .config import (ABLATE_PRESETS, OBJECTIVES, RANDOM_INITS, AblateConfig, DataConfig, from_dict,
+                     load_json, to_dict)
+from .runlog import RunError, write_json
+
+# (training images, test images, input width, classes) of the datasets known without loading them
+DATASET_SIZES = {"mnist": (60000, 10000, 784, 10), "fashion-mnist": (60000, 10000, 784, 10),
+                 "kmnist": (60000, 10000, 784, 10), "emnist-digits": (240000, 40000, 784, 10),
+                 "emnist-letters": (124800, 20800, 784, 26),
+                 "emnist-balanced": (112800, 18800, 784, 47),
+                 "emnist-mnist": (60000, 10000, 784, 10),
+                 "emnist-byclass": (697932, 116323, 784, 62),
+                 "emnist-bymerge": (697932, 116323, 784, 47)}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fine-tuning run of the grid."""
+    init: str
+    depth: int
+    budget: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.init}-d{self.depth}-n{self.budget}-s{self.seed}"
+
+    @property
+    def pretrain(self) -> Optional[str]:
+        """The pretraining run this cell starts from (None for a random-init arm)."""
+        return f"{self.init}-d{self.depth}-s{self.seed}" if self.init in OBJECTIVES else None
+
+
+def expand(cfg: AblateConfig) -> list[Cell]:
+    """Every cell, ordered by seed first (one data load per seed), then depth, init, budget."""
+    return [Cell(init, depth, budget, seed) for seed in cfg.seeds for depth in cfg.depth_list
+            for init in cfg.inits for budget in cfg.labels]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n) with 1 <= i <= n; ValueError otherwise."""
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise ValueError(f"expected i/n (e.g. 2/4), got {text!r}")
+    if not 1 <= i <= n:
+        raise ValueError(f"needs 1 <= i <= n, got {text!r}")
+    return i, n
+
+
+def split(cells: list, n: int) -> list[list]:
+    """n contiguous, nearly equal slices (sizes differ by at most one), in order; contiguous keeps
+    the cells of one seed together, so a slice loads few datasets and pretrains few stacks."""
+    return [cells[k * len(cells) // n:(k + 1) * len(cells) // n] for k in range(n)]
+
+
+def shard(cells: list, i: int, n: int) -> list:
+    """Shard i of n (1-based): the shards of a grid partition it exactly."""
+    return split(cells, n)[i - 1]
+
+
+def data_sizes(cfg: AblateConfig) -> dict:
+    """Training/validation/test image counts, input width and classes, without loading a known
+    dataset (user files are read once to count them)."""
+    if cfg.data:
+        from .data import read_user_data
+        xtr, ytr, xte, yte = read_user_data(cfg.data)
+        total, n_test, width = len(xtr), len(xte), xtr.shape[1]
+        classes = int(max(ytr.max(), yte.max())) + 1
+    else:
+        total, n_test, width, classes = DATASET_SIZES[cfg.dataset]
+    n_train = max(total - cfg.val_size, 0)
+    if cfg.train_size is not None:
+        n_train = min(n_train, cfg.train_size)
+    return {"train": n_train, "val": cfg.val_size, "test": n_test, "input_dim": width,
+            "classes": classes}
+
+
+def estimate(cfg: AblateConfig, cells: list[Cell], sizes: dict) -> dict:
+    """Work in example-passes and rough FLOPs (a multiply-add is 2 FLOPs; backward is twice
+    forward; an autoencoder layer is encoder plus decoder)."""
+    keys = sorted({c.pretrain for c in cells if c.pretrain})
+    pre_passes = pre_flops = 0
+    for key in keys:
+        depth = int(key.split("-d")[1].split("-")[0])
+        widths = (sizes["input_dim"],) + cfg.layers[:depth]
+        epochs = cfg.pretrain_config("plain", 0, depth).epochs
+        for k in range(depth):
+            e = epochs[k] if len(epochs) > 1 else epochs[0]
+            pre_passes += e * sizes["train"]
+            pre_flops += e * sizes["train"] * 12 * widths[k] * widths[k + 1]
+    ft_passes = ft_flops = 0
+    for c in cells:
+        shape = (sizes["input_dim"],) + cfg.layers[:c.depth] + (sizes["classes"],)
+        macs = sum(a * b for a, b in zip(shape, shape[1:]))
+        n = sizes["train"] if c.budget == "all" else int(c.budget)
+        per_epoch = max(1, -(-cfg.min_epoch_examples // max(n, 1))) * n
+        evals = sizes["val"] + sizes["test"]
+        ft_passes += cfg.finetune_epochs * per_epoch
+        ft_flops += cfg.finetune_epochs * (6 * per_epoch + 2 * evals) * macs
+    return {"pretrain_runs": len(keys), "pretrain_example_passes": pre_passes,
+            "pretrain_tflop": pre_flops / 1e12, "finetune_cells": len(cells),
+            "finetune_example_passes": ft_passes, "finetune_tflop": ft_flops / 1e12}
+
+
+def command(cfg: AblateConfig, out: Path) -> str:
+    """The shortest `stackae ablate` command line that rebuilds this grid into `out`."""
+    best = None
+    for preset, values in ABLATE_PRESETS.items():
+        base = from_dict(AblateConfig, {**to_dict(AblateConfig()), **values})
+        args = ["--preset", preset] if preset != "default" else []
+        for name, v in to_dict(cfg).items():
+            if v != to_dict(base)[name] and v is not None:
+                flag = "--" + name.replace("_", "-")
+                if isinstance(v, bool):
+                    args.append(flag if v else f"--no-{name.replace('_', '-')}")
+                else:
+                    args += [flag, ",".join(map(str, v)) if isinstance(v, list) else str(v)]
+        if best is None or len(args) < len(best):
+            best = args
+    return shlex.join(["stackae", "ablate", *best, "--out", str(out)])
+
+
+def finished(out: Path, cell: Cell) -> bool:
+    return (out / "runs" / "finetune" / cell.id / "result.json").exists()
+
+
+def plan(cfg: AblateConfig, out: Path, cells: list[Cell], sizes: dict) -> dict:
+    """The content of grid.json."""
+    return {"config": to_dict(cfg), "command": command(cfg, out), "data": sizes,
+            "cells": [{"id": c.id, "init": c.init, "depth": c.depth, "budget": c.budget,
+                       "seed": c.seed, "pretrain": c.pretrain} for c in cells],
+            "pretrain": sorted({c.pretrain for c in cells if c.pretrain}),
+            "estimate": estimate(cfg, cells, sizes)}
+
+
+def describe_plan(cfg: AblateConfig, out: Path, cells: list[Cell], mine: list[Cell],
+                  sizes: dict) -> list[str]:
+    """The --dry-run text."""
+    est = estimate(cfg, cells, sizes)
+    arms = [f"{i} ({'pretrained' if i in OBJECTIVES else 'random init: ' + RANDOM_INITS[i]})"
+            for i in cfg.inits]
+    done = {c.id for c in cells if finished(out, c)}
+    keys = sorted({c.pretrain for c in mine if c.pretrain})
+    pre_done = sum((out / "runs" / "pretrain" / k / "stack.pt").exists() for k in keys)
+    lines = [f"ablation plan for {out}",
+             f"  arms:    {', '.join(arms)}",
+             f"  seeds:   {', '.join(map(str, cfg.seeds))}",
+             f"  budgets: {', '.join(cfg.labels)} labelled images",
+             "  depths:  " + ", ".join("-".join(map(str, (sizes['input_dim'],) + cfg.layers[:d]))
+                                       for d in cfg.depth_list),
+             f"  data:    {cfg.data or cfg.dataset}: {sizes['train']:,} training, "
+             f"{sizes['val']:,} validation, {sizes['test']:,} test images",
+             f"  cells:   {len(cells)} fine-tunes, {len(done)} finished; this run: "
+             f"{len(mine)} cells, {sum(c.id not in done for c in mine)} to do",
+             f"  pretraining: {len(keys)} runs for these cells, {pre_done} finished",
+             f"  work (whole grid): pretraining {est['pretrain_example_passes']:,} example-passes "
+             f"(~{est['pretrain_tflop']:.2g} TFLOP); fine-tuning {est['finetune_example_passes']:,} "
+             f"example-passes plus evaluation (~{est['finetune_tflop']:.2g} TFLOP)",
+             f"  command: {command(cfg, out)}", "  cells of this run:"]
+    lines += [f"    {c.id:<28} {'finished' if c.id in done else 'to do'}" for c in mine]
+    return lines
+
+
+def start(cfg: AblateConfig, out: Path, cells: list[Cell], sizes: dict, device) -> None:
+    """Create the folder: config.json (with provenance) and grid.json, before any cell runs.
+    `device` is where the cells run (a name when SLURM nodes will choose)."""
+    from .runlog import provenance
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create output folder {out}: {e.strerror}")
+    write_json(out / "config.json", {**to_dict(cfg), "provenance": provenance(device)})
+    write_json(out / "grid.json", plan(cfg, out, cells, sizes))
+
+
+def append_result(path: Path, record: dict) -> None:
+    """One line, one os.write on an O_APPEND file: lines of concurrent shards never interleave."""
+    line = (json.dumps(record) + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise RunError(f"could not append to {path}: {e.strerror}")
+    if written != len(line):
+        raise RunError(f"short write to {path} ({written} of {len(line)} bytes); disk full?")
+
+
+def recorded_ids(out: Path) -> set[str]:
+    path = out / "results.jsonl"
+    ids = set()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                ids.add(json.loads(line)["id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass  # a line another process is still writing
+    return ids
+
+
+def record(cell: Cell, result: dict) -> dict:
+    """The results.jsonl line of a finished cell (everything the report's tables need)."""
+    keys = ("labels", "test_error", "best_val_error", "best_epoch", "epochs_run", "seconds")
+    return {"id": cell.id, "init": cell.init,
+            "kind": "pretrained" if cell.pretrain else "random", "depth": cell.depth,
+            "budget": cell.budget, "seed": cell.seed, **{k: result[k] for k in keys},
+            "pretrain": cell.pretrain, "folder": f"runs/finetune/{cell.id}"}
+
+
+@contextmanager
+def locked(path: Path):
+    """An exclusive lock file, so two shards needing the same stack pretrain it once."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): shards must not share a stack there
+        yield
+        return
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_stack(cfg: AblateConfig, out: Path, cell: Cell, data, device, say) -> Path:
+    """The cell's stack.pt, pretrained now unless done; a folder without stack.pt (killed) is
+    resumed from its finished layer checkpoints."""
+    from .runner import run_pretrain
+    folder = out / "runs" / "pretrain" / cell.pretrain
+    stack = folder / "stack.pt"
+    if not stack.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with locked(folder.parent / f".{cell.pretrain}.lock"):
+            if not stack.exists():
+                say(f"pretrain {cell.pretrain}"
+                    + (" (resuming finished layers)" if folder.exists() else ""))
+                summary = run_pretrain(cfg.pretrain_config(cell.init, cell.seed, cell.depth),
+                                       folder, device, quiet=True, data=data)
+                say(f"pretrain {cell.pretrain}: done in {summary['seconds']:.1f}s")
+    return stack
+
+
+def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None) -> dict:
+    """Run the cells not yet finished, in order, loading each seed's data once. A cell folder
+    without result.json (a killed run) is deleted and redone."""
+    from .data import load
+    from .runner import run_finetune
+    say = say or (lambda line: None)
+    out = Path(out)
+    have_line = recorded_ids(out)
+    counts = {"ran": 0, "skipped": 0}
+    data, data_seed = None, None
+    for k, cell in enumerate(cells, 1):
+        folder = out / "runs" / "finetune" / cell.id
+        if (folder / "result.json").exists():
+            counts["skipped"] += 1
+            if cell.id not in have_line:  # killed between result.json and its line
+                append_result(out / "results.jsonl",
+                              record(cell, json.loads((folder / "result.json").read_text())))
+            continue
+        if data_seed != cell.seed:
+            data, data_seed = None, None  # free the previous seed's tensors first
+            data = load(DataConfig(dataset=cfg.dataset, data=cfg.data, train_size=cfg.train_size,
+                                   val_size=cfg.val_size, seed=cell.seed, device=cfg.device), device)
+            data_seed = cell.seed
+        stack = ensure_stack(cfg, out, cell, data, device, say) if cell.pretrain else None
+        if folder.exists():
+            shutil.rmtree(folder)
+        fcfg = cfg.finetune_config(cell.init, cell.seed, cell.depth, cell.budget,
+                                   str(stack) if stack else None)
+        result = run_finetune(fcfg, folder, device, quiet=True, data=data,
+                              hparams={"arm": cell.init, "budget": cell.budget, "depth": cell.depth})
+        append_result(out / "results.jsonl", record(cell, result))
+        counts["ran"] += 1
+        say(f"[{k}/{len(cells)}] {cell.id}: test error {100 * result['test_error']:.2f}% "
+            f"({result['seconds']:.1f}s)")
+    return counts
+
+
+def load_config(out: Path) -> AblateConfig:
+    return from_dict(AblateConfig, {k: v for k, v in load_json(Path(out) / "config.json").items()
+                                    if k != "provenance"})
+
+
+def stderr_say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,47 @@
+"""SLURM for ablations: the grid's cells as one job array through submitit, each job a chunk of
+cells (by default one seed and depth, so it loads its data once and pretrains its own stacks).
+
+    stackae ablate --preset full --out runs/ablate/full --executor slurm --slurm-partition gpu
+
+Jobs write into the same folder as local runs and shards; `stackae report` merges them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from .ablate import Cell, expand, load_config, run_cells, split
+from .runlog import RunError
+
+
+def run_chunk(out: str, ids: list[str]) -> dict:
+    """A SLURM job's work: the named cells of the grid in `out` (settings from its config.json)."""
+    from .seeding import resolve_device
+    cfg = load_config(Path(out))
+    by_id = {c.id: c for c in expand(cfg)}
+    return run_cells(cfg, Path(out), [by_id[i] for i in ids], resolve_device(cfg.device),
+                     say=lambda line: print(line, flush=True))
+
+
+def submit(out: Path, cells: list[Cell], jobs: int, *, partition: Optional[str] = None,
+           time_min: int = 120, gpus: int = 0, cpus: int = 2, cluster: Optional[str] = None):
+    """Dispatch the cells as one job array of `jobs` chunks through submitit (cluster='local' runs
+    them as local processes, for tests). Returns the submitit jobs."""
+    try:
+        import submitit
+    except ImportError:
+        raise RunError("--executor slurm needs submitit, which is not installed: "
+                       "pip install 'stackae[slurm]'")
+    chunks = [c for c in split(cells, min(jobs, len(cells))) if c]
+    ex = submitit.AutoExecutor(folder=out / "slurm" / "%j", cluster=cluster)
+    params = dict(name=f"stackae-ablate-{out.name}", timeout_min=time_min, cpus_per_task=cpus,
+                  gpus_per_node=gpus, slurm_array_parallelism=len(chunks))
+    if partition:
+        params["slurm_partition"] = partition
+    ex.update_parameters(**params)
+    return ex.map_array(run_chunk, [str(out)] * len(chunks), [[c.id for c in ch] for ch in chunks])
+
+
+def default_jobs(cells: list[Cell]) -> int:
+    """One job per (seed, depth): each loads its data once and pretrains its own stacks."""
+    return len({(c.seed, c.depth) for c in cells})

@@ -1,0 +1,204 @@
+"""stackae report: numbers recomputed independently from results.csv, verdicts and warnings,
+figures that are real PNGs, and a tiny ablate -> report run on a slice of real MNIST."""
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as S
+
+from conftest import invoke
+from stackae.cli import main
+from stackae.report import write_report
+from stackae.stats import holm
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TINY_FLAGS = ["--layers", "16", "--train-size", "300", "--val-size", "200", "--device", "cpu",
+              "--pretrain-epochs", "1", "--finetune-epochs", "2", "--min-epoch-examples", "300"]
+
+
+def synthetic(folder: Path, effects: dict, seeds=range(8), budgets=("100", "1000", "all"),
+              noise=0.004):
+    """An ablation folder written by hand: effects[(init, budget)] is the mean test error; a
+    per-seed offset is shared by the arms of a seed (what pairing is for)."""
+    rng = np.random.default_rng(0)
+    inits = sorted({i for i, _ in effects}, key=lambda i: i != "denoising")
+    cells, lines = [], []
+    for s in seeds:
+        shared = rng.normal(0, 0.01)
+        for init in inits:
+            for b in budgets:
+                cid = f"{init}-d2-n{b}-s{s}"
+                err = float(effects[(init, b)] + shared + rng.normal(0, noise))
+                n_epochs = 3 + (s % 2)  # uneven lengths, as with early stopping
+                curves = {"val_error": list(np.linspace(err + 0.05, err, n_epochs))}
+                (folder / "runs" / "finetune" / cid).mkdir(parents=True)
+                (folder / "runs" / "finetune" / cid / "result.json").write_text(
+                    json.dumps({"test_error": err, "curves": curves}))
+                cells.append({"id": cid, "init": init, "depth": 2, "budget": b, "seed": s})
+                lines.append({**cells[-1], "kind": "random" if init == "random" else "pretrained",
+                              "labels": 50000 if b == "all" else int(b), "test_error": err,
+                              "best_val_error": err, "best_epoch": n_epochs,
+                              "epochs_run": n_epochs, "seconds": 1.0, "pretrain": None,
+                              "folder": f"runs/finetune/{cid}"})
+    (folder / "results.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+    (folder / "grid.json").write_text(json.dumps({"cells": cells, "command": "stackae ablate",
+                                                  "data": {}, "config": {}}))
+    return folder
+
+
+def read_csv(path):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["test_error"], r["seed"] = float(r["test_error"]), int(r["seed"])
+    return rows
+
+
+def test_holm_known_values():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, None, 0.01]) == pytest.approx([0.5, None, 0.02])
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.9, 0.02]) == pytest.approx([0.9, 0.04])
+
+
+def test_numbers_recomputed_from_results_csv(tmp_path):
+    effects = {("denoising", "100"): 0.20, ("random", "100"): 0.30, ("denoising", "1000"): 0.08,
+               ("random", "1000"): 0.085, ("denoising", "all"): 0.02, ("random", "all"): 0.02}
+    folder = synthetic(tmp_path / "g", effects)
+    rep = write_report(folder)
+    rows = read_csv(folder / "results.csv")
+    assert len(rows) == 8 * 2 * 3
+    for c in rep["conditions"]:
+        x = np.array([r["test_error"] for r in rows
+                      if (r["init"], r["budget"]) == (c["init"], c["budget"])])
+        half = S.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+        assert c["n"] == len(x) == 8
+        assert c["mean"] == pytest.approx(x.mean()) and c["std"] == pytest.approx(x.std(ddof=1))
+        assert (c["ci_low"], c["ci_high"]) == pytest.approx((x.mean() - half, x.mean() + half))
+    p_t, p_w = [], []
+    for c in rep["comparisons"]:
+        err = {(r["init"], r["seed"]): r["test_error"] for r in rows if r["budget"] == c["budget"]}
+        a = np.array([err[("denoising", s)] for s in range(8)])
+        b = np.array([err[("random", s)] for s in range(8)])
+        d = a - b
+        half = S.t.ppf(0.975, 7) * d.std(ddof=1) / np.sqrt(8)
+        assert c["mean_diff"] == pytest.approx(d.mean())
+        assert (c["ci_low"], c["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+        assert c["p_t"] == pytest.approx(S.ttest_rel(a, b).pvalue)
+        assert c["p_wilcoxon"] == pytest.approx(S.wilcoxon(a, b).pvalue)
+        p_t.append(c["p_t"])
+        p_w.append(c["p_wilcoxon"])
+    for key, ps in (("p_t_holm", p_t), ("p_wilcoxon_holm", p_w)):  # textbook Holm, written again
+        order = np.argsort(ps)
+        expect = np.empty(3)
+        for rank, i in enumerate(order):
+            expect[i] = min(1, max((3 - r) * ps[j] for r, j in enumerate(order[:rank + 1])))
+        assert [c[key] for c in rep["comparisons"]] == pytest.approx(expect)
+    by_budget = {c["budget"]: c for c in rep["comparisons"]}
+    assert "significant after Holm" in by_budget["100"]["verdict"]
+    assert "denoising has the lower test error" in by_budget["100"]["verdict"]
+    assert "not significant" in by_budget["all"]["verdict"]
+    text = (folder / "REPORT.md").read_text()
+    assert "not significant" in text and "| 2 | 100 | denoising | 8 |" in text
+    assert "cannot reach" not in text  # 8 seeds are enough for the Wilcoxon test
+
+
+def test_too_few_seeds_are_warned(tmp_path):
+    effects = {(i, "100"): 0.2 for i in ("denoising", "random")}
+    rep = write_report(synthetic(tmp_path / "g", effects, seeds=range(2), budgets=("100",)))
+    text = " ".join(rep["warnings"])
+    assert "Wilcoxon signed-rank test cannot reach p < 0.05" in text
+    assert "1 degree of freedom" in text
+    assert "cannot reach" in (tmp_path / "g" / "REPORT.md").read_text()
+
+
+def check_png(path: Path, min_side=200):
+    from matplotlib.image import imread
+    raw = path.read_bytes()
+    assert raw[:8] == PNG and len(raw) > 1000, path
+    img = imread(path)
+    assert img.ndim == 3 and img.shape[2] in (3, 4) and min(img.shape[:2]) >= min_side, img.shape
+    return img.shape
+
+
+def test_figures_are_pngs_of_the_expected_size(tmp_path):
+    effects = {(i, b): 0.1 for i in ("denoising", "random", "xavier") for b in ("100", "all")}
+    folder = synthetic(tmp_path / "g", effects, seeds=range(3), budgets=("100", "all"))
+    rep = write_report(folder)
+    assert rep["figures"] == ["figures/error_vs_budget.png", "figures/learning_curves.png",
+                              "figures/per_seed.png"]  # no stack.pt here, so no filters
+    shapes = {f: check_png(folder / f) for f in rep["figures"]}
+    assert shapes["figures/error_vs_budget.png"][:2] == (462, 605)  # 5.5 x 4.2 in at 110 dpi
+    assert shapes["figures/learning_curves.png"][:2] == (396, 924)  # two budgets, 4.2 in each
+
+
+def test_report_of_a_folder_without_results_is_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(sys, "argv", ["stackae", "report", str(tmp_path / "empty")])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and len(err.strip().splitlines()) == 1
+    assert "has no results" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A real ablate -> report run through the CLI on a 300-image MNIST slice."""
+    out = tmp_path_factory.mktemp("ablate") / "g"
+    r = invoke("ablate", "--inits", "denoising,random", "--seeds", "0,1,2", "--labels", "20,all",
+               *TINY_FLAGS, "-q", "--out", out)
+    assert r.exit_code == 0, r.output
+    return out, r.output
+
+
+def test_tiny_ablate_ends_with_the_report(tiny):
+    out, output = tiny
+    for name in ("REPORT.md", "report.json", "results.csv", "grid.json", "config.json",
+                 "results.jsonl"):
+        assert (out / name).exists(), name
+    assert "report:" in output and "20 labels:" in output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["cells"] == {"planned": 12, "finished": 12, "missing": []}
+    assert len(rep["conditions"]) == 4 and len(rep["comparisons"]) == 2
+    text = (out / "REPORT.md").read_text()
+    for part in ("## Verdicts", "## Test error by condition", "## Paired differences",
+                 "## Setup", "784-16-10", "stackae ablate --labels 20,all", "Ran on:** cpu",
+                 "figures/filters.png", "cannot reach p < 0.05"):
+        assert part in text, part
+    for f in rep["figures"]:
+        check_png(out / f, min_side=100)
+    assert "figures/filters.png" in rep["figures"]
+    assert len(read_csv(out / "results.csv")) == 12
+
+
+def test_report_reads_only_the_folder_and_is_repeatable(tiny):
+    out, _ = tiny
+    before = {n: (out / n).read_text() for n in ("REPORT.md", "report.json", "results.csv")}
+    for n in before:
+        (out / n).unlink()
+    r = invoke("report", out)
+    assert r.exit_code == 0, r.output
+    assert {n: (out / n).read_text() for n in before} == before
+
+
+def test_tensorboard_hparams_keyed_by_arm_seed_budget(tiny):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    out, _ = tiny
+    keys = set()
+    for cell in sorted((out / "runs" / "finetune").iterdir()):
+        ea = EventAccumulator(str(cell)).Reload()
+        content = ea.PluginTagToContent("hparams")
+        info = [plugin_data_pb2.HParamsPluginData.FromString(v).session_start_info
+                for v in content.values()]
+        hp = [i for i in info if i.hparams][0].hparams
+        keys.add(frozenset(hp))
+        assert hp["arm"].string_value == cell.name.split("-")[0]
+        assert hp["budget"].string_value == cell.name.split("-n")[1].split("-")[0]
+        assert "finetune/val_error" in ea.Tags()["scalars"]
+    assert len(keys) == 1  # identical keys in every cell
+    assert {"arm", "seed", "budget", "depth", "labels"} <= set(next(iter(keys)))
