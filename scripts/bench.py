@@ -111,13 +111,31 @@ def textbook_finetune(model, x, y, batch, max_batches, device):
     return seen / (time.perf_counter() - t0)
 
 
-def time_to_target(x, y, data, widths, target, pretrain_epochs, max_epochs, textbook, device, B):
+class TargetReached(Exception):
+    pass
+
+
+class TargetLog(NullLog):
+    """Stops stackae's own fine-tuning loop at the first epoch at or below the target."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def scalars(self, epoch, values, **k):
+        if values.get("finetune/test_error", 1.0) <= self.target:
+            raise TargetReached(epoch, values["finetune/test_error"])
+
+
+def time_to_target(x, y, data, widths, target, pretrain_epochs, max_epochs, textbook, device, B,
+                   Bf, precision):
     """Wall time from nothing to a fine-tuned network with test error <= target: pretraining
-    (pretrain_epochs per layer), then fine-tuning epochs until the target is met."""
+    (pretrain_epochs per layer), then fine-tuning epochs until the target is met. stackae's side
+    runs stackae's own train_layer/encode_all/finetune; the textbook side the usual loops."""
     torch.manual_seed(0)
     t0 = time.perf_counter()
     layers, codes, n_in = [], x, x.shape[1]
-    cfg = PretrainConfig(layers=widths, epochs=(pretrain_epochs,), batch_size=B, device=str(device))
+    cfg = PretrainConfig(layers=widths, epochs=(pretrain_epochs,), batch_size=B, device=str(device),
+                         precision=precision)
     for k, w in enumerate(widths):
         layer = build_layer(cfg, k, n_in, True, device)
         if textbook:
@@ -135,29 +153,33 @@ def time_to_target(x, y, data, widths, target, pretrain_epochs, max_epochs, text
                     loss.item()
         else:
             train_layer(cfg, k, layer, codes, codes[:1000], NullLog())
-            codes = encode_all(layer.requires_grad_(False).eval(), codes)
+            codes = encode_all(layer.requires_grad_(False).eval(), codes, precision)
         layers.append(layer.requires_grad_(False).eval())
         n_in = w
     stack = {"layers": [{"width": l.n_out, "activation": l.activation, **l.export()} for l in layers]}
     model = assemble(stack, input_dim=x.shape[1], n_classes=10).to(device)
+    if not textbook:
+        from stackae.data import Data
+        dd = Data(x, y, data.val_x, data.val_y, data.test_x, data.test_y, 10, "mnist", (28, 28))
+        fcfg = FinetuneConfig(epochs=max_epochs, batch_size=Bf, precision=precision,
+                              min_epoch_examples=0, device=str(device))
+        try:
+            res = finetune(fcfg, dd, model, TargetLog(target), "stack", idx=torch.arange(len(x)))
+        except TargetReached as hit:
+            epoch, err = hit.args
+            return {"seconds": time.perf_counter() - t0, "epochs": epoch, "test_error": err}
+        return {"seconds": None, "epochs": max_epochs, "test_error": min(res["curves"]["test_error"]),
+                "missed": True}
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    g = torch.Generator().manual_seed(0)
     amp = autocast("float32", device)
     for epoch in range(1, max_epochs + 1):
         model.train()
-        if textbook:
-            for xb, yb in DataLoader(TensorDataset(x, y), batch_size=B, shuffle=True):
-                loss = F.cross_entropy(model(xb), yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                loss.item()
-        else:
-            for idx in torch.randperm(len(x), generator=g).to(device).split(B):
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        for xb, yb in DataLoader(TensorDataset(x, y), batch_size=Bf, shuffle=True):
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss.item()
         _, err = evaluate(model, data.test_x, data.test_y, amp)
         if err <= target:
             return {"seconds": time.perf_counter() - t0, "epochs": epoch, "test_error": err}
@@ -169,7 +191,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="reduced sizes, under a minute")
     ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="minibatch size of every part (default: stackae's own defaults, "
+                         f"{PretrainConfig.batch_size} for pretraining and "
+                         f"{FinetuneConfig.batch_size} for fine-tuning)")
     ap.add_argument("--json", type=Path, default=Path("bench.json"))
     ap.add_argument("--target", type=float, default=None,
                     help="also measure wall time to this test error (e.g. 0.02), for stackae and "
@@ -179,17 +204,19 @@ def main(argv=None):
                           else ("cpu" if args.device == "auto" else args.device))
     widths = (256, 256, 128) if args.quick else (1000, 1000, 500)
     n = 6000 if args.quick else 60000
-    cfg = PretrainConfig(layers=widths, epochs=(1,), val_size=1000, batch_size=args.batch_size,
+    B = args.batch_size or PretrainConfig.batch_size
+    Bf = args.batch_size or FinetuneConfig.batch_size
+    cfg = PretrainConfig(layers=widths, epochs=(1,), val_size=1000, batch_size=B,
                          precision=args.precision, device=str(device))
     d = data_mod.load(PretrainConfig(val_size=1), device)
     x = torch.cat([d.train_x, d.val_x])[:n]  # all 60,000 training images
     y = torch.cat([d.train_y, d.val_y])[:n]
     x_val = d.test_x[:1000]
     dtype = torch.bfloat16 if args.precision == "bfloat16" else torch.float32
-    B = args.batch_size
-    rows, out = [], {"machine": platform.processor() or platform.machine(), "device": str(device),
+    out = {"machine": platform.processor() or platform.machine(), "device": str(device),
                      "threads": torch.get_num_threads(), "torch": torch.__version__,
-                     "precision": args.precision, "batch_size": B, "examples": n,
+                     "precision": args.precision, "batch_size": B, "finetune_batch_size": Bf,
+                     "examples": n,
                      "widths": list(widths), "layers": []}
 
     # --- stackae pretraining, layer by layer, with the ceiling at the same shapes ---
@@ -215,7 +242,9 @@ def main(argv=None):
         total_time += dt
         layer.requires_grad_(False).eval()
         t0 = time.perf_counter()
-        codes, codes_val = encode_all(layer, codes), encode_all(layer, codes_val)
+        if k + 1 < len(widths):  # as stackae does: the top layer's codes feed nothing
+            codes = encode_all(layer, codes, args.precision)
+            codes_val = encode_all(layer, codes_val, args.precision)
         sync(device)
         total_time += time.perf_counter() - t0  # caching the codes is part of the stack's cost
         frozen.append(layer)
@@ -232,7 +261,7 @@ def main(argv=None):
                     "speedup": n * len(widths) / total_time / tb_stack}
 
     # --- fine-tuning: one epoch over all labels ---
-    fcfg = FinetuneConfig(epochs=1, batch_size=B, precision=args.precision, min_epoch_examples=0,
+    fcfg = FinetuneConfig(epochs=1, batch_size=Bf, precision=args.precision, min_epoch_examples=0,
                           device=str(device))
     dims = [x.shape[1], *widths, 10]
     pairs = list(zip(dims[:-1], dims[1:]))
@@ -247,10 +276,10 @@ def main(argv=None):
     ft_time = res["seconds"]
     ft_shapes = []
     for a, b in pairs:
-        ft_shapes += [(B, a, b), (B, b, a), (a, B, b)]
+        ft_shapes += [(Bf, a, b), (Bf, b, a), (a, Bf, b)]
     ft_ceiling = matmul_ceiling(ft_shapes, dtype, device)
     model = assemble(None, input_dim=dims[0], n_classes=10, widths=widths, activation="sigmoid").to(device)
-    tb_ft = textbook_finetune(model, x, y, B, 30 if args.quick else 150, device)
+    tb_ft = textbook_finetune(model, x, y, Bf, 30 if args.quick else 150, device)
     out["finetune"] = {"seconds_per_epoch": ft_time, "samples_per_s": n / ft_time,
                        "gflops": ft_flops / ft_time / 1e9, "ceiling_gflops": ft_ceiling,
                        "fraction_of_ceiling": ft_flops / ft_time / 1e9 / ft_ceiling,
@@ -262,13 +291,14 @@ def main(argv=None):
         epochs = 1 if args.quick else 2
         out["time_to_target"] = {"target": args.target, "pretrain_epochs": epochs, **{
             name: time_to_target(xt[:n], yt[:n], d, widths, args.target, epochs,
-                                 3 if args.quick else 30, name == "textbook", device, B)
+                                 3 if args.quick else 30, name == "textbook", device, B, Bf,
+                                 args.precision)
             for name in ("stackae", "textbook")}}
     if device.type == "cuda":
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
 
     print(f"stackae bench  device={out['device']} threads={out['threads']} precision="
-          f"{args.precision} batch={B} examples={n}")
+          f"{args.precision} batch={B} (fine-tuning {Bf}) examples={n}")
     print(f"{'part':<14}{'samples/s':>11}{'GFLOP/s':>9}{'ceiling':>9}{'of ceil':>9}"
           f"{'textbook/s':>12}{'speedup':>9}")
     for r in out["layers"] + [dict(out["stack"], layer="stack"), dict(out["finetune"], layer="finetune")]:

@@ -2,6 +2,7 @@
 
     stackae ablate                                # denoising vs random, 3 seeds, 100/1000/10000 labels
     stackae ablate --preset full --out runs/ablate/full --shard 2/4
+    stackae ablate --preset full --out runs/ablate/gpu --seed-batch 8   # 8 seeds of an arm at once
 
 Pairing is by seed: every arm of a seed shares the validation split, the labelled subset, the head
 and the fine-tuning batch order (all derived from the seed), so arms differ only in their hidden
@@ -270,40 +271,74 @@ def ensure_stack(cfg: AblateConfig, out: Path, cell: Cell, data, device, say) ->
     return stack
 
 
+def seed_groups(cells: list[Cell], size: int) -> list[list[Cell]]:
+    """The cells in groups of up to `size` that differ only in seed (same init, depth and budget),
+    taking the seeds `size` at a time in order; size 1 keeps the order of `cells`."""
+    if size == 1:
+        return [[c] for c in cells]
+    seeds = list(dict.fromkeys(c.seed for c in cells))
+    groups = []
+    for chunk in (seeds[k:k + size] for k in range(0, len(seeds), size)):
+        arms = {}
+        for c in cells:
+            if c.seed in chunk:
+                arms.setdefault((c.init, c.depth, c.budget), []).append(c)
+        groups += arms.values()
+    return groups
+
+
 def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None) -> dict:
-    """Run the cells not yet finished, in order, loading each seed's data once. A cell folder
-    without result.json (a killed run) is deleted and redone."""
+    """Run the cells not yet finished, in order, loading each seed's data once; with
+    cfg.seed_batch > 1, cells that differ only in seed are fine-tuned together (each still gets
+    its own folder and results line). A cell folder without result.json (a killed run) is deleted
+    and redone."""
     from .data import load
+    from .multiseed import run_finetune_seeds
     from .runner import run_finetune
     say = say or (lambda line: None)
     out = Path(out)
     have_line = recorded_ids(out)
     counts = {"ran": 0, "skipped": 0}
-    data, data_seed = None, None
-    for k, cell in enumerate(cells, 1):
+    position = {c.id: k for k, c in enumerate(cells, 1)}
+    todo = []
+    for cell in cells:
         folder = out / "runs" / "finetune" / cell.id
         if (folder / "result.json").exists():
             counts["skipped"] += 1
             if cell.id not in have_line:  # killed between result.json and its line
                 append_result(out / "results.jsonl",
                               record(cell, json.loads((folder / "result.json").read_text())))
-            continue
-        if data_seed != cell.seed:
-            data, data_seed = None, None  # free the previous seed's tensors first
-            data = load(DataConfig(dataset=cfg.dataset, data=cfg.data, train_size=cfg.train_size,
-                                   val_size=cfg.val_size, seed=cell.seed, device=cfg.device), device)
-            data_seed = cell.seed
-        stack = ensure_stack(cfg, out, cell, data, device, say) if cell.pretrain else None
-        if folder.exists():
-            shutil.rmtree(folder)
-        fcfg = cfg.finetune_config(cell.init, cell.seed, cell.depth, cell.budget,
-                                   str(stack) if stack else None)
-        result = run_finetune(fcfg, folder, device, quiet=True, data=data,
-                              hparams={"arm": cell.init, "budget": cell.budget, "depth": cell.depth})
-        append_result(out / "results.jsonl", record(cell, result))
-        counts["ran"] += 1
-        say(f"[{k}/{len(cells)}] {cell.id}: test error {100 * result['test_error']:.2f}% "
-            f"({result['seconds']:.1f}s)")
+        else:
+            todo.append(cell)
+    datas = {}
+    for group in seed_groups(todo, cfg.seed_batch):
+        seeds = [c.seed for c in group]
+        if not set(seeds) <= set(datas):
+            datas = {}  # free the previous seeds' tensors first
+            datas = {s: load(DataConfig(dataset=cfg.dataset, data=cfg.data,
+                                        train_size=cfg.train_size, val_size=cfg.val_size, seed=s,
+                                        device=cfg.device), device) for s in seeds}
+        stacks = [ensure_stack(cfg, out, c, datas[c.seed], device, say) if c.pretrain else None
+                  for c in group]
+        folders = [out / "runs" / "finetune" / c.id for c in group]
+        for folder in folders:
+            if folder.exists():
+                shutil.rmtree(folder)
+        fcfgs = [cfg.finetune_config(c.init, c.seed, c.depth, c.budget, str(s) if s else None)
+                 for c, s in zip(group, stacks)]
+        hparams = {"arm": group[0].init, "budget": group[0].budget, "depth": group[0].depth}
+        if len(group) == 1:
+            results = [run_finetune(fcfgs[0], folders[0], device, quiet=True,
+                                    data=datas[seeds[0]], hparams=hparams)]
+        else:
+            results = run_finetune_seeds(fcfgs, folders, device, [datas[s] for s in seeds],
+                                         quiet=True, hparams=hparams)
+        for cell, result in zip(group, results):
+            append_result(out / "results.jsonl", record(cell, result))
+            counts["ran"] += 1
+            say(f"[{position[cell.id]}/{len(cells)}] {cell.id}: test error "
+                f"{100 * result['test_error']:.2f}% ({result['seconds']:.1f}s"
+                + (f", {len(group)} seeds together)" if len(group) > 1 else ")"))
     return counts
 
 

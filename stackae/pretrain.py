@@ -32,9 +32,12 @@ def autocast(precision: str, device: torch.device):
 
 
 @torch.no_grad()
-def encode_all(layer: Layer, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
-    """The layer's codes for a whole set, in chunks: computed once per layer, not per step."""
-    return torch.cat([layer.encode(c) for c in x.split(batch)]) if len(x) else x
+def encode_all(layer: Layer, x: torch.Tensor, precision: str = "float32",
+               batch: int = 4096) -> torch.Tensor:
+    """The layer's codes for a whole set, in chunks: computed once per layer, not per step, in the
+    run's precision (the next layer would round its bfloat16 inputs anyway), stored as float32."""
+    with autocast(precision, x.device):
+        return torch.cat([layer.encode(c).float() for c in x.split(batch)]) if len(x) else x
 
 
 @torch.no_grad()
@@ -173,7 +176,8 @@ def pretrain(cfg: PretrainConfig, data, out: Path, log: RunLog) -> dict:
         layer.requires_grad_(False).eval()  # frozen from here on
         layers.append(layer)
         metrics.append(rec)
-        x, x_val = encode_all(layer, x), encode_all(layer, x_val)
+        if k + 1 < len(cfg.layers):  # the top layer's codes feed nothing
+            x, x_val = encode_all(layer, x, cfg.precision), encode_all(layer, x_val, cfg.precision)
         in_unit = layer.activation == "sigmoid"
     unrolled = None
     if cfg.unroll_epochs:

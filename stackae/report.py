@@ -88,8 +88,8 @@ def analyse(records: list[dict], inits, depths, budgets) -> tuple[list, list]:
                 for c, adj in zip(family, stats.holm([c[key] for c in family])):
                     c[f"{key}_holm"] = adj
             for c in family:
-                c["verdict"] = stats.verdict(arm, ref, c)
-                c["warnings"] = stats.warnings_for(c["n"])
+                c["verdict"] = stats.verdict(arm, ref, c, len(family))
+                c["warnings"] = stats.warnings_for(c["n"], len(family))
             comparisons += family
     return conditions, comparisons
 

@@ -41,12 +41,9 @@ def run_pretrain(cfg: PretrainConfig, out: Path, device: torch.device, quiet: bo
     return summary
 
 
-def run_finetune(cfg: FinetuneConfig, out: Path, device: torch.device, quiet: bool = False,
-                 data=None, hparams: dict | None = None) -> dict:
-    """Fine-tune one network into `out`: model.pt and result.json. `hparams` adds dashboard keys
-    (ablate's arm name) to the standard ones."""
-    seed_everything(cfg.seed)
-    data = data if data is not None else data_mod.load(cfg, device)
+def build_model(cfg: FinetuneConfig, data) -> tuple[torch.nn.Sequential, str, str | list]:
+    """The classifier `cfg` asks for (from a stack, or random init shaped like --layers or
+    --like), its init's description and its activation(s)."""
     stack = load_stack(cfg.init, data.input_dim) if cfg.init != "random" else None
     like = load_stack(cfg.like, data.input_dim) if cfg.like and stack is None else None
     widths = [l["width"] for l in like["layers"]] if like else list(cfg.layers)
@@ -54,16 +51,12 @@ def run_finetune(cfg: FinetuneConfig, out: Path, device: torch.device, quiet: bo
     model = assemble(stack, input_dim=data.input_dim, n_classes=data.n_classes, widths=widths,
                      activation=activation, scheme=cfg.init_scheme, dropout=cfg.dropout,
                      seed=cfg.seed)
-    init = describe(cfg.init if stack is not None else None, cfg.init_scheme)
-    labelled = label_subset(data.train_y, cfg.label_budget, data.n_classes, cfg.seed)
-    log = RunLog(out, cfg, device, quiet=quiet)
-    try:
-        result = finetune(cfg, data, model, log, init, labelled)
-        log.hparams({**hparams_of(cfg, FINETUNE_HPARAMS), **(hparams or {})},
-                    {"hparam/test_error": result["test_error"],
-                     "hparam/best_val_error": result["best_val_error"]})
-    finally:
-        log.close()
+    return model, describe(cfg.init if stack is not None else None, cfg.init_scheme), activation
+
+
+def save_finetune(out: Path, cfg: FinetuneConfig, data, model, activation, init: str,
+                  result: dict) -> None:
+    """model.pt (the selected classifier) and result.json, each written atomically."""
     widths = [m.out_features for m in model if isinstance(m, torch.nn.Linear)][:-1]
     save_checkpoint(Path(out) / "model.pt", {
         "format": "stackae-classifier", "input_dim": data.input_dim, "n_classes": data.n_classes,
@@ -72,4 +65,28 @@ def run_finetune(cfg: FinetuneConfig, out: Path, device: torch.device, quiet: bo
         "config": to_dict(cfg), "init": init})
     result["config"] = to_dict(cfg)
     write_json(Path(out) / "result.json", result)
+
+
+def finetune_hparams(cfg: FinetuneConfig, extra: dict | None, result: dict) -> tuple[dict, dict]:
+    """The dashboard's keys (the standard ones plus ablate's arm name) and metrics of one run."""
+    return ({**hparams_of(cfg, FINETUNE_HPARAMS), **(extra or {})},
+            {"hparam/test_error": result["test_error"],
+             "hparam/best_val_error": result["best_val_error"]})
+
+
+def run_finetune(cfg: FinetuneConfig, out: Path, device: torch.device, quiet: bool = False,
+                 data=None, hparams: dict | None = None) -> dict:
+    """Fine-tune one network into `out`: model.pt and result.json. `hparams` adds dashboard keys
+    (ablate's arm name) to the standard ones."""
+    seed_everything(cfg.seed)
+    data = data if data is not None else data_mod.load(cfg, device)
+    model, init, activation = build_model(cfg, data)
+    labelled = label_subset(data.train_y, cfg.label_budget, data.n_classes, cfg.seed)
+    log = RunLog(out, cfg, device, quiet=quiet)
+    try:
+        result = finetune(cfg, data, model, log, init, labelled)
+        log.hparams(*finetune_hparams(cfg, hparams, result))
+    finally:
+        log.close()
+    save_finetune(out, cfg, data, model, activation, init, result)
     return result

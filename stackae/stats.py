@@ -40,6 +40,15 @@ def min_wilcoxon_p(n: int) -> float:
     return min(1.0, 2.0 / 2 ** n)
 
 
+def min_wilcoxon_seeds(family: int = 1) -> int:
+    """The fewest pairs with which the exact Wilcoxon test can still reach p < ALPHA after Holm's
+    correction over `family` tests (its smallest p is multiplied by the family size)."""
+    n = 1
+    while family * min_wilcoxon_p(n) >= ALPHA:
+        n += 1
+    return n
+
+
 def paired(a, b) -> dict:
     """a - b over seeds present in both (a, b: equal-length arrays paired by seed): mean
     difference, its 95% t-interval, paired t-test and Wilcoxon signed-rank p-values."""
@@ -75,22 +84,25 @@ def holm(pvalues: list) -> list:
     return adjusted
 
 
-def warnings_for(n: int) -> list[str]:
-    """What n paired seeds cannot show, in words."""
+def warnings_for(n: int, family: int = 1) -> list[str]:
+    """What n paired seeds cannot show, in words (`family`: the tests Holm corrects together)."""
     out = []
     if n < 2:
         out.append(f"only {n} paired seed: no test or interval is possible")
     elif n < 3:
         out.append(f"only {n} paired seeds: the t-test has {n - 1} degree of freedom and its "
                    f"interval is very wide; use at least 3 seeds (better 6 or more)")
-    if 2 <= n < 6:
+    need = min_wilcoxon_seeds(family)
+    if 2 <= n < need:
+        across = f" after Holm's correction across {family} label budgets" if family > 1 else ""
         out.append(f"with {n} paired seeds the Wilcoxon signed-rank test cannot reach p < "
-                   f"{ALPHA} (its smallest two-sided p is 2/2^{n} = {min_wilcoxon_p(n):.3g}); "
-                   f"use at least 6 seeds")
+                   f"{ALPHA}{across} (its smallest two-sided p is 2/2^{n} = "
+                   f"{min_wilcoxon_p(n):.3g}" + (f", times {family}" if family > 1 else "") +
+                   f"); use at least {need} seeds")
     return out
 
 
-def verdict(arm: str, ref: str, cmp: dict) -> str:
+def verdict(arm: str, ref: str, cmp: dict, family: int = 1) -> str:
     """One plain sentence on a comparison, from the Holm-adjusted paired t-test."""
     if cmp["p_t_holm"] is None:
         return f"{arm} vs {ref}: no test possible with {cmp['n']} paired seed(s)"
@@ -100,7 +112,7 @@ def verdict(arm: str, ref: str, cmp: dict) -> str:
     if cmp["p_t_holm"] < ALPHA:
         text = (f"{better} has the lower test error: {arm} - {ref} = {diff:+.2f} points ({ci}), "
                 f"significant after Holm correction (paired t-test p = {cmp['p_t_holm']:.3g})")
-        if cmp["n"] < 6:
+        if cmp["n"] < min_wilcoxon_seeds(family):
             text += f"; the Wilcoxon test cannot confirm it with {cmp['n']} seeds"
         elif cmp["p_wilcoxon_holm"] is not None and cmp["p_wilcoxon_holm"] >= ALPHA:
             text += (f"; the Wilcoxon test does not confirm it (Holm p = "

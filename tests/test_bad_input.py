@@ -1,8 +1,8 @@
 """Every bad input ends in one line naming the culprit, exit 2 (usage) or 1 (runtime), no
 traceback, and no run folder left behind."""
-import json
 import pickle
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +33,7 @@ def stack(tmp_path_factory):
     return out / "stack.pt"
 
 
-def bad_files(tmp: "Path", stack) -> dict:
+def bad_files(tmp: Path, stack) -> dict:
     """name -> (args, expected exit status, text the message must contain)"""
     cases = {}
     ok = make_idx_folder(tmp / "ok")

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from conftest import SLICE, invoke
-from stackae import data as D
 from stackae.config import FinetuneConfig, PretrainConfig
 from stackae.pretrain import encode_all
 from stackae.runner import run_finetune, run_pretrain

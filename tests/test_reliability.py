@@ -132,3 +132,65 @@ def test_unwritable_output_folder_is_one_clear_line(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("Error:") and len(r.stderr.strip().splitlines()) == 1
     assert str(blocker / "run") in r.stderr
+
+
+ABLATE_TINY = ["--inits", "denoising,random", "--seeds", "0,1", "--labels", "20,all",
+               "--layers", "16", "--train-size", "300", "--val-size", "200", "--device", "cpu",
+               "--pretrain-epochs", "2", "--finetune-epochs", "6", "--min-epoch-examples", "300",
+               "-q"]
+
+
+def _cells(folder):
+    import json
+    out = {}
+    for f in sorted((folder / "runs" / "finetune").glob("*/result.json")):
+        r = json.loads(f.read_text())
+        state = torch.load(f.parent / "model.pt", weights_only=True)["state"]
+        out[f.parent.name] = (r["test_error"], r["curves"], state)
+    return out
+
+
+def test_sigkill_mid_grid_then_resume_matches_an_uninterrupted_grid(tmp_path):
+    r = invoke("ablate", *ABLATE_TINY, "--out", tmp_path / "full")
+    assert r.exit_code == 0, r.output
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "stackae", "ablate", *ABLATE_TINY, "--out",
+                             str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    results = cut / "results.jsonl"
+    while time.time() < deadline and proc.poll() is None and not (
+            results.exists() and len(results.read_text().splitlines()) >= 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(results.read_text().splitlines())
+    assert 3 <= done < 8, f"kill came too late ({done} of 8 cells finished)"
+    assert not (cut / "REPORT.md").exists()
+    r = invoke("ablate", *ABLATE_TINY, "--out", cut, "--resume")
+    assert r.exit_code == 0, r.output
+    full, resumed = _cells(tmp_path / "full"), _cells(cut)
+    assert sorted(full) == sorted(resumed) and len(full) == 8
+    for cid in full:
+        assert full[cid][0] == resumed[cid][0] and full[cid][1] == resumed[cid][1], cid
+        assert all(torch.equal(full[cid][2][k], resumed[cid][2][k]) for k in full[cid][2]), cid
+    assert len((cut / "results.jsonl").read_text().splitlines()) == 8
+    assert (cut / "REPORT.md").exists()
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+    args = [*SLICE, "--layers", "48,24", "--epochs", "1,50", "--batch-size", "10", "-q"]
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "stackae", "pretrain", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "layer1.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 1 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0] and "--resume" in lines[0], err
+    assert (out / "layer1.pt").exists() and not (out / "stack.pt").exists()
+    r = invoke("pretrain", *args, "--out", out, "--resume")
+    assert r.exit_code == 0 and (out / "stack.pt").exists(), r.output

@@ -12,7 +12,7 @@ from scipy import stats as S
 from conftest import invoke
 from stackae.cli import main
 from stackae.report import write_report
-from stackae.stats import holm
+from stackae.stats import holm, min_wilcoxon_seeds
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TINY_FLAGS = ["--layers", "16", "--train-size", "300", "--val-size", "200", "--device", "cpu",
@@ -113,6 +113,25 @@ def test_too_few_seeds_are_warned(tmp_path):
     assert "Wilcoxon signed-rank test cannot reach p < 0.05" in text
     assert "1 degree of freedom" in text
     assert "cannot reach" in (tmp_path / "g" / "REPORT.md").read_text()
+
+
+@pytest.mark.parametrize("family", [1, 2, 3, 4, 8])
+def test_fewest_seeds_for_wilcoxon_match_scipy(family):
+    """With every difference of one sign, scipy's exact Wilcoxon p is the smallest possible; after
+    Holm over `family` budgets it first drops below 0.05 at min_wilcoxon_seeds(family) seeds."""
+    def best_holm_p(n):
+        return family * S.wilcoxon(np.arange(1, n + 1) * 0.01, method="exact").pvalue
+    n = min_wilcoxon_seeds(family)
+    assert best_holm_p(n) < 0.05 <= best_holm_p(n - 1)
+    assert (n, family) in {(6, 1), (7, 2), (7, 3), (8, 4), (9, 8)}
+
+
+def test_holm_family_in_the_warning(tmp_path):
+    effects = {(i, b): 0.1 for i in ("denoising", "random") for b in ("100", "1000", "10000", "all")}
+    rep = write_report(synthetic(tmp_path / "g", effects, seeds=range(6),
+                                 budgets=("100", "1000", "10000", "all")))
+    assert any("after Holm's correction across 4 label budgets" in w and "at least 8 seeds" in w
+               for w in rep["warnings"])
 
 
 def check_png(path: Path, min_side=200):
