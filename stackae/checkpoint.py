@@ -39,9 +39,10 @@ def read(path: str | Path) -> dict:
             raise CheckpointError(f"checkpoint {path} holds Python objects beyond tensors and plain "
                                   "data; refused (loaded with weights_only=True)")
         raise CheckpointError(f"checkpoint {path} is corrupt ({first[:120]})")
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
-        msg = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({msg})")
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError):
+        # torch's own text here (zip internals, a bare key) would not help the reader
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated, or not a PyTorch "
+                              f"checkpoint at all (expected a .pt file written by stackae)")
     if not isinstance(obj, dict) or "format" not in obj:
         raise CheckpointError(f"{path} is not a stackae checkpoint (no 'format' entry)")
     return obj

@@ -127,6 +127,9 @@ def markdown(rep: dict) -> str:
     if s["command"]:
         L.append(s["command"])
     L += [f"stackae report {rep['folder']}", "```", "",
+          "The command names only what differs from this stackae version's defaults; "
+          f"`stackae ablate --config {rep['folder']}/config.json --out NEW` repeats every setting "
+          "with any version.", "",
           "Files: `results.csv` (one row per cell), `report.json` (this report as data), "
           "`runs/finetune/<cell>/` (each cell's result.json, config.json, metrics and TensorBoard "
           "events), `runs/pretrain/<objective>-d<depth>-s<seed>/` (the stacks). "

@@ -1,5 +1,6 @@
 """Every bad input ends in one line naming the culprit, exit 2 (usage) or 1 (runtime), no
 traceback, and no run folder left behind."""
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -131,6 +132,9 @@ def check(args, expect_code, expect_text, tmp_path, capsys, monkeypatch):
     assert expect_text in lines[0], lines[0]
     assert "Traceback" not in err + stdout
     assert not out.exists(), "a bad input left a run folder behind"
+    if os.environ.get("STACKAE_BAD_INPUT_LOG"):  # the catalogue of messages, for the docs
+        with open(os.environ["STACKAE_BAD_INPUT_LOG"], "a") as f:
+            f.write(f"{code}\t{' '.join(map(str, args))}\t{lines[0]}\n")
 
 
 @pytest.mark.parametrize("name", OPTION_CASES)
