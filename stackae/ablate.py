@@ -1,6 +1,6 @@
 """Ablation grids: inits x seeds x label budgets (x depths), expanded into paired runs and run.
 
-    stackae ablate                                # denoising vs random, 3 seeds, 100/1000/10000 labels
+    stackae ablate                                # denoising vs random, 8 seeds, 100/1000/10000/all labels
     stackae ablate --preset full --out runs/ablate/full --shard 2/4
     stackae ablate --preset full --out runs/ablate/gpu --seed-batch 8   # 8 seeds of an arm at once
 

@@ -266,7 +266,7 @@ def preset_option(f):
         return value
     return click.option("--preset", type=click.Choice(list(ABLATE_PRESETS)), default="default",
                         show_default=True, is_eager=True, callback=callback,
-                        help="Grid size: default is the ~10-minute CPU comparison; full is "
+                        help="Grid size: default is the ~5-minute CPU comparison; full is "
                              "784-1000-1000-500, seeds 0-9, budgets 100,1000,10000,all, "
                              "10 pretraining and 30 fine-tuning epochs.")(f)
 
@@ -283,7 +283,7 @@ def shard_param(ctx, param, value):
 
 @cli.command(epilog="""\b
 Examples:
-  stackae ablate                                   # denoising vs random, ~6 min on 2 CPU cores
+  stackae ablate                                   # denoising vs random, ~5 min on 2 CPU cores
   stackae ablate --inits denoising,rbm,random,xavier --seeds 0,1,2,3,4,5 --labels 100,all
   stackae ablate --preset full --out runs/ablate/full --dry-run
   stackae ablate --preset full --out runs/ablate/full --shard 2/4   # one of 4 machines

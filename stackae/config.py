@@ -339,7 +339,7 @@ class AblateConfig:
     device: str = opt("auto", "Where tensors live: auto picks CUDA when available.", choices=DEVICES)
     layers: tuple[int, ...] = opt((256, 256), "Hidden widths, bottom to top. Smaller than "
                                   "pretrain's 1000,1000,500 so that the default grid runs in about "
-                                  "6 minutes on 2 CPU cores; --preset full uses 1000,1000,500.")
+                                  "5 minutes on 2 CPU cores; --preset full uses 1000,1000,500.")
     activation: str = opt("sigmoid", "Hidden unit nonlinearity of every arm.", choices=ACTIVATIONS)
     tied: bool = opt(True, "Tie decoder weights to the encoder's transpose.")
     noise: tuple[float, ...] = opt((0.25,), "Corruption level of denoising layers; one or per layer.")
