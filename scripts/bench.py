@@ -69,6 +69,19 @@ def ae_step_shapes(b, n_in, n_out):
             (b, n_out, n_in), (n_out, b, n_in)]            # encoder backward: dX (unused), dW
 
 
+def textbook_step(layer, frozen, opt, xb):
+    """One step of the usual loop: frozen layers recomputed, masking noise, .item() at the end."""
+    with torch.no_grad():
+        for f in frozen:
+            xb = f.encode(xb)
+    xc = xb * (torch.rand_like(xb) >= 0.25)
+    loss = layer.recon_loss(layer.decode_raw(layer.encode(xc)), xb)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    loss.item()
+
+
 def textbook_layer(x_all, frozen, n_in, n_out, batch, max_batches, device):
     """The usual loop: DataLoader, frozen layers recomputed each step, float32, .item() per batch."""
     layer = Layer(n_in, n_out).to(device)
@@ -78,16 +91,7 @@ def textbook_layer(x_all, frozen, n_in, n_out, batch, max_batches, device):
     for i, (xb,) in enumerate(loader):
         if i == max_batches:
             break
-        xb = xb.to(device)
-        with torch.no_grad():
-            for f in frozen:
-                xb = f.encode(xb)
-        xc = xb * (torch.rand_like(xb) >= 0.25)
-        loss = layer.recon_loss(layer.decode_raw(layer.encode(xc)), xb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        loss.item()
+        textbook_step(layer, frozen, opt, xb.to(device))
         seen += len(xb)
     sync(device)
     return seen / (time.perf_counter() - t0)
@@ -142,15 +146,7 @@ def time_to_target(x, y, data, widths, target, pretrain_epochs, max_epochs, text
             opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
             for _ in range(pretrain_epochs):
                 for (xb,) in DataLoader(TensorDataset(x), batch_size=B, shuffle=True):
-                    with torch.no_grad():
-                        for f in layers:
-                            xb = f.encode(xb)
-                    xc = xb * (torch.rand_like(xb) >= 0.25)
-                    loss = layer.recon_loss(layer.decode_raw(layer.encode(xc)), xb)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    loss.item()
+                    textbook_step(layer, layers, opt, xb)
         else:
             train_layer(cfg, k, layer, codes, codes[:1000], NullLog())
             codes = encode_all(layer.requires_grad_(False).eval(), codes, precision)

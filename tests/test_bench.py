@@ -1,0 +1,22 @@
+"""scripts/bench.py --quick as a smoke check: it runs and writes its table as JSON. No timing is
+asserted (speed targets live in the benchmark, not in tests)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_quick_writes_every_part(tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--device",
+                        "cpu", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert [l["layer"] for l in d["layers"]] == [1, 2, 3]
+    for part in [*d["layers"], d["stack"], d["finetune"]]:
+        for key in ("samples_per_s", "gflops", "ceiling_gflops", "textbook_samples_per_s"):
+            assert part[key] > 0, (part, key)
+    assert d["peak_rss_mb"] > 0 and d["examples"] == 6000
+    assert "layer 1" in r.stdout and "finetune" in r.stdout
