@@ -49,7 +49,7 @@ def read_folder(folder: Path) -> dict:
         if (cell / "config.json").exists():
             p = json.loads((cell / "config.json").read_text()).get("provenance", {})
             provenance.append({k: p.get(k) for k in ("device", "stackae", "torch", "python",
-                                                      "git_commit")})
+                                                      "git_commit", "git_dirty")})
     return {"grid": grid, "records": sorted(records.values(), key=lambda r: r["id"]),
             "bad_lines": bad, "curves": curves, "provenance": provenance}
 

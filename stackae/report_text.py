@@ -120,7 +120,8 @@ def markdown(rep: dict) -> str:
         p = json.loads(v)
         cells = f" ({count} cells)" if len(s["versions"]) > 1 else ""
         L.append(f"- **Ran on:** {p['device']}; stackae {p['stackae']}, torch {p['torch']}, "
-                 f"python {p['python']}, git commit {p['git_commit'] or 'unknown'}{cells}.")
+                 f"python {p['python']}, git commit {p['git_commit'] or 'unknown'}"
+                 f"{' with uncommitted changes' if p.get('git_dirty') else ''}{cells}.")
     L.append(f"- **Compute:** {s['pretrain_runs']} pretraining runs, {s['pretrain_seconds']:.0f} s; "
              f"{rep['cells']['finished']} fine-tunes, {s['finetune_seconds']:.0f} s.")
     L += ["", "## Reproduce", "", "```"]

@@ -5,6 +5,7 @@ command finishes is written aside and renamed into place, so a killed run never 
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -56,15 +57,27 @@ def save_checkpoint(path: Path, obj: dict) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+@functools.lru_cache(maxsize=None)
+def code_version() -> tuple[str | None, bool | None]:
+    """The git commit of the stackae code this process loaded, and whether the package had
+    uncommitted changes; read once, at the first run, so that a long grid records the code it is
+    running even if the checkout moves on meanwhile."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD") or None
+        dirty = bool(git("status", "--porcelain", "--", ".")) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return commit, dirty
+
+
 def provenance(device: torch.device) -> dict:
     """What produced a run, recorded beside its settings."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
+    commit, dirty = code_version()
     return {"stackae": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "device": str(device), "git_commit": commit, "argv": sys.argv,
+            "device": str(device), "git_commit": commit, "git_dirty": dirty, "argv": sys.argv,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
