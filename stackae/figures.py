@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
 DPI = 110
 
@@ -59,6 +59,7 @@ def learning_curves(curves: dict, inits, depths, budgets, path: Path) -> None:
     for r, depth in enumerate(depths):
         for c, budget in enumerate(budgets):
             ax = axes[r][c]
+            lows, highs = [], []
             for init in inits:
                 runs = curves.get((depth, budget, init))
                 if not runs:
@@ -75,6 +76,13 @@ def learning_curves(curves: dict, inits, depths, budgets, path: Path) -> None:
                 ax.plot(epochs, mean, color=colors[init], label=f"{init} (n={len(runs)})")
                 ax.fill_between(epochs, mean - std, mean + std, color=colors[init], alpha=0.2,
                                 linewidth=0)
+                lows.append(np.nanmin(mean))
+                highs.append(np.nanmax(mean))
+            if lows and min(lows) > 0 and max(highs) / min(lows) > 10:
+                ax.set_yscale("log")  # a random init's first epochs would flatten the others
+                ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_title(f"{budget} labels" + (f", depth {depth}" if len(depths) > 1 else ""))
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("fine-tuning epoch")
