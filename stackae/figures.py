@@ -27,13 +27,19 @@ def error_vs_budget(conditions: list[dict], inits, depths, budgets, x_of: dict, 
     colors = _colors(inits)
     fig = Figure(figsize=(5.5 * len(depths), 4.2), layout="constrained")
     for ax, depth in zip(fig.subplots(1, len(depths), squeeze=False)[0], depths):
-        for init in inits:
+        for k, init in enumerate(inits):
             rows = [c for c in conditions if c["init"] == init and c["depth"] == depth]
             rows.sort(key=lambda c: x_of[c["budget"]])
-            x = [x_of[c["budget"]] for c in rows]
+            # one budget: spread the inits sideways so that their error bars do not overlap
+            shift = 1.05 ** (k - (len(inits) - 1) / 2) if len(budgets) == 1 else 1.0
+            x = [x_of[c["budget"]] * shift for c in rows]
             ax.plot(x, [100 * c["mean"] for c in rows], "o-", color=colors[init], label=init)
             band = [(xi, c) for xi, c in zip(x, rows) if c["ci_low"] is not None]
-            if band:
+            if band and len(budgets) == 1:  # one budget: a band has no width, so error bars
+                xi, c = band[0]
+                err = [[100 * (c["mean"] - c["ci_low"])], [100 * (c["ci_high"] - c["mean"])]]
+                ax.errorbar([xi], [100 * c["mean"]], yerr=err, color=colors[init], capsize=4)
+            elif band:
                 ax.fill_between([b[0] for b in band], [100 * b[1]["ci_low"] for b in band],
                                 [100 * b[1]["ci_high"] for b in band], color=colors[init],
                                 alpha=0.2, linewidth=0)
