@@ -4,19 +4,21 @@
 # its REPORT.md, report.json, results.csv and figures/.
 #
 #   scripts/reference/run.sh                 # every experiment, in order
-#   scripts/reference/run.sh classic         # one of: classic modern objectives
+#   scripts/reference/run.sh classic         # one of: classic budgets modern objectives
 #
-# Work and wall time on a 2-core CPU (float32; the estimates are `stackae ablate --dry-run`'s
-# FLOP counts at about 110 GFLOP/s; measured times are in the README's Results section):
-#   classic     sigmoid 784-1000-1000-500, denoising vs random, SGD fine-tuning, budgets
-#               100/1000/10000/all, 5 seeds             ~510 TFLOP, about 1.5 hours
-#   modern      ReLU, Adam + dropout 0.2 fine-tuning, denoising vs random vs kaiming, all labels,
-#               5 seeds                                 ~420 TFLOP, about 1.2 hours
+# Wall time on a 2-core CPU (float32, idle machine; measured times are in the README's Results
+# section and each report; `stackae ablate --config F --out D --dry-run` prints the plan and its
+# FLOP count):
+#   classic     sigmoid 784-1000-1000-500, denoising vs random, SGD fine-tuning, 10000 and all
+#               labels, 5 seeds                                          about 50 minutes
+#   budgets     the classic regime at 100 and 1000 labels, 10 seeds      about 50 minutes
+#   modern      ReLU, Adam + dropout 0.2 + cosine learning-rate decay in fine-tuning, denoising vs
+#               kaiming (He) random init, all labels, 5 seeds            about 45 minutes
 #   objectives  plain, denoising, sparse, contractive, RBM vs random, all labels, 3 seeds
-#                                                       ~630 TFLOP, about 1.8 hours
+#                                                                        about 1.7 hours
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for name in "${@:-classic modern objectives}"; do
+for name in "${@:-classic budgets modern objectives}"; do
   for n in $name; do
     stackae ablate --config "scripts/reference/$n.json" --out "runs/reference/$n" --resume
   done
