@@ -18,6 +18,7 @@ OBJECTIVES = ("plain", "denoising", "sparse", "contractive", "rbm")
 CORRUPTIONS = ("masking", "salt-pepper", "gaussian")
 INIT_SCHEMES = ("default", "xavier", "kaiming", "uniform")
 OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("mnist", "fashion-mnist", "kmnist", "emnist-digits", "emnist-letters",
             "emnist-balanced", "emnist-mnist", "emnist-byclass", "emnist-bymerge")
@@ -153,6 +154,9 @@ class FinetuneConfig(DataConfig):
                       "class-balanced), or 'all'.")
     epochs: int = opt(30, "Fine-tuning epochs.")
     lr: float = opt(0.1, "Learning rate.")
+    lr_schedule: str = opt("constant", "Learning rate over the run: constant, or cosine decay "
+                           "from --lr to 0 at the last step of the last epoch.",
+                           choices=LR_SCHEDULES)
     optimizer: str = opt("sgd", "Optimizer.", choices=OPTIMIZERS)
     momentum: float = opt(0.9, "Momentum of SGD.")
     weight_decay: float = opt(0.0, "L2 weight decay.")
@@ -302,6 +306,7 @@ ABLATE_PRESETS = {
 ABLATE_TO_PRETRAIN = {"pretrain_epochs": "epochs", "pretrain_lr": "lr",
                       "pretrain_optimizer": "optimizer", "pretrain_batch_size": "batch_size"}
 ABLATE_TO_FINETUNE = {"finetune_epochs": "epochs", "finetune_lr": "lr",
+                      "finetune_lr_schedule": "lr_schedule",
                       "finetune_optimizer": "optimizer", "finetune_batch_size": "batch_size"}
 
 
@@ -357,6 +362,8 @@ class AblateConfig:
     finetune_epochs: int = opt(10, "Fine-tuning epochs (10 keeps the default grid short; "
                                "--preset full: 30).")
     finetune_lr: float = opt(0.1, "Fine-tuning learning rate.")
+    finetune_lr_schedule: str = opt("constant", "Fine-tuning learning rate over the run: constant, "
+                                    "or cosine decay to 0.", choices=LR_SCHEDULES)
     finetune_optimizer: str = opt("sgd", "Fine-tuning optimizer.", choices=OPTIMIZERS)
     momentum: float = opt(0.9, "Momentum of SGD (and of RBM updates).")
     weight_decay: float = opt(0.0, "L2 weight decay of pretraining and fine-tuning.")
@@ -433,7 +440,8 @@ class AblateConfig:
             init=stack if init in OBJECTIVES and stack else "random",
             init_scheme=RANDOM_INITS.get(init, "default"), layers=self.layers[:depth],
             activation=self.activation, labels=budget, epochs=self.finetune_epochs,
-            lr=self.finetune_lr, optimizer=self.finetune_optimizer, momentum=self.momentum,
+            lr=self.finetune_lr, lr_schedule=self.finetune_lr_schedule,
+            optimizer=self.finetune_optimizer, momentum=self.momentum,
             weight_decay=self.weight_decay, batch_size=self.finetune_batch_size,
             min_epoch_examples=self.min_epoch_examples, dropout=self.dropout,
             patience=self.patience, precision=self.precision)

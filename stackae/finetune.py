@@ -40,8 +40,21 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp, batch: int
 def batch_order(n: int, batch_size: int, min_examples: int, g: torch.Generator) -> list:
     """One epoch: seeded permutations of the n examples, repeated until at least `min_examples`
     have been seen (so a 100-label budget still gets a useful number of updates per epoch)."""
-    reps = max(1, math.ceil(min_examples / n))
-    return torch.cat([torch.randperm(n, generator=g) for _ in range(reps)]).split(batch_size)
+    return torch.cat([torch.randperm(n, generator=g) for _ in range(repeats(n, min_examples))]
+                     ).split(batch_size)
+
+
+def repeats(n: int, min_examples: int) -> int:
+    return max(1, math.ceil(min_examples / n))
+
+
+def make_schedule(cfg: FinetuneConfig, opt: torch.optim.Optimizer, n: int):
+    """The learning-rate scheduler --lr-schedule asks for, stepped once per batch; None for
+    constant. Cosine reaches 0 after the last batch of epoch `cfg.epochs`."""
+    if cfg.lr_schedule == "constant":
+        return None
+    steps = cfg.epochs * math.ceil(n * repeats(n, cfg.min_epoch_examples) / cfg.batch_size)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
 
 
 def finetune(cfg: FinetuneConfig, data, model: nn.Module, log: RunLog, init: str,
@@ -58,6 +71,7 @@ def finetune(cfg: FinetuneConfig, data, model: nn.Module, log: RunLog, init: str
         head.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum, cfg.weight_decay)
+    schedule = make_schedule(cfg, opt, len(x))
     g = generator(cfg.seed, "batches")
     amp = autocast(cfg.precision, device)
     best = {"val_error": math.inf, "epoch": 0, "state": None}
@@ -77,6 +91,8 @@ def finetune(cfg: FinetuneConfig, data, model: nn.Module, log: RunLog, init: str
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if schedule:
+                schedule.step()
             total_loss += loss.detach() * len(b)
             wrong += (logits.detach().argmax(1) != y[b]).sum()
             seen += len(b)
@@ -91,7 +107,8 @@ def finetune(cfg: FinetuneConfig, data, model: nn.Module, log: RunLog, init: str
         dt = time.perf_counter() - t0
         log.scalars(epoch, {"finetune/train_loss": train_loss, "finetune/train_error": train_error,
                             "finetune/val_loss": val_loss, "finetune/val_error": val_error,
-                            "finetune/test_error": test_error, "finetune/epoch_seconds": dt},
+                            "finetune/test_error": test_error, "finetune/epoch_seconds": dt,
+                            "finetune/lr": opt.param_groups[0]["lr"]},
                     stage="finetune")
         log.progress(f"epoch {epoch}/{cfg.epochs}  loss {train_loss:.4f}  train err "
                      f"{train_error:.4f}  val err {val_error:.4f}  test err {test_error:.4f}  {dt:.1f}s")

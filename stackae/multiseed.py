@@ -23,13 +23,13 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from .config import FinetuneConfig
-from .finetune import batch_order, evaluate
+from .finetune import batch_order, evaluate, make_schedule
 from .pretrain import autocast, make_optimizer
 from .runlog import RunError, RunLog
 from .seeding import generator, seed_everything
 
 # settings that must agree for seeds to train in lockstep (seed and init may differ)
-LOCKSTEP = ("labels", "epochs", "lr", "optimizer", "momentum", "weight_decay", "batch_size",
+LOCKSTEP = ("labels", "epochs", "lr", "lr_schedule", "optimizer", "momentum", "weight_decay", "batch_size",
             "min_epoch_examples", "dropout", "patience", "freeze_encoder", "precision")
 
 
@@ -73,6 +73,7 @@ def finetune_seeds(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Modu
     skeleton = copy.deepcopy(models[0]).to("meta")
     opt = make_optimizer(cfg.optimizer, [p for p in params.values() if p.requires_grad], cfg.lr,
                          cfg.momentum, cfg.weight_decay)
+    schedule = make_schedule(cfg, opt, len(idxs[0]))
     x = torch.stack([d.train_x[i] for d, i in zip(datas, idxs)])  # (seeds, labels, input)
     y = torch.stack([d.train_y[i] for d, i in zip(datas, idxs)])
     rows = torch.arange(n_seeds, device=device)[:, None]
@@ -106,6 +107,8 @@ def finetune_seeds(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Modu
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # slice i of each gradient is seed i's own
             opt.step()
+            if schedule:
+                schedule.step()
             total_loss += loss.detach() * b.shape[1]
             wrong += (logits.detach().argmax(2) != yb).sum(1)
             seen += b.shape[1]
@@ -126,7 +129,8 @@ def finetune_seeds(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Modu
                                     "finetune/train_error": train_error[i],
                                     "finetune/val_loss": val_loss, "finetune/val_error": val_error,
                                     "finetune/test_error": test_error,
-                                    "finetune/epoch_seconds": dt}, stage="finetune")
+                                    "finetune/epoch_seconds": dt,
+                                    "finetune/lr": opt.param_groups[0]["lr"]}, stage="finetune")
             logs[i].progress(f"epoch {epoch}/{cfg.epochs}  seed {cfgs[i].seed}  loss "
                              f"{train_loss[i]:.4f}  train err {train_error[i]:.4f}  val err "
                              f"{val_error:.4f}  test err {test_error:.4f}  {dt:.1f}s")

@@ -16,8 +16,8 @@ from .pretrain import pretrain
 from .runlog import RunLog, save_checkpoint, write_json
 from .seeding import seed_everything
 
-FINETUNE_HPARAMS = ("init", "init_scheme", "labels", "seed", "epochs", "lr", "optimizer",
-                    "dropout", "batch_size", "freeze_encoder")
+FINETUNE_HPARAMS = ("init", "init_scheme", "labels", "seed", "epochs", "lr", "lr_schedule",
+                    "optimizer", "dropout", "batch_size", "freeze_encoder")
 
 
 def hparams_of(cfg, names) -> dict:

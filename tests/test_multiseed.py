@@ -1,6 +1,7 @@
 """Seeds fine-tuned together (stacked parameters + vmap) end as separate `finetune()` runs do: same
 weights, curves and model selection to float rounding, on a slice of real MNIST."""
 import json
+import math
 
 import pytest
 import torch
@@ -22,10 +23,13 @@ TOL = dict(rtol=1e-4, atol=1e-5)
 
 
 class Silent:
-    """A RunLog that writes nothing."""
+    """A RunLog that writes nothing but keeps the learning rate of each epoch."""
 
-    def scalars(self, *args, **kwargs):
-        pass
+    def __init__(self):
+        self.lrs = []
+
+    def scalars(self, step, values, **kwargs):
+        self.lrs.append(values["finetune/lr"])
 
     def progress(self, line):
         pass
@@ -58,9 +62,13 @@ def both_ways(datas, stack=None, **over):
                          activation=c.activation, dropout=c.dropout, seed=c.seed)
                 for c, d in zip(cfgs, datas)]
     alone, together = models(), models()
-    separate = [finetune(c, d, m, Silent(), "init", i)
-                for c, d, m, i in zip(cfgs, datas, alone, idxs)]
-    batched = finetune_seeds(cfgs, datas, together, ["init"] * 3, idxs, [Silent()] * 3)
+    logs = [Silent() for _ in SEEDS]
+    separate = [finetune(c, d, m, log, "init", i)
+                for c, d, m, i, log in zip(cfgs, datas, alone, idxs, logs)]
+    batched_logs = [Silent() for _ in SEEDS]
+    batched = finetune_seeds(cfgs, datas, together, ["init"] * 3, idxs, batched_logs)
+    for r, log in zip(separate + batched, logs + batched_logs):
+        r["lrs"] = log.lrs
     return alone, separate, together, batched
 
 
@@ -71,6 +79,7 @@ def assert_same_runs(alone, separate, together, batched):
         assert (r2["best_epoch"], r2["epochs_run"], r2["labels"]) == \
             (r1["best_epoch"], r1["epochs_run"], r1["labels"])
         assert_close(r2["curves"], r1["curves"], **TOL)
+        assert r2["lrs"] == pytest.approx(r1["lrs"])
         assert_close(r2["test_error"], r1["test_error"], **TOL)
 
 
@@ -81,6 +90,17 @@ def test_batched_seeds_match_separate_runs(datas, stack, pretrained, optimizer, 
                      weight_decay=1e-4)
     assert_same_runs(*runs)
     assert len({r["test_error"] for r in runs[3]}) > 1  # the seeds really are different runs
+
+
+def test_cosine_schedule_decays_to_zero_and_batched_seeds_follow_it(datas):
+    runs = both_ways(datas, optimizer="adam", lr=1e-3, lr_schedule="cosine", epochs=4)
+    assert_same_runs(*runs)
+    lrs = runs[1][0]["lrs"]  # after each epoch: 300 examples = 10 batches of 32 per epoch, 40 in all
+    assert lrs == pytest.approx([0.5e-3 * (1 + math.cos(math.pi * k / 4)) for k in (1, 2, 3, 4)],
+                                abs=1e-12)
+    constant = both_ways(datas, optimizer="adam", lr=1e-3, epochs=4)
+    assert constant[1][0]["lrs"] == [1e-3] * 4
+    assert runs[1][0]["curves"] != constant[1][0]["curves"]
 
 
 def test_patience_stops_each_seed_on_its_own(datas):
