@@ -1,4 +1,4 @@
-"""Ablation grids: inits x seeds x label budgets (x depths), expanded into paired runs and run.
+"""Running an ablation grid (grid.py): its cells' pretraining and fine-tuning, resumable, in shards.
 
     stackae ablate                                # denoising vs random, 8 seeds, 100/1000/10000/all labels
     stackae ablate --preset full --out runs/ablate/full --shard 2/4
@@ -22,12 +22,10 @@ import shlex
 import shutil
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
-from .config import (ABLATE_PRESETS, OBJECTIVES, RANDOM_INITS, AblateConfig, DataConfig, from_dict,
-                     load_json, to_dict)
+from .config import OBJECTIVES, DataConfig, from_dict, load_json, to_dict
+from .grid import ABLATE_PRESETS, RANDOM_INITS, AblateConfig, Cell
 from .runlog import RunError, write_json
 
 # (training images, test images, input width, classes) of the datasets known without loading them
@@ -38,52 +36,6 @@ DATASET_SIZES = {"mnist": (60000, 10000, 784, 10), "fashion-mnist": (60000, 1000
                  "emnist-mnist": (60000, 10000, 784, 10),
                  "emnist-byclass": (697932, 116323, 784, 62),
                  "emnist-bymerge": (697932, 116323, 784, 47)}
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One fine-tuning run of the grid."""
-    init: str
-    depth: int
-    budget: str
-    seed: int
-
-    @property
-    def id(self) -> str:
-        return f"{self.init}-d{self.depth}-n{self.budget}-s{self.seed}"
-
-    @property
-    def pretrain(self) -> Optional[str]:
-        """The pretraining run this cell starts from (None for a random-init arm)."""
-        return f"{self.init}-d{self.depth}-s{self.seed}" if self.init in OBJECTIVES else None
-
-
-def expand(cfg: AblateConfig) -> list[Cell]:
-    """Every cell, ordered by seed first (one data load per seed), then depth, init, budget."""
-    return [Cell(init, depth, budget, seed) for seed in cfg.seeds for depth in cfg.depth_list
-            for init in cfg.inits for budget in cfg.labels]
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """'i/n' -> (i, n) with 1 <= i <= n; ValueError otherwise."""
-    try:
-        i, n = (int(p) for p in text.split("/"))
-    except ValueError:
-        raise ValueError(f"expected i/n (e.g. 2/4), got {text!r}")
-    if not 1 <= i <= n:
-        raise ValueError(f"needs 1 <= i <= n, got {text!r}")
-    return i, n
-
-
-def split(cells: list, n: int) -> list[list]:
-    """n contiguous, nearly equal slices (sizes differ by at most one), in order; contiguous keeps
-    the cells of one seed together, so a slice loads few datasets and pretrains few stacks."""
-    return [cells[k * len(cells) // n:(k + 1) * len(cells) // n] for k in range(n)]
-
-
-def shard(cells: list, i: int, n: int) -> list:
-    """Shard i of n (1-based): the shards of a grid partition it exactly."""
-    return split(cells, n)[i - 1]
 
 
 def data_sizes(cfg: AblateConfig) -> dict:

@@ -1,130 +1,23 @@
 """The `stackae` command line: thin click commands that build a config and call the library.
 
-Options are generated from the config dataclasses, so defaults and help live in one place.
-Settings flow one way: defaults -> --config FILE -> explicit flags. torch is imported inside the
-commands, so `stackae --help` is instant.
+Options are generated from the config dataclasses (options.py), so defaults and help live in one
+place. Settings flow one way: defaults -> --config FILE -> explicit flags. torch is imported
+inside the commands, so `stackae --help` is instant.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import importlib.util
 import sys
 import time
-import typing
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .config import (AblateConfig, ConfigError, FinetuneConfig, PretrainConfig, field_types,
-                     from_dict, load_json)
-
-PROVENANCE_KEYS = ("provenance",)
-
-
-class ListParam(click.ParamType):
-    """A comma-separated list (one value, or one per layer), checked item by item."""
-
-    def __init__(self, item: type, choices=None):
-        self.item, self.choices = item, choices
-        self.name = f"{item.__name__}[,...]"
-
-    def get_metavar(self, param, ctx=None):
-        return ("[" + "|".join(self.choices) + "],..." if self.choices
-                else {int: "INT,...", float: "FLOAT,..."}.get(self.item, "TEXT,..."))
-
-    def convert(self, value, param, ctx):
-        from .config import coerce
-        try:
-            out = coerce(param.name if param else "value", tuple[self.item, ...], value)
-        except ConfigError as e:
-            self.fail(str(e), param, ctx)
-        for v in out:
-            if self.choices and v not in self.choices:
-                self.fail(f"{v!r} is not one of {', '.join(self.choices)}", param, ctx)
-        if not out:
-            self.fail("needs at least one value", param, ctx)
-        return out
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def options_from(cls, exclude: tuple[str, ...] = ()):
-    """Decorate a command with one option per config field: type, default and help from the field."""
-    types = field_types(cls)
-
-    def decorate(f):
-        for fld in reversed(dataclasses.fields(cls)):
-            if fld.name in exclude:
-                continue
-            tp, meta, default = types[fld.name], fld.metadata, fld.default
-            choices = meta.get("choices")
-            if typing.get_origin(tp) is typing.Union:
-                tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
-            kw = dict(default=default, show_default=True, help=meta["help"])
-            if typing.get_origin(tp) is tuple:
-                kw["type"] = ListParam(typing.get_args(tp)[0], choices)
-                kw["default"] = ",".join(map(str, default))
-                f = click.option(flag(fld.name), fld.name, **kw)(f)
-            elif tp is bool:
-                f = click.option(f"{flag(fld.name)}/--no-{fld.name.replace('_', '-')}", fld.name,
-                                 **kw)(f)
-            elif meta.get("path"):
-                kw["type"] = click.Path(exists=True)
-                f = click.option(flag(fld.name), fld.name, **kw)(f)
-            else:
-                kw["type"] = click.Choice(choices) if choices else {int: click.INT,
-                                                                    float: click.FLOAT}.get(tp, str)
-                f = click.option(flag(fld.name), fld.name, **kw)(f)
-        return f
-    return decorate
-
-
-def config_option(cls):
-    """--config FILE: read eagerly into click's default_map, so explicit flags still win."""
-
-    def callback(ctx, param, value):
-        if value is None:
-            return None
-        try:
-            d = load_json(value)
-            from_dict(cls, {k: v for k, v in d.items() if k not in PROVENANCE_KEYS})
-        except ConfigError as e:
-            where = f"{value}: {e.name!r} " if e.name != "config" else ""
-            raise click.BadParameter(f"{where}{e}", ctx=ctx, param=param)
-        ctx.default_map = {**(ctx.default_map or {}),
-                           **{k: (",".join(map(str, v)) if isinstance(v, list) else v)
-                              for k, v in d.items() if k not in PROVENANCE_KEYS}}
-        return value
-    return click.option("--config", type=click.Path(dir_okay=False), is_eager=True,
-                        expose_value=False, callback=callback,
-                        help="JSON file of settings (e.g. a run's config.json); flags override it.")
-
-
-def build_config(cls, kwargs: dict):
-    """The frozen config from parsed options; a bad value is a usage error naming the option."""
-    try:
-        return from_dict(cls, {k: v for k, v in kwargs.items() if k in field_types(cls)})
-    except ConfigError as e:
-        raise click.BadParameter(str(e), param_hint=f"'{flag(e.name)}'")
-
-
-def friendly_errors(f):
-    """Known failures (bad data, bad checkpoint, run problems) become one line and exit status 1."""
-
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        from .checkpoint import CheckpointError
-        from .data import DataError
-        from .runlog import RunError
-        try:
-            return f(*args, **kwargs)
-        except (DataError, CheckpointError, RunError) as e:
-            raise click.ClickException(str(e))
-    return wrapper
+from .config import FinetuneConfig, PretrainConfig
+from .grid import AblateConfig
+from .options import (build_config, checked_folder, common_run_options, config_option,
+                      friendly_errors, options_from, resumed_config)
 
 
 def out_default(kind: str) -> Path:
@@ -139,37 +32,6 @@ def cli():
     pretrain a stack, finetune it (or the same network from random init), ablate over seeds and
     label budgets, and report the comparison with its uncertainty.
     """
-
-
-def common_run_options(f):
-    f = click.option("--quiet", "-q", is_flag=True, help="No per-epoch progress on stderr.")(f)
-    f = click.option("--resume", is_flag=True,
-                     help="Continue the run in an existing --out folder.")(f)
-    f = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Run folder to create [default: runs/<command>/<date-time>].")(f)
-    return f
-
-
-def checked_folder(out: Path, resume: bool) -> bool:
-    """True when resuming; an --out that exists without --resume is a usage error."""
-    from .runlog import RunError, prepare_folder
-    try:
-        return prepare_folder(out, resume)
-    except RunError as e:
-        raise click.BadParameter(str(e), param_hint="'--out'")
-
-
-def resumed_config(cls, cfg, out: Path, ctx):
-    """On --resume, the folder's config rules; flags given now must agree with it."""
-    saved = from_dict(cls, {k: v for k, v in load_json(out / "config.json").items()
-                            if k not in PROVENANCE_KEYS})
-    for name in field_types(cls):
-        src = ctx.get_parameter_source(name)
-        if (src not in (click.core.ParameterSource.DEFAULT, None)
-                and getattr(cfg, name) != getattr(saved, name)):
-            raise click.BadParameter(f"differs from the run being resumed ({getattr(saved, name)!r} "
-                                     f"in {out / 'config.json'})", param_hint=f"'{flag(name)}'")
-    return saved
 
 
 @cli.command(epilog="""\b
@@ -256,7 +118,7 @@ def finetune(ctx, out, resume, quiet, **kwargs):
 
 def preset_option(f):
     """--preset NAME: eager, so its values become defaults that --config and flags override."""
-    from .config import ABLATE_PRESETS
+    from .grid import ABLATE_PRESETS
 
     def callback(ctx, param, value):
         values = ABLATE_PRESETS[value]
@@ -274,7 +136,7 @@ def preset_option(f):
 def shard_param(ctx, param, value):
     if value is None:
         return None
-    from .ablate import parse_shard
+    from .grid import parse_shard
     try:
         return parse_shard(value)
     except ValueError as e:
@@ -326,6 +188,7 @@ def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slur
     if checked_folder(out, resume or shard is not None):
         cfg = resumed_config(AblateConfig, cfg, out, ctx)
     from . import ablate as A
+    from .grid import expand, shard as shard_of
     from .seeding import resolve_device
     # SLURM jobs pick their device on their node; the submitting machine may have no GPU
     device = device_or_usage_error(cfg.device, resolve_device) if executor == "local" else cfg.device
@@ -335,8 +198,8 @@ def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slur
             raise click.BadParameter(f"budget {b} is outside {sizes['classes']} (one label per "
                                      f"class) to {sizes['train']:,} (the training images)",
                                      param_hint="'--labels'")
-    cells = A.expand(cfg)
-    mine = A.shard(cells, *shard) if shard else cells
+    cells = expand(cfg)
+    mine = shard_of(cells, *shard) if shard else cells
     if dry_run:
         click.echo("\n".join(A.describe_plan(cfg, out, cells, mine, sizes)))
         return

@@ -1,7 +1,7 @@
 """Settings for every command: one frozen dataclass each, the single source of defaults and help.
 
-The CLI builds its options from these fields (`cli.options_from`), `config.json` is `to_dict()` of
-one of them, and `from_dict()` reads it back, refusing unknown keys and wrong types.
+The CLI builds its options from these fields (`options.options_from`), `config.json` is
+`to_dict()` of one of them, and `from_dict()` reads it back, refusing unknown keys and wrong types.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def opt(default, help: str, **meta):
     return field(default=default, metadata={"help": help, **meta})
 
 
-def _check(cond: bool, name: str, message: str):
+def check(cond: bool, name: str, message: str):
     if not cond:
         raise ConfigError(name, message)
 
@@ -57,9 +57,9 @@ class DataConfig:
     device: str = opt("auto", "Where tensors live: auto picks CUDA when available.", choices=DEVICES)
 
     def __post_init__(self):
-        _check(self.train_size is None or self.train_size > 0, "train_size",
+        check(self.train_size is None or self.train_size > 0, "train_size",
                f"must be a positive number of images, got {self.train_size}")
-        _check(self.val_size > 0, "val_size", f"must be positive, got {self.val_size}")
+        check(self.val_size > 0, "val_size", f"must be positive, got {self.val_size}")
 
 
 @dataclass(frozen=True)
@@ -100,37 +100,37 @@ class PretrainConfig(DataConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _check(len(self.layers) > 0, "layers", "needs at least one hidden width")
+        check(len(self.layers) > 0, "layers", "needs at least one hidden width")
         for w in self.layers:
-            _check(w > 0, "layers", f"widths must be positive integers, got {w}")
+            check(w > 0, "layers", f"widths must be positive integers, got {w}")
         n = len(self.layers)
         for name in ("objective", "noise", "epochs", "lr"):
             v = getattr(self, name)
-            _check(len(v) in (1, n), name, f"needs one value or one per layer ({n}), got {len(v)}")
+            check(len(v) in (1, n), name, f"needs one value or one per layer ({n}), got {len(v)}")
         for v in self.noise:
             if self.corruption == "gaussian":
-                _check(0 <= v and math.isfinite(v), "noise", f"must be >= 0, got {v}")
+                check(0 <= v and math.isfinite(v), "noise", f"must be >= 0, got {v}")
             else:
-                _check(0 <= v < 1, "noise", f"must be in [0, 1), got {v}")
+                check(0 <= v < 1, "noise", f"must be in [0, 1), got {v}")
         for v in self.epochs:
-            _check(v >= 0, "epochs", f"must be >= 0, got {v}")
+            check(v >= 0, "epochs", f"must be >= 0, got {v}")
         for v in self.lr:
-            _check(v > 0 and math.isfinite(v), "lr", f"must be positive, got {v}")
-        _check(0 < self.sparsity_target < 1, "sparsity_target",
+            check(v > 0 and math.isfinite(v), "lr", f"must be positive, got {v}")
+        check(0 < self.sparsity_target < 1, "sparsity_target",
                f"rho must be in (0, 1), got {self.sparsity_target}")
-        _check(self.sparsity_weight >= 0, "sparsity_weight",
+        check(self.sparsity_weight >= 0, "sparsity_weight",
                f"beta must be >= 0, got {self.sparsity_weight}")
-        _check(self.contraction >= 0, "contraction", f"must be >= 0, got {self.contraction}")
-        _check(self.cd_k >= 1, "cd_k", f"k must be >= 1, got {self.cd_k}")
-        _check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
-        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _check(self.batch_size > 0, "batch_size", f"must be positive, got {self.batch_size}")
+        check(self.contraction >= 0, "contraction", f"must be >= 0, got {self.contraction}")
+        check(self.cd_k >= 1, "cd_k", f"k must be >= 1, got {self.cd_k}")
+        check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(self.batch_size > 0, "batch_size", f"must be positive, got {self.batch_size}")
         for k in range(n):
             kind = self.per_layer("objective", k)
-            _check(not (kind == "sparse" and self.sparsity_penalty == "kl"
+            check(not (kind == "sparse" and self.sparsity_penalty == "kl"
                         and self.activation == "relu"), "sparsity_penalty",
                    "the KL sparsity penalty needs activations in (0, 1); with relu use l1")
-        _check(self.unroll_epochs >= 0, "unroll_epochs", f"must be >= 0, got {self.unroll_epochs}")
+        check(self.unroll_epochs >= 0, "unroll_epochs", f"must be >= 0, got {self.unroll_epochs}")
 
     def per_layer(self, name: str, k: int):
         """Value of a per-layer setting for layer k (0-based); one value applies to all layers."""
@@ -174,18 +174,18 @@ class FinetuneConfig(DataConfig):
     def __post_init__(self):
         super().__post_init__()
         for w in self.layers:
-            _check(w > 0, "layers", f"widths must be positive integers, got {w}")
-        _check(self.label_budget is None or self.label_budget > 0, "labels",
+            check(w > 0, "layers", f"widths must be positive integers, got {w}")
+        check(self.label_budget is None or self.label_budget > 0, "labels",
                f"must be a positive integer or 'all', got {self.labels!r}")
-        _check(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
-        _check(self.lr > 0 and math.isfinite(self.lr), "lr", f"must be positive, got {self.lr}")
-        _check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
-        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _check(self.batch_size > 0, "batch_size", f"must be positive, got {self.batch_size}")
-        _check(self.min_epoch_examples >= 0, "min_epoch_examples",
+        check(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
+        check(self.lr > 0 and math.isfinite(self.lr), "lr", f"must be positive, got {self.lr}")
+        check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(self.batch_size > 0, "batch_size", f"must be positive, got {self.batch_size}")
+        check(self.min_epoch_examples >= 0, "min_epoch_examples",
                f"must be >= 0, got {self.min_epoch_examples}")
-        _check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
-        _check(self.patience >= 0, "patience", f"must be >= 0, got {self.patience}")
+        check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check(self.patience >= 0, "patience", f"must be >= 0, got {self.patience}")
 
     @property
     def label_budget(self) -> Optional[int]:
@@ -286,162 +286,3 @@ def load_json(path: str | Path) -> dict:
     if not isinstance(d, dict):
         raise ConfigError("config", f"{path} must hold a JSON object of settings")
     return d
-
-
-# ---- ablation grids -----------------------------------------------------------------------------
-
-# Random-init arms of an ablation and the FinetuneConfig.init_scheme each one means.
-RANDOM_INITS = {"random": "default", "xavier": "xavier", "kaiming": "kaiming", "uniform": "uniform"}
-ABLATE_INITS = OBJECTIVES + tuple(RANDOM_INITS)
-
-# --preset NAME: values that replace AblateConfig's defaults (flags and --config still win).
-ABLATE_PRESETS = {
-    "default": {},
-    "full": {"layers": (1000, 1000, 500), "seeds": tuple(range(10)),
-             "labels": ("100", "1000", "10000", "all"), "inits": ("denoising", "random"),
-             "pretrain_epochs": (10,), "finetune_epochs": 30},
-}
-
-# AblateConfig field -> the PretrainConfig / FinetuneConfig field it sets, where the names differ.
-ABLATE_TO_PRETRAIN = {"pretrain_epochs": "epochs", "pretrain_lr": "lr",
-                      "pretrain_optimizer": "optimizer", "pretrain_batch_size": "batch_size"}
-ABLATE_TO_FINETUNE = {"finetune_epochs": "epochs", "finetune_lr": "lr",
-                      "finetune_lr_schedule": "lr_schedule",
-                      "finetune_optimizer": "optimizer", "finetune_batch_size": "batch_size"}
-
-
-def _renamed(build, names: dict):
-    """Run `build`, renaming the field of a ConfigError it raises (epochs -> pretrain_epochs)."""
-    try:
-        build()
-    except ConfigError as e:
-        raise ConfigError(names.get(e.name, e.name), str(e))
-
-
-@dataclass(frozen=True)
-class AblateConfig:
-    inits: tuple[str, ...] = opt(("denoising", "random"), "Arms to compare: pretraining objectives "
-                                 "(plain, denoising, sparse, contractive, rbm) and random-init "
-                                 "schemes (random = torch default, xavier, kaiming, uniform).",
-                                 choices=ABLATE_INITS)
-    seeds: tuple[int, ...] = opt(tuple(range(8)), "Seeds (8 is the fewest with which the "
-                                 "Wilcoxon test can reach p < 0.05 after Holm's correction across "
-                                 "4 label budgets). One seed gives every arm the "
-                                 "same validation split, labelled subset, head and batch order "
-                                 "(a paired design).")
-    labels: tuple[str, ...] = opt(("100", "1000", "10000", "all"), "Label budgets: numbers of "
-                                  "labelled training images (seeded, class-balanced), or 'all'.")
-    depths: tuple[int, ...] = opt((0,), "Network depths to compare: the first d widths of "
-                                  "--layers; 0 = all of them.")
-    dataset: str = opt("mnist", "Dataset: the bundled MNIST or a torchvision MNIST-family set.",
-                       choices=DATASETS)
-    data: Optional[str] = opt(None, "Your own data: a folder of IDX files or an .npz with x_train, "
-                              "y_train, x_test, y_test. Overrides --dataset.", path=True)
-    train_size: Optional[int] = opt(None, "Use a seeded subset of this many training images (after "
-                                    "the validation split) for pretraining and fine-tuning; "
-                                    "default all.")
-    val_size: int = opt(10000, "Images held out of the training set for validation.")
-    device: str = opt("auto", "Where tensors live: auto picks CUDA when available.", choices=DEVICES)
-    layers: tuple[int, ...] = opt((256, 256), "Hidden widths, bottom to top. Smaller than "
-                                  "pretrain's 1000,1000,500 so that the default grid runs in about "
-                                  "5 minutes on 2 CPU cores; --preset full uses 1000,1000,500.")
-    activation: str = opt("sigmoid", "Hidden unit nonlinearity of every arm.", choices=ACTIVATIONS)
-    tied: bool = opt(True, "Tie decoder weights to the encoder's transpose.")
-    noise: tuple[float, ...] = opt((0.25,), "Corruption level of denoising layers; one or per layer.")
-    corruption: str = opt("masking", "Corruption of denoising layers.", choices=CORRUPTIONS)
-    sparsity_target: float = opt(0.05, "Target mean activation rho of sparse layers.")
-    sparsity_weight: float = opt(1.0, "Weight beta of the sparsity penalty.")
-    sparsity_penalty: str = opt("kl", "Sparsity penalty of sparse layers.", choices=("kl", "l1"))
-    contraction: float = opt(0.1, "Weight lambda of the contractive penalty.")
-    cd_k: int = opt(1, "Gibbs steps k of contrastive divergence for RBM layers.")
-    pretrain_epochs: tuple[int, ...] = opt((2,), "Pretraining epochs per layer; one or per layer "
-                                           "(2 keeps the default grid short; --preset full: 10).")
-    pretrain_lr: tuple[float, ...] = opt((1e-3,), "Pretraining learning rate; one or per layer.")
-    pretrain_optimizer: str = opt("adam", "Pretraining optimizer.", choices=OPTIMIZERS)
-    pretrain_batch_size: int = opt(256, "Pretraining minibatch size.")
-    finetune_epochs: int = opt(10, "Fine-tuning epochs (10 keeps the default grid short; "
-                               "--preset full: 30).")
-    finetune_lr: float = opt(0.1, "Fine-tuning learning rate.")
-    finetune_lr_schedule: str = opt("constant", "Fine-tuning learning rate over the run: constant, "
-                                    "or cosine decay to 0.", choices=LR_SCHEDULES)
-    finetune_optimizer: str = opt("sgd", "Fine-tuning optimizer.", choices=OPTIMIZERS)
-    momentum: float = opt(0.9, "Momentum of SGD (and of RBM updates).")
-    weight_decay: float = opt(0.0, "L2 weight decay of pretraining and fine-tuning.")
-    finetune_batch_size: int = opt(128, "Fine-tuning minibatch size.")
-    min_epoch_examples: int = opt(10000, "A fine-tuning epoch repeats the labelled set until it has "
-                                  "seen at least this many examples.")
-    dropout: float = opt(0.0, "Dropout probability on hidden layers during fine-tuning.")
-    patience: int = opt(0, "Stop fine-tuning after this many epochs without a better validation "
-                        "error (0 = run every epoch).")
-    precision: str = opt("float32", "Compute precision: bfloat16 autocasts matmuls.",
-                         choices=("float32", "bfloat16"))
-    seed_batch: int = opt(1, "Fine-tune this many seeds of one arm at once with torch.vmap "
-                          "(1 = off); worthwhile on a GPU. Results match separate runs to float "
-                          "rounding, except dropout masks.")
-
-    def __post_init__(self):
-        _check(self.seed_batch >= 1, "seed_batch", f"must be >= 1, got {self.seed_batch}")
-        for name in ("inits", "seeds", "labels", "depths"):
-            v = getattr(self, name)
-            _check(len(v) > 0, name, "needs at least one value")
-            _check(len(set(v)) == len(v), name, f"has a repeated value: {', '.join(map(str, v))}")
-        for b in self.labels:
-            _check(b == "all" or (b.isdigit() and int(b) > 0 and str(int(b)) == b), "labels",
-                   f"budgets must be positive integers or 'all', got {b!r}")
-        for d in self.depths:
-            _check(0 <= d <= len(self.layers), "depths",
-                   f"must be between 1 and the {len(self.layers)} layers of --layers (0 = all), "
-                   f"got {d}")
-        _check(len(set(self.depth_list)) == len(self.depth_list), "depths",
-               "names the same depth twice (0 means all layers)")
-        n = len(self.layers)
-        for name in ("noise", "pretrain_epochs", "pretrain_lr"):
-            v = getattr(self, name)
-            _check(len(v) in (1, n), name, f"needs one value or one per layer ({n}), got {len(v)}")
-        # every cell's settings must be valid; a failure is reported under this config's name
-        depth, seed = max(self.depth_list), self.seeds[0]
-        for init in self.inits:
-            if init in OBJECTIVES:
-                _renamed(lambda: self.pretrain_config(init, seed, depth),
-                         {**{v: k for k, v in ABLATE_TO_PRETRAIN.items()}, "objective": "inits"})
-            _renamed(lambda: self.finetune_config(init, seed, depth, self.labels[0], None),
-                     {v: k for k, v in ABLATE_TO_FINETUNE.items()})
-
-    @property
-    def depth_list(self) -> tuple[int, ...]:
-        """The depths as numbers of hidden layers (0 resolved to all of --layers)."""
-        return tuple(d or len(self.layers) for d in self.depths)
-
-    def _sliced(self, name: str, depth: int) -> tuple:
-        v = getattr(self, name)
-        return v if len(v) == 1 else v[:depth]
-
-    def pretrain_config(self, objective: str, seed: int, depth: int) -> PretrainConfig:
-        """The pretraining run of one (objective, seed, depth): shared by every budget."""
-        return PretrainConfig(
-            dataset=self.dataset, data=self.data, train_size=self.train_size,
-            val_size=self.val_size, seed=seed, device=self.device, layers=self.layers[:depth],
-            activation=self.activation, objective=(objective,), tied=self.tied,
-            noise=self._sliced("noise", depth), corruption=self.corruption,
-            sparsity_target=self.sparsity_target, sparsity_weight=self.sparsity_weight,
-            sparsity_penalty=self.sparsity_penalty, contraction=self.contraction, cd_k=self.cd_k,
-            epochs=self._sliced("pretrain_epochs", depth), lr=self._sliced("pretrain_lr", depth),
-            optimizer=self.pretrain_optimizer, momentum=self.momentum,
-            weight_decay=self.weight_decay, batch_size=self.pretrain_batch_size,
-            precision=self.precision)
-
-    def finetune_config(self, init: str, seed: int, depth: int, budget: str,
-                        stack: Optional[str]) -> FinetuneConfig:
-        """One cell's fine-tuning: from `stack` for a pretrained arm, else the named random scheme
-        on the same widths and activation."""
-        return FinetuneConfig(
-            dataset=self.dataset, data=self.data, train_size=self.train_size,
-            val_size=self.val_size, seed=seed, device=self.device,
-            init=stack if init in OBJECTIVES and stack else "random",
-            init_scheme=RANDOM_INITS.get(init, "default"), layers=self.layers[:depth],
-            activation=self.activation, labels=budget, epochs=self.finetune_epochs,
-            lr=self.finetune_lr, lr_schedule=self.finetune_lr_schedule,
-            optimizer=self.finetune_optimizer, momentum=self.momentum,
-            weight_decay=self.weight_decay, batch_size=self.finetune_batch_size,
-            min_epoch_examples=self.min_epoch_examples, dropout=self.dropout,
-            patience=self.patience, precision=self.precision)

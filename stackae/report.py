@@ -13,7 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from . import figures, stats
-from .config import OBJECTIVES, RANDOM_INITS
+from .config import OBJECTIVES
+from .grid import RANDOM_INITS
 from .report_text import markdown
 from .runlog import RunError, atomic_write, write_json
 

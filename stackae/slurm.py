@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .ablate import Cell, expand, load_config, run_cells, split
+from .ablate import load_config, run_cells
+from .grid import Cell, expand, split
 from .runlog import RunError
 
 

@@ -8,7 +8,9 @@ import torch
 from conftest import invoke
 from stackae import ablate as A
 from stackae import runner
-from stackae.config import AblateConfig, ConfigError
+from stackae import grid as G
+from stackae.config import ConfigError
+from stackae.grid import AblateConfig
 
 # a grid that runs in seconds: one small layer, 300 training images, one short epoch
 TINY = dict(layers=(16,), train_size=300, val_size=200, device="cpu", pretrain_epochs=(1,),
@@ -20,14 +22,14 @@ TINY_FLAGS = ["--layers", "16", "--train-size", "300", "--val-size", "200", "--d
 def test_grid_expansion_ids_and_pretraining_reuse():
     cfg = AblateConfig(inits=("denoising", "rbm", "random", "xavier"), seeds=(0, 1, 2),
                        labels=("100", "all"), layers=(8, 4), depths=(1, 0))
-    cells = A.expand(cfg)
+    cells = G.expand(cfg)
     assert len(cells) == 4 * 3 * 2 * 2 and len({c.id for c in cells}) == len(cells)
     assert {c.depth for c in cells} == {1, 2}
     assert [c.seed for c in cells] == sorted(c.seed for c in cells)  # one data load per seed
     pre = {c.pretrain for c in cells if c.pretrain}
     assert len(pre) == 2 * 3 * 2  # once per (objective, seed, depth), shared by both budgets
     assert "denoising-d1-n100-s2" in {c.id for c in cells}
-    assert A.Cell("xavier", 2, "all", 0).pretrain is None
+    assert G.Cell("xavier", 2, "all", 0).pretrain is None
     # a random arm gets the same shape as the pretrained one, with its own scheme
     f = cfg.finetune_config("xavier", 1, 1, "all", None)
     assert (f.init, f.init_scheme, f.layers, f.seed, f.labels) == ("random", "xavier", (8,), 1, "all")
@@ -39,17 +41,17 @@ def test_grid_expansion_ids_and_pretraining_reuse():
 def test_shards_partition_the_grid_exactly(n_cells):
     cells = list(range(n_cells))
     for n in (1, 2, 3, 4, 7, 13):
-        parts = [A.shard(cells, i, n) for i in range(1, n + 1)]
+        parts = [G.shard(cells, i, n) for i in range(1, n + 1)]
         assert sorted(x for p in parts for x in p) == cells  # union is the grid, no repeats
         assert max(map(len, parts)) - min(map(len, parts)) <= 1
-        assert parts == [A.shard(cells, i, n) for i in range(1, n + 1)]  # deterministic
+        assert parts == [G.shard(cells, i, n) for i in range(1, n + 1)]  # deterministic
 
 
 def test_parse_shard():
-    assert A.parse_shard("2/4") == (2, 4)
+    assert G.parse_shard("2/4") == (2, 4)
     for bad in ("0/2", "3/2", "a/b", "1-2", "1/2/3", ""):
         with pytest.raises(ValueError):
-            A.parse_shard(bad)
+            G.parse_shard(bad)
 
 
 @pytest.mark.parametrize("args, option", [
@@ -114,7 +116,7 @@ def test_pairing_resume_and_redo(tmp_path, monkeypatch):
     cfg = AblateConfig(inits=("denoising", "random", "xavier"), seeds=(0, 1), labels=("20", "all"),
                        **TINY)
     out = tmp_path / "grid"
-    cells = A.expand(cfg)
+    cells = G.expand(cfg)
     A.start(cfg, out, cells, A.data_sizes(cfg), torch.device("cpu"))
     seen, trained = _spy(monkeypatch)
     counts = A.run_cells(cfg, out, cells, torch.device("cpu"))
@@ -152,7 +154,7 @@ def test_pairing_resume_and_redo(tmp_path, monkeypatch):
 def test_missing_results_line_is_restored_on_rerun(tmp_path):
     cfg = AblateConfig(inits=("random",), seeds=(0,), labels=("20", "all"), **TINY)
     out = tmp_path / "g"
-    cells = A.expand(cfg)
+    cells = G.expand(cfg)
     A.run_cells(cfg, out, cells, torch.device("cpu"))
     lines = (out / "results.jsonl").read_text().splitlines()
     (out / "results.jsonl").write_text(lines[0] + "\n")  # killed before the second line
@@ -202,7 +204,7 @@ def test_slurm_path_with_submitit_local_executor(tmp_path):
     pytest.importorskip("submitit")
     cfg = AblateConfig(inits=("denoising", "random"), seeds=(0, 1), labels=("20",), **TINY)
     out = tmp_path / "g"
-    cells = A.expand(cfg)
+    cells = G.expand(cfg)
     A.start(cfg, out, cells, A.data_sizes(cfg), torch.device("cpu"))
     from stackae.slurm import default_jobs, submit
     jobs = submit(out, cells, default_jobs(cells), gpus=0, cpus=1, cluster="local")

@@ -9,7 +9,8 @@ from torch.testing import assert_close
 
 from stackae import ablate as A
 from stackae.checkpoint import load_stack
-from stackae.config import AblateConfig, ConfigError, DataConfig, FinetuneConfig, PretrainConfig
+from stackae.config import ConfigError, DataConfig, FinetuneConfig, PretrainConfig
+from stackae.grid import AblateConfig, expand
 from stackae.data import label_subset, load
 from stackae.finetune import finetune
 from stackae.multiseed import finetune_seeds
@@ -139,7 +140,7 @@ def test_ablate_seed_batch_gives_the_cells_of_one_at_a_time(tmp_path):
     for size in (1, 3):
         cfg = AblateConfig(**tiny, seed_batch=size)
         out = tmp_path / f"batch{size}"
-        cells = A.expand(cfg)
+        cells = expand(cfg)
         A.start(cfg, out, cells, A.data_sizes(cfg), CPU)
         said = []
         assert A.run_cells(cfg, out, cells, CPU, said.append) == {"ran": 6, "skipped": 0}

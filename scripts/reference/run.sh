@@ -11,7 +11,8 @@
 # FLOP count):
 #   classic     sigmoid 784-1000-1000-500, denoising vs random, SGD fine-tuning, 10000 and all
 #               labels, 5 seeds                                          about 50 minutes
-#   budgets     the classic regime at 100 and 1000 labels, 10 seeds      about 50 minutes
+#   budgets     the classic regime at 100 and 1000 labels, denoising vs xavier (Glorot) random
+#               init, 10 seeds                                           about 50 minutes
 #   modern      ReLU, Adam + dropout 0.2 + cosine learning-rate decay in fine-tuning, denoising vs
 #               kaiming (He) random init, all labels, 5 seeds            about 45 minutes
 #   objectives  plain, denoising, sparse, contractive, RBM vs random, all labels, 3 seeds
