@@ -95,6 +95,39 @@ def analyse(records: list[dict], inits, depths, budgets) -> tuple[list, list]:
     return conditions, comparisons
 
 
+# an arm whose training error at the selected epoch is at least this has not fit its labelled set
+UNDERFIT_TRAIN_ERROR = 0.10
+
+
+def undertrained(records: list[dict], curves: dict, inits, depths, budgets) -> list[str]:
+    """Warnings for conditions whose mean training error at the selected epoch is still
+    UNDERFIT_TRAIN_ERROR or more: their test error, and any difference from them, then depends on
+    the fine-tuning budget as much as on the initialization (a random-init sigmoid network still
+    on its early plateau is the usual case)."""
+    groups = {}
+    for r in records:
+        groups.setdefault((r["depth"], r["budget"], r["init"]), []).append(r)
+    out = []
+    for key in [(d, b, i) for d in depths for b in budgets for i in inits if (d, b, i) in groups]:
+        rs = groups[key]
+        last = sum(r["best_epoch"] == r["epochs_run"] > 1 for r in rs)
+        train = []
+        for r in rs:
+            curve = curves.get(r["id"], {}).get("train_error") or []
+            if 0 < r["best_epoch"] <= len(curve):
+                train.append(curve[r["best_epoch"] - 1])
+        if train and sum(train) / len(train) >= UNDERFIT_TRAIN_ERROR:
+            depth = f", depth {key[0]}" if len(depths) > 1 else ""
+            lo, hi = f"{100 * min(train):.0f}", f"{100 * max(train):.0f}"
+            out.append(f"{key[2]}, {key[1]} labels{depth}: training error at the selected epoch "
+                       f"is {lo if lo == hi else lo + '–' + hi}% ({last} of {len(rs)} "
+                       f"seeds chose their last epoch): the arm had not fit its labelled set when "
+                       f"fine-tuning stopped (too few epochs, a plateau, or too little capacity), "
+                       f"so its error, and any difference from it, may reflect that more than the "
+                       f"initialization")
+    return out
+
+
 def setup(folder: Path, grid: dict, records: list[dict], provenance: list[dict]) -> dict:
     cfg, sizes = grid.get("config", {}), grid.get("data", {})
     seconds = [json.loads(p.read_text()).get("seconds", 0.0)
@@ -182,6 +215,7 @@ def build(folder: Path) -> tuple[dict, dict]:
     planned = [c["id"] for c in grid.get("cells", [])]
     done = {r["id"] for r in records}
     warnings = sorted({w for c in comparisons for w in c["warnings"]})
+    warnings += undertrained(records, seen["curves"], inits, depths, budgets)
     if planned and len(done & set(planned)) < len(planned):
         warnings.insert(0, f"{len(planned) - len(done & set(planned))} of {len(planned)} planned "
                            f"cells have no result yet; the tables cover finished cells only")

@@ -20,9 +20,10 @@ TINY_FLAGS = ["--layers", "16", "--train-size", "300", "--val-size", "200", "--d
 
 
 def synthetic(folder: Path, effects: dict, seeds=range(8), budgets=("100", "1000", "all"),
-              noise=0.004):
+              noise=0.004, train_errors=None):
     """An ablation folder written by hand: effects[(init, budget)] is the mean test error; a
-    per-seed offset is shared by the arms of a seed (what pairing is for)."""
+    per-seed offset is shared by the arms of a seed (what pairing is for); train_errors[(init,
+    budget)] is the training error at the last (selected) epoch, 0 where not given."""
     rng = np.random.default_rng(0)
     inits = sorted({i for i, _ in effects}, key=lambda i: i != "denoising")
     cells, lines = [], []
@@ -33,7 +34,9 @@ def synthetic(folder: Path, effects: dict, seeds=range(8), budgets=("100", "1000
                 cid = f"{init}-d2-n{b}-s{s}"
                 err = float(effects[(init, b)] + shared + rng.normal(0, noise))
                 n_epochs = 3 + (s % 2)  # uneven lengths, as with early stopping
-                curves = {"val_error": list(np.linspace(err + 0.05, err, n_epochs))}
+                train = (train_errors or {}).get((init, b), 0.0)
+                curves = {"val_error": list(np.linspace(err + 0.05, err, n_epochs)),
+                          "train_error": list(np.linspace(train + 0.2, train, n_epochs))}
                 (folder / "runs" / "finetune" / cid).mkdir(parents=True)
                 (folder / "runs" / "finetune" / cid / "result.json").write_text(
                     json.dumps({"test_error": err, "curves": curves}))
@@ -113,6 +116,18 @@ def test_too_few_seeds_are_warned(tmp_path):
     assert "Wilcoxon signed-rank test cannot reach p < 0.05" in text
     assert "1 degree of freedom" in text
     assert "cannot reach" in (tmp_path / "g" / "REPORT.md").read_text()
+
+
+def test_an_arm_that_has_not_fit_its_labels_is_warned(tmp_path):
+    effects = {("denoising", "100"): 0.2, ("random", "100"): 0.6,
+               ("denoising", "all"): 0.02, ("random", "all"): 0.03}
+    rep = write_report(synthetic(tmp_path, effects, budgets=("100", "all"),
+                                 train_errors={("random", "100"): 0.5, ("random", "all"): 0.09}))
+    flagged = [w for w in rep["warnings"] if "had not fit its labelled set" in w]
+    assert len(flagged) == 1  # 9% at all labels is under the 10% threshold
+    assert flagged[0].startswith("random, 100 labels: training error at the selected epoch is "
+                                 "50% (8 of 8 seeds chose their last epoch)")
+    assert flagged[0] in (tmp_path / "REPORT.md").read_text()
 
 
 @pytest.mark.parametrize("family", [1, 2, 3, 4, 8])
