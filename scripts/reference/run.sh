@@ -10,13 +10,13 @@
 # section and each report; `stackae ablate --config F --out D --dry-run` prints the plan and its
 # FLOP count):
 #   classic     sigmoid 784-1000-1000-500, denoising vs random, SGD fine-tuning, 10000 and all
-#               labels, 5 seeds                                          about 50 minutes
+#               labels, 5 seeds                            1 h 00 min measured (20 cells)
 #   budgets     the classic regime at 100 and 1000 labels, denoising vs xavier (Glorot) random
-#               init, 10 seeds                                           about 50 minutes
+#               init, 10 seeds                             1 h 05 min measured (40 cells)
 #   modern      ReLU, Adam + dropout 0.2 + cosine learning-rate decay in fine-tuning, denoising vs
-#               kaiming (He) random init, all labels, 5 seeds            about 45 minutes
+#               kaiming (He) random init, all labels, 5 seeds      about 50 minutes (estimate)
 #   objectives  plain, denoising, sparse, contractive, RBM vs random, all labels, 3 seeds
-#                                                                        about 1.7 hours
+#                                                          1 h 39 min measured (18 cells)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for name in "${@:-classic budgets modern objectives}"; do
