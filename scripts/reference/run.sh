@@ -6,9 +6,9 @@
 #   scripts/reference/run.sh                 # every experiment, in order
 #   scripts/reference/run.sh classic         # one of: classic budgets modern objectives
 #
-# Wall time on this project's 2-core CPU (float32, partly beside other jobs; details in the README's Results
-# section and each report; `stackae ablate --config F --out D --dry-run` prints the plan and its
-# FLOP count):
+# Wall time on this project's 2-core CPU (float32, partly beside other jobs; details in the
+# README's Results section and each report; `stackae ablate --config F --out D --dry-run` prints
+# the plan and its FLOP count):
 #   classic     sigmoid 784-1000-1000-500, denoising vs random, SGD fine-tuning, 10000 and all
 #               labels, 5 seeds                            1 h 00 min measured (20 cells)
 #   budgets     the classic regime at 100 and 1000 labels, denoising vs xavier (Glorot) random
