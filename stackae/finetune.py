@@ -49,10 +49,10 @@ def repeats(n: int, min_examples: int) -> int:
 
 
 def make_schedule(cfg: FinetuneConfig, opt: torch.optim.Optimizer, n: int):
-    """The learning-rate scheduler --lr-schedule asks for, stepped once per batch; None for
-    constant. Cosine reaches 0 after the last batch of epoch `cfg.epochs`."""
+    """The learning-rate scheduler --lr-schedule asks for, stepped once per batch (constant keeps
+    --lr exactly). Cosine reaches 0 after the last batch of epoch `cfg.epochs`."""
     if cfg.lr_schedule == "constant":
-        return None
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     steps = cfg.epochs * math.ceil(n * repeats(n, cfg.min_epoch_examples) / cfg.batch_size)
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
 
@@ -91,8 +91,7 @@ def finetune(cfg: FinetuneConfig, data, model: nn.Module, log: RunLog, init: str
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if schedule:
-                schedule.step()
+            schedule.step()
             total_loss += loss.detach() * len(b)
             wrong += (logits.detach().argmax(1) != y[b]).sum()
             seen += len(b)

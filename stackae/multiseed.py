@@ -29,8 +29,8 @@ from .runlog import RunError, RunLog
 from .seeding import generator, seed_everything
 
 # settings that must agree for seeds to train in lockstep (seed and init may differ)
-LOCKSTEP = ("labels", "epochs", "lr", "lr_schedule", "optimizer", "momentum", "weight_decay", "batch_size",
-            "min_epoch_examples", "dropout", "patience", "freeze_encoder", "precision")
+LOCKSTEP = ("labels", "epochs", "lr", "lr_schedule", "optimizer", "momentum", "weight_decay",
+            "batch_size", "min_epoch_examples", "dropout", "patience", "freeze_encoder", "precision")
 
 
 def check_lockstep(cfgs: list, models: list, idxs: list) -> None:
@@ -107,8 +107,7 @@ def finetune_seeds(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Modu
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # slice i of each gradient is seed i's own
             opt.step()
-            if schedule:
-                schedule.step()
+            schedule.step()
             total_loss += loss.detach() * b.shape[1]
             wrong += (logits.detach().argmax(2) != yb).sum(1)
             seen += b.shape[1]
