@@ -4,7 +4,7 @@
 # its REPORT.md, report.json, results.csv and figures/.
 #
 #   scripts/reference/run.sh                 # every experiment, in order
-#   scripts/reference/run.sh classic         # one of: classic budgets modern objectives
+#   scripts/reference/run.sh classic         # one of: classic budgets modern modern-long objectives
 #
 # Wall time on this project's 2-core CPU (float32, partly beside other jobs; details in the
 # README's Results section and each report; `stackae ablate --config F --out D --dry-run` prints
@@ -15,11 +15,13 @@
 #               init, 10 seeds                             1 h 05 min measured (40 cells)
 #   modern      ReLU, Adam + dropout 0.2 + cosine learning-rate decay in fine-tuning, denoising vs
 #               kaiming (He) random init, all labels, 5 seeds      about 50 minutes (estimate)
+#   modern-long the modern regime trained longer with stronger dropout: 60 fine-tuning epochs,
+#               dropout 0.5, 5 seeds                               about 1.5 hours (estimate)
 #   objectives  plain, denoising, sparse, contractive, RBM vs random, all labels, 3 seeds
 #                                                          1 h 39 min measured (18 cells)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for name in "${@:-classic budgets modern objectives}"; do
+for name in "${@:-classic budgets modern modern-long objectives}"; do
   for n in $name; do
     stackae ablate --config "scripts/reference/$n.json" --out "runs/reference/$n" --resume
   done
