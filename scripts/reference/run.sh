@@ -4,7 +4,7 @@
 # its REPORT.md, report.json, results.csv and figures/.
 #
 #   scripts/reference/run.sh                 # every experiment, in order
-#   scripts/reference/run.sh classic         # one of: classic budgets modern modern-long objectives
+#   scripts/reference/run.sh classic         # one experiment: any name listed below
 #
 # Wall time on this project's 2-core CPU (float32, partly beside other jobs; details in the
 # README's Results section and each report; `stackae ablate --config F --out D --dry-run` prints
@@ -13,6 +13,8 @@
 #               labels, 5 seeds                            1 h 00 min measured (20 cells)
 #   budgets     the classic regime at 100 and 1000 labels, denoising vs xavier (Glorot) random
 #               init, 10 seeds                             1 h 05 min measured (40 cells)
+#   budgets-large  the budgets regime at 10000 and all labels, 5 seeds (the classic grid with xavier in
+#               place of torch's default init)                     about 45 minutes (estimate)
 #   modern      ReLU, Adam + dropout 0.2 + cosine learning-rate decay in fine-tuning, denoising vs
 #               kaiming (He) random init, all labels, 5 seeds      about 50 minutes (estimate)
 #   modern-long the modern regime trained longer with stronger dropout: 60 fine-tuning epochs,
@@ -21,7 +23,7 @@
 #                                                          1 h 39 min measured (18 cells)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for name in "${@:-classic budgets modern modern-long objectives}"; do
+for name in "${@:-classic budgets budgets-large modern modern-long objectives}"; do
   for n in $name; do
     stackae ablate --config "scripts/reference/$n.json" --out "runs/reference/$n" --resume
   done
