@@ -13,8 +13,8 @@
 #               labels, 5 seeds                            1 h 00 min measured (20 cells)
 #   budgets     the classic regime at 100 and 1000 labels, denoising vs xavier (Glorot) random
 #               init, 10 seeds                             1 h 05 min measured (40 cells)
-#   budgets-large  the budgets regime at 10000 and all labels, 5 seeds (the classic grid with xavier in
-#               place of torch's default init)                     about 45 minutes (estimate)
+#   budgets-large  the budgets regime at 10000 and all labels, 5 seeds (the classic grid with
+#               xavier in place of torch's default init)          about 45 minutes (estimate)
 #   modern      ReLU, Adam + dropout 0.2 + cosine learning-rate decay in fine-tuning, denoising vs
 #               kaiming (He) random init, all labels, 5 seeds      about 50 minutes (estimate)
 #   modern-long the modern regime trained longer with stronger dropout: 60 fine-tuning epochs,
