@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "runs" / "reference"
-EXPERIMENTS = ("classic", "budgets", "modern", "objectives")
+EXPERIMENTS = ("classic", "budgets", "budgets-large", "modern", "modern-long", "objectives")
 
 
 def pct(x: float) -> str:
