@@ -110,8 +110,10 @@ def markdown(rep: dict) -> str:
               f"- **Pretraining:** {cfg['pretrain_optimizer']} lr "
               f"{','.join(map(str, cfg['pretrain_lr']))}, {','.join(map(str, pe))} epoch(s) per "
               f"layer, batch {cfg['pretrain_batch_size']}, tied weights: {cfg['tied']}.",
-              f"- **Fine-tuning:** {cfg['finetune_optimizer']} lr {cfg['finetune_lr']} (momentum "
-              f"{cfg['momentum']}), {cfg['finetune_epochs']} epochs of at least "
+              f"- **Fine-tuning:** {cfg['finetune_optimizer']} lr {cfg['finetune_lr']}"
+              + (f" (momentum {cfg['momentum']})" if cfg["finetune_optimizer"] == "sgd" else "")
+              + (", cosine decay to 0" if cfg.get("finetune_lr_schedule") == "cosine" else "")
+              + f", {cfg['finetune_epochs']} epochs of at least "
               f"{cfg['min_epoch_examples']:,} examples, batch {cfg['finetune_batch_size']}, dropout "
               f"{cfg['dropout']}, weight decay {cfg['weight_decay']}; the test error is read at the "
               f"epoch of best validation error.",

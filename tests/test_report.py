@@ -2,6 +2,7 @@
 figures that are real PNGs, and a tiny ablate -> report run on a slice of real MNIST."""
 import csv
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -208,6 +209,21 @@ def test_tiny_ablate_ends_with_the_report(tiny):
         check_png(out / f, min_side=100)
     assert "figures/filters.png" in rep["figures"]
     assert len(read_csv(out / "results.csv")) == 12
+
+
+def test_setup_names_the_fine_tuning_optimizer_as_run(tiny, tmp_path):
+    """Momentum belongs to SGD only; a cosine schedule is said."""
+    out, _ = tiny
+    assert "sgd lr 0.1 (momentum 0.9), " in (out / "REPORT.md").read_text()
+    copy = tmp_path / "g"
+    shutil.copytree(out, copy)
+    grid = json.loads((copy / "grid.json").read_text())
+    grid["config"].update(finetune_optimizer="adam", finetune_lr=0.001,
+                          finetune_lr_schedule="cosine")
+    (copy / "grid.json").write_text(json.dumps(grid))
+    write_report(copy)
+    text = (copy / "REPORT.md").read_text()
+    assert "adam lr 0.001, cosine decay to 0, " in text and "momentum" not in text
 
 
 def test_report_reads_only_the_folder_and_is_repeatable(tiny):
