@@ -99,11 +99,14 @@ def analyse(records: list[dict], inits, depths, budgets) -> tuple[list, list]:
 UNDERFIT_TRAIN_ERROR = 0.10
 
 
-def undertrained(records: list[dict], curves: dict, inits, depths, budgets) -> list[str]:
-    """Warnings for conditions whose mean training error at the selected epoch is still
-    UNDERFIT_TRAIN_ERROR or more: their test error, and any difference from them, then depends on
-    the fine-tuning budget as much as on the initialization (a random-init sigmoid network still
-    on its early plateau is the usual case)."""
+def undertrained(records: list[dict], curves: dict, inits, depths, budgets,
+                 schedule: str = "constant") -> list[str]:
+    """Warnings for conditions that were still learning when fine-tuning stopped. Either the mean
+    training error at the selected epoch is still UNDERFIT_TRAIN_ERROR or more (a random-init
+    sigmoid network still on its early plateau is the usual case), or, under a constant learning
+    rate, most seeds chose their last epoch. Their test error, and any difference from them, then
+    depends on the fine-tuning budget as much as on the initialization. Under a cosine schedule
+    the last epochs run at a learning rate near 0, so choosing one of them is convergence."""
     groups = {}
     for r in records:
         groups.setdefault((r["depth"], r["budget"], r["init"]), []).append(r)
@@ -116,15 +119,19 @@ def undertrained(records: list[dict], curves: dict, inits, depths, budgets) -> l
             curve = curves.get(r["id"], {}).get("train_error") or []
             if 0 < r["best_epoch"] <= len(curve):
                 train.append(curve[r["best_epoch"] - 1])
+        name = f"{key[2]}, {key[1]} labels" + (f", depth {key[0]}" if len(depths) > 1 else "")
         if train and sum(train) / len(train) >= UNDERFIT_TRAIN_ERROR:
-            depth = f", depth {key[0]}" if len(depths) > 1 else ""
             lo, hi = f"{100 * min(train):.0f}", f"{100 * max(train):.0f}"
-            out.append(f"{key[2]}, {key[1]} labels{depth}: training error at the selected epoch "
+            out.append(f"{name}: training error at the selected epoch "
                        f"is {lo if lo == hi else lo + '–' + hi}% ({last} of {len(rs)} "
                        f"seeds chose their last epoch): the arm had not fit its labelled set when "
                        f"fine-tuning stopped (too few epochs, a plateau, or too little capacity), "
                        f"so its error, and any difference from it, may reflect that more than the "
                        f"initialization")
+        elif schedule != "cosine" and 2 * last > len(rs):
+            out.append(f"{name}: {last} of {len(rs)} seeds chose their last epoch, so validation "
+                       f"error was still falling when fine-tuning stopped: more epochs may lower "
+                       f"this arm's error and change any difference from it")
     return out
 
 
@@ -215,7 +222,8 @@ def build(folder: Path) -> tuple[dict, dict]:
     planned = [c["id"] for c in grid.get("cells", [])]
     done = {r["id"] for r in records}
     warnings = sorted({w for c in comparisons for w in c["warnings"]})
-    warnings += undertrained(records, seen["curves"], inits, depths, budgets)
+    warnings += undertrained(records, seen["curves"], inits, depths, budgets,
+                             cfg.get("finetune_lr_schedule", "constant"))
     if planned and len(done & set(planned)) < len(planned):
         warnings.insert(0, f"{len(planned) - len(done & set(planned))} of {len(planned)} planned "
                            f"cells have no result yet; the tables cover finished cells only")

@@ -12,6 +12,8 @@ from scipy import stats as S
 
 from conftest import invoke
 from stackae.cli import main
+from stackae.config import to_dict
+from stackae.grid import AblateConfig
 from stackae.report import write_report
 from stackae.stats import holm, min_wilcoxon_seeds
 
@@ -129,6 +131,24 @@ def test_an_arm_that_has_not_fit_its_labels_is_warned(tmp_path):
     assert flagged[0].startswith("random, 100 labels: training error at the selected epoch is "
                                  "50% (8 of 8 seeds chose their last epoch)")
     assert flagged[0] in (tmp_path / "REPORT.md").read_text()
+
+
+def test_an_arm_still_improving_at_its_last_epoch_is_warned(tmp_path):
+    """Every synthetic seed chooses its last epoch: still falling under a constant learning rate,
+    converged under a cosine schedule (which ends near 0)."""
+    effects = {("denoising", "all"): 0.02, ("random", "all"): 0.03}
+    folder = synthetic(tmp_path / "constant", effects, budgets=("all",))
+    flagged = [w for w in write_report(folder)["warnings"] if "still falling" in w]
+    assert flagged == [f"{arm}, all labels: 8 of 8 seeds chose their last epoch, so validation "
+                       f"error was still falling when fine-tuning stopped: more epochs may lower "
+                       f"this arm's error and change any difference from it"
+                       for arm in ("denoising", "random")]
+    folder = synthetic(tmp_path / "cosine", effects, budgets=("all",))
+    grid = json.loads((folder / "grid.json").read_text())
+    grid["config"] = to_dict(AblateConfig(finetune_lr_schedule="cosine"))
+    grid["data"] = {"train": 50000, "val": 10000, "test": 10000, "input_dim": 784, "classes": 10}
+    (folder / "grid.json").write_text(json.dumps(grid))
+    assert not [w for w in write_report(folder)["warnings"] if "still falling" in w]
 
 
 @pytest.mark.parametrize("family", [1, 2, 3, 4, 8])
