@@ -14,9 +14,9 @@
 #   budgets     the classic regime at 100 and 1000 labels, denoising vs xavier (Glorot) random
 #               init, 10 seeds                             1 h 05 min measured (40 cells)
 #   budgets-large  the budgets regime at 10000 and all labels, 5 seeds (the classic grid with
-#               xavier in place of torch's default init)          about 45 minutes (estimate)
+#               xavier in place of torch's default init)          about 1 hour (estimate)
 #   modern      ReLU, Adam + dropout 0.2 + cosine learning-rate decay in fine-tuning, denoising vs
-#               kaiming (He) random init, all labels, 5 seeds      about 50 minutes (estimate)
+#               kaiming (He) random init, all labels, 5 seeds      59 min measured (10 cells)
 #   modern-long the modern regime trained longer with stronger dropout: 60 fine-tuning epochs,
 #               dropout 0.5, 5 seeds                               about 1.5 hours (estimate)
 #   objectives  plain, denoising, sparse, contractive, RBM vs random, all labels, 3 seeds
