@@ -18,7 +18,7 @@
 #   modern      ReLU, Adam + dropout 0.2 + cosine learning-rate decay in fine-tuning, denoising vs
 #               kaiming (He) random init, all labels, 5 seeds      59 min measured (10 cells)
 #   modern-long the modern regime trained longer with stronger dropout: 60 fine-tuning epochs,
-#               dropout 0.5, 5 seeds                               about 1.5 hours (estimate)
+#               dropout 0.5, 5 seeds                 1 h 43 min measured + 14 min pretraining
 #   objectives  plain, denoising, sparse, contractive, RBM vs random, all labels, 3 seeds
 #                                                          1 h 39 min measured (18 cells)
 set -euo pipefail
