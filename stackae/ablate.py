@@ -2,11 +2,13 @@
 
     stackae ablate                                # denoising vs random, 8 seeds, 100/1000/10000/all labels
     stackae ablate --preset full --out runs/ablate/full --shard 2/4
-    stackae ablate --preset full --out runs/ablate/gpu --seed-batch 8   # 8 seeds of an arm at once
+    stackae ablate --preset full --out runs/ablate/gpu --seed-batch 8   # at most 8 networks at once
 
 Pairing is by seed: every arm of a seed shares the validation split, the labelled subset, the head
 and the fine-tuning batch order (all derived from the seed), so arms differ only in their hidden
-weights. Pretraining runs once per (objective, depth, seed) and is shared by every budget.
+weights. Pretraining runs once per (objective, depth, seed) and is shared by every budget. The
+seeds of an objective pretrain together, and every arm and seed of a label budget fine-tunes
+together, as one K-network loop (--seed-batch caps K).
 
     <out>/config.json                               the grid's settings (a valid --config file)
     <out>/grid.json                                 the plan: cells, pretraining runs, command
@@ -25,7 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import OBJECTIVES, DataConfig, from_dict, load_json, to_dict
-from .grid import ABLATE_PRESETS, RANDOM_INITS, AblateConfig, Cell
+from .config import ABLATE_PRESETS, RANDOM_INITS, AblateConfig
+from .grid import Cell
 from .runlog import RunError, write_json
 
 # (training images, test images, input width, classes) of the datasets known without loading them
@@ -205,48 +208,79 @@ def locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ensure_stack(cfg: AblateConfig, out: Path, cell: Cell, data, device, say) -> Path:
-    """The cell's stack.pt, pretrained now unless done; a folder without stack.pt (killed) is
-    resumed from its finished layer checkpoints."""
-    from .runner import run_pretrain
-    folder = out / "runs" / "pretrain" / cell.pretrain
-    stack = folder / "stack.pt"
-    if not stack.exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with locked(folder.parent / f".{cell.pretrain}.lock"):
-            if not stack.exists():
-                say(f"pretrain {cell.pretrain}"
-                    + (" (resuming finished layers)" if folder.exists() else ""))
-                summary = run_pretrain(cfg.pretrain_config(cell.init, cell.seed, cell.depth),
-                                       folder, device, quiet=True, data=data)
-                say(f"pretrain {cell.pretrain}: done in {summary['seconds']:.1f}s")
-    return stack
+def batch_cap(cfg: AblateConfig, device) -> int:
+    """The most networks one loop trains: --seed-batch when given; else all on a GPU (bounded by
+    its free memory) and 8 on a CPU, where larger K no longer pays (scripts/bench.py)."""
+    if cfg.seed_batch:
+        return cfg.seed_batch
+    if getattr(device, "type", device) != "cuda":
+        return 8
+    import torch
+    free, _ = torch.cuda.mem_get_info(device)
+    widths = (784,) + cfg.layers + (10,)
+    per_net = 4 * 4 * sum(a * b for a, b in zip(widths, widths[1:]))  # weights, grads, 2 states
+    per_net += 4 * 2 * max(cfg.finetune_batch_size, cfg.pretrain_batch_size) * sum(widths)
+    return max(1, int(0.5 * free / per_net))
 
 
-def seed_groups(cells: list[Cell], size: int) -> list[list[Cell]]:
-    """The cells in groups of up to `size` that differ only in seed (same init, depth and budget),
-    taking the seeds `size` at a time in order; size 1 keeps the order of `cells`."""
-    if size == 1:
+def chunks(items: list, size: int) -> list[list]:
+    return [items[k:k + size] for k in range(0, len(items), size)]
+
+
+def architecture(cfg: AblateConfig, cell: Cell) -> str:
+    """The hidden units of a cell's network: RBM layers are sigmoid whatever --activation says."""
+    return "sigmoid" if cell.init == "rbm" else cfg.activation
+
+
+def ensure_stacks(cfg: AblateConfig, out: Path, cells: list[Cell], data, device, say,
+                  cap: int) -> None:
+    """Pretrain the stacks these cells start from that are not finished, the seeds of one
+    objective and depth together; a folder without stack.pt (killed) is resumed from its finished
+    layer checkpoints. Each stack is locked, so concurrent shards pretrain it once."""
+    from contextlib import ExitStack
+
+    from .runner import run_pretrains
+    keys = {}
+    for c in cells:
+        if c.pretrain and not (out / "runs" / "pretrain" / c.pretrain / "stack.pt").exists():
+            keys.setdefault((c.init, c.depth), {})[c.pretrain] = c.seed
+    for (objective, depth), stacks in keys.items():
+        for part in chunks(sorted(stacks.items(), key=lambda kv: kv[1]), cap):
+            parent = out / "runs" / "pretrain"
+            parent.mkdir(parents=True, exist_ok=True)
+            with ExitStack() as held:
+                for key, _ in part:
+                    held.enter_context(locked(parent / f".{key}.lock"))
+                part = [(k, s) for k, s in part if not (parent / k / "stack.pt").exists()]
+                if not part:
+                    continue
+                names = ", ".join(k for k, _ in part)
+                say(f"pretrain {names}" + (" (resuming finished layers)" if any(
+                    (parent / k).exists() for k, _ in part) else ""))
+                summaries = run_pretrains([cfg.pretrain_config(objective, s, depth) for _, s in part],
+                                          [parent / k for k, _ in part], device,
+                                          [data(s) for _, s in part], quiet=True)
+                say(f"pretrain {names}: done in {sum(x['seconds'] for x in summaries):.1f}s")
+
+
+def finetune_groups(cfg: AblateConfig, cells: list[Cell], cap: int) -> list[list[Cell]]:
+    """The cells in groups that train as one loop: every arm and seed of a depth and label budget
+    (one architecture), at most `cap` at a time, in the order the cells first appear."""
+    if cap == 1:
         return [[c] for c in cells]
-    seeds = list(dict.fromkeys(c.seed for c in cells))
-    groups = []
-    for chunk in (seeds[k:k + size] for k in range(0, len(seeds), size)):
-        arms = {}
-        for c in cells:
-            if c.seed in chunk:
-                arms.setdefault((c.init, c.depth, c.budget), []).append(c)
-        groups += arms.values()
-    return groups
+    groups = {}
+    for c in cells:
+        groups.setdefault((c.depth, c.budget, architecture(cfg, c)), []).append(c)
+    return [part for g in groups.values() for part in chunks(g, cap)]
 
 
 def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None) -> dict:
-    """Run the cells not yet finished, in order, loading each seed's data once; with
-    cfg.seed_batch > 1, cells that differ only in seed are fine-tuned together (each still gets
-    its own folder and results line). A cell folder without result.json (a killed run) is deleted
-    and redone."""
-    from .data import load
-    from .multiseed import run_finetune_seeds
-    from .runner import run_finetune
+    """Run the cells not yet finished. Cells that share a depth, label budget and architecture
+    train together (every arm and seed at once, up to the batch cap); each still gets its own
+    folder, result.json and results line, the same however it was batched. A cell folder without
+    result.json (a killed run) is deleted and redone."""
+    from .data import label_subset, load
+    from .runner import run_finetunes
     say = say or (lambda line: None)
     out = Path(out)
     have_line = recorded_ids(out)
@@ -262,35 +296,46 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None)
                               record(cell, json.loads((folder / "result.json").read_text())))
         else:
             todo.append(cell)
-    datas = {}
-    for group in seed_groups(todo, cfg.seed_batch):
-        seeds = [c.seed for c in group]
-        if not set(seeds) <= set(datas):
-            datas = {}  # free the previous seeds' tensors first
-            datas = {s: load(DataConfig(dataset=cfg.dataset, data=cfg.data,
-                                        train_size=cfg.train_size, val_size=cfg.val_size, seed=s,
-                                        device=cfg.device), device) for s in seeds}
-        stacks = [ensure_stack(cfg, out, c, datas[c.seed], device, say) if c.pretrain else None
-                  for c in group]
+    cap = batch_cap(cfg, device)
+    datas, subsets = {}, {}
+
+    def data(seed):
+        if seed not in datas:
+            datas[seed] = load(DataConfig(dataset=cfg.dataset, data=cfg.data,
+                                          train_size=cfg.train_size, val_size=cfg.val_size,
+                                          seed=seed, device=cfg.device), device)
+        return datas[seed]
+
+    def subset(seed, budget):  # one tensor per (seed, budget): the arms of a seed share it
+        if (seed, budget) not in subsets:
+            d, b = data(seed), (None if budget == "all" else int(budget))
+            subsets[seed, budget] = label_subset(d.train_y, b, d.n_classes, seed)
+        return subsets[seed, budget]
+
+    for group in finetune_groups(cfg, todo, cap):
+        seeds = {c.seed for c in group}
+        for s in set(datas) - seeds if cap == 1 else ():  # one seed at a time: free the last
+            del datas[s]
+            subsets = {k: v for k, v in subsets.items() if k[0] in seeds}
+        ensure_stacks(cfg, out, group, data, device, say, cap)
         folders = [out / "runs" / "finetune" / c.id for c in group]
         for folder in folders:
             if folder.exists():
                 shutil.rmtree(folder)
+        stacks = [out / "runs" / "pretrain" / c.pretrain / "stack.pt" if c.pretrain else None
+                  for c in group]
         fcfgs = [cfg.finetune_config(c.init, c.seed, c.depth, c.budget, str(s) if s else None)
                  for c, s in zip(group, stacks)]
-        hparams = {"arm": group[0].init, "budget": group[0].budget, "depth": group[0].depth}
-        if len(group) == 1:
-            results = [run_finetune(fcfgs[0], folders[0], device, quiet=True,
-                                    data=datas[seeds[0]], hparams=hparams)]
-        else:
-            results = run_finetune_seeds(fcfgs, folders, device, [datas[s] for s in seeds],
-                                         quiet=True, hparams=hparams)
+        results = run_finetunes(fcfgs, folders, device, [data(c.seed) for c in group], quiet=True,
+                                hparams=[{"arm": c.init, "budget": c.budget, "depth": c.depth}
+                                         for c in group],
+                                labelled=[subset(c.seed, c.budget) for c in group])
         for cell, result in zip(group, results):
             append_result(out / "results.jsonl", record(cell, result))
             counts["ran"] += 1
             say(f"[{position[cell.id]}/{len(cells)}] {cell.id}: test error "
                 f"{100 * result['test_error']:.2f}% ({result['seconds']:.1f}s"
-                + (f", {len(group)} seeds together)" if len(group) > 1 else ")"))
+                + (f", {len(group)} networks together)" if len(group) > 1 else ")"))
     return counts
 
 

@@ -1,8 +1,10 @@
-"""Self-describing checkpoints: plain dicts of tensors, numbers and strings, so every load can use
-`torch.load(..., weights_only=True)` and a file carrying code is refused.
+"""Every checkpoint format stackae writes and reads: a finished layer (layerK.pt), a stack
+(stack.pt) and a fine-tuned classifier (model.pt).
 
-A stack checkpoint holds, per layer, the encoder weight and bias (what `finetune` needs), the
-decoder, width, activation and objective, plus the config and metrics that produced it.
+Checkpoints are plain dicts of tensors, numbers and strings, written atomically, so every load can
+use `torch.load(..., weights_only=True)` and a file carrying code is refused. A stack holds, per
+layer, the encoder weight and bias (what `finetune` needs), the decoder, width, activation and
+objective, plus the config and metrics that produced it.
 """
 from __future__ import annotations
 
@@ -14,8 +16,11 @@ from pathlib import Path
 import torch
 
 from .config import to_dict
+from .runlog import atomic_write
 
+LAYER_FORMAT = "stackae-layer"
 STACK_FORMAT = "stackae-stack"
+CLASSIFIER_FORMAT = "stackae-classifier"
 FORMAT_VERSION = 1
 
 
@@ -23,7 +28,13 @@ class CheckpointError(Exception):
     """A checkpoint that is missing, unreadable, unsafe or does not fit; the message names it."""
 
 
+def save(path: str | Path, obj: dict) -> None:
+    """Write a checkpoint aside and rename it into place: a killed run never leaves half a file."""
+    atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
 def read(path: str | Path) -> dict:
+    """Any stackae checkpoint, loaded with weights_only=True; every failure is one CheckpointError."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -48,15 +59,34 @@ def read(path: str | Path) -> dict:
     return obj
 
 
-def stack_checkpoint(cfg, data, layers, metrics, unrolled=None) -> dict:
+# ---- layerK.pt: one finished layer of a pretraining run (for --resume) --------------------------
+
+def layer_checkpoint(cfg, k: int, input_dim: int, state: dict, metrics: dict) -> dict:
+    return {"format": LAYER_FORMAT, "index": k + 1, "input_dim": input_dim, "state": state,
+            "metrics": metrics, "config": to_dict(cfg)}
+
+
+def load_layer(path: Path, k: int, n_in: int, width: int) -> dict:
+    """A finished layer checkpoint (state and metrics), checked against the config."""
+    ck = read(path)
+    if ck.get("format") != LAYER_FORMAT or ck.get("index") != k + 1:
+        raise CheckpointError(f"{path} is not the checkpoint of layer {k + 1}")
+    w = ck["state"].get("encoder.weight")
+    if w is None or tuple(w.shape) != (width, n_in):
+        raise CheckpointError(f"{path} has layer shape {None if w is None else tuple(w.shape)}, but "
+                              f"the config asks for ({width}, {n_in}); resume with the same config")
+    return ck
+
+
+# ---- stack.pt: the pretrained stack that fine-tuning starts from --------------------------------
+
+def stack_checkpoint(cfg, data, layers: list[dict], metrics, unrolled=None) -> dict:
+    """`layers`: per layer, its width, activation and objective plus the exported weights."""
     return {
         "format": STACK_FORMAT, "version": FORMAT_VERSION, "input_dim": data.input_dim,
         "n_classes": data.n_classes, "dataset": data.name,
         "image_shape": list(data.image_shape) if data.image_shape else None,
-        "layers": [{"width": layer.n_out, "activation": layer.activation,
-                    "objective": cfg.per_layer("objective", k), **layer.export()}
-                   for k, layer in enumerate(layers)],
-        "config": to_dict(cfg), "metrics": metrics, "unrolled": unrolled,
+        "layers": layers, "config": to_dict(cfg), "metrics": metrics, "unrolled": unrolled,
     }
 
 
@@ -64,7 +94,7 @@ def load_stack(path: str | Path, input_dim: int | None = None) -> dict:
     """Read and check a stack checkpoint; `input_dim` is the data's width, which must match."""
     ck = read(path)
     if ck.get("format") != STACK_FORMAT:
-        hint = " (a single layer; give stack.pt)" if ck.get("format") == "stackae-layer" else ""
+        hint = " (a single layer; give stack.pt)" if ck.get("format") == LAYER_FORMAT else ""
         raise CheckpointError(f"{path} is a {ck.get('format')!r} checkpoint, expected a stack "
                               f"checkpoint{hint}")
     try:
@@ -83,13 +113,24 @@ def load_stack(path: str | Path, input_dim: int | None = None) -> dict:
     return ck
 
 
-def load_layer(path: Path, k: int, n_in: int, width: int) -> dict:
-    """The state dict of a finished layer checkpoint (for --resume), checked against the config."""
+# ---- model.pt: a fine-tuned classifier --------------------------------------------------------
+
+def classifier_checkpoint(cfg, data, model: torch.nn.Sequential, activation, init: str) -> dict:
+    widths = [m.out_features for m in model if isinstance(m, torch.nn.Linear)][:-1]
+    return {"format": CLASSIFIER_FORMAT, "input_dim": data.input_dim, "n_classes": data.n_classes,
+            "widths": widths,
+            "activation": activation if isinstance(activation, str) else list(activation),
+            "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "config": to_dict(cfg), "init": init}
+
+
+def load_classifier(path: str | Path) -> dict:
+    """Read and check a classifier checkpoint."""
     ck = read(path)
-    if ck.get("format") != "stackae-layer" or ck.get("index") != k + 1:
-        raise CheckpointError(f"{path} is not the checkpoint of layer {k + 1}")
-    w = ck["state"].get("encoder.weight")
-    if w is None or tuple(w.shape) != (width, n_in):
-        raise CheckpointError(f"{path} has layer shape {None if w is None else tuple(w.shape)}, but "
-                              f"the config asks for ({width}, {n_in}); resume with the same config")
-    return ck["state"]
+    if ck.get("format") != CLASSIFIER_FORMAT:
+        raise CheckpointError(f"{path} is a {ck.get('format')!r} checkpoint, expected a fine-tuned "
+                              f"classifier (model.pt)")
+    missing = [k for k in ("input_dim", "n_classes", "widths", "activation", "state") if k not in ck]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}")
+    return ck

@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from .config import FinetuneConfig, PretrainConfig
-from .grid import AblateConfig
+from .config import AblateConfig
 from .options import (build_config, checked_folder, common_run_options, config_option,
                       friendly_errors, options_from, resumed_config)
 
@@ -54,7 +54,7 @@ def pretrain(ctx, out, resume, quiet, **kwargs):
     if resuming:
         cfg = resumed_config(PretrainConfig, cfg, out, ctx)
     from .runner import run_pretrain
-    from .seeding import resolve_device
+    from .train import resolve_device
     device = device_or_usage_error(cfg.device, resolve_device)
     try:
         summary = run_pretrain(cfg, out, device, quiet=quiet)
@@ -102,7 +102,7 @@ def finetune(ctx, out, resume, quiet, **kwargs):
             return
         cfg = resumed_config(FinetuneConfig, cfg, out, ctx)
     from .runner import run_finetune
-    from .seeding import resolve_device
+    from .train import resolve_device
     device = device_or_usage_error(cfg.device, resolve_device)
     try:
         result = run_finetune(cfg, out, device, quiet=quiet)
@@ -118,7 +118,7 @@ def finetune(ctx, out, resume, quiet, **kwargs):
 
 def preset_option(f):
     """--preset NAME: eager, so its values become defaults that --config and flags override."""
-    from .grid import ABLATE_PRESETS
+    from .config import ABLATE_PRESETS
 
     def callback(ctx, param, value):
         values = ABLATE_PRESETS[value]
@@ -189,7 +189,7 @@ def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slur
         cfg = resumed_config(AblateConfig, cfg, out, ctx)
     from . import ablate as A
     from .grid import expand, shard as shard_of
-    from .seeding import resolve_device
+    from .train import resolve_device
     # SLURM jobs pick their device on their node; the submitting machine may have no GPU
     device = device_or_usage_error(cfg.device, resolve_device) if executor == "local" else cfg.device
     sizes = A.data_sizes(cfg)

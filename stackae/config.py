@@ -1,17 +1,19 @@
 """Settings for every command: one frozen dataclass each, the single source of defaults and help.
 
 The CLI builds its options from these fields (`options.options_from`), `config.json` is
-`to_dict()` of one of them, and `from_dict()` reads it back, refusing unknown keys and wrong types.
+`to_dict()` of one of them, and `from_dict()` reads it back, refusing unknown keys and wrong types
+(schema.py). `AblateConfig` is not written by hand: it is a sweep over PretrainConfig and
+FinetuneConfig, derived from their fields, so a new setting of either reaches every cell of a grid.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
+
+from .schema import (ConfigError, check, coerce, field_types, from_dict, load_json,  # noqa: F401
+                     opt, to_dict)
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 OBJECTIVES = ("plain", "denoising", "sparse", "contractive", "rbm")
@@ -22,26 +24,6 @@ LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("mnist", "fashion-mnist", "kmnist", "emnist-digits", "emnist-letters",
             "emnist-balanced", "emnist-mnist", "emnist-byclass", "emnist-bymerge")
-
-
-class ConfigError(ValueError):
-    """A setting with a bad value; `name` is the field, so the CLI can name the option."""
-
-    def __init__(self, name: str, message: str):
-        super().__init__(message)
-        self.name = name
-
-
-def opt(default, help: str, **meta):
-    """A config field: its default, its one-line help (also the CLI's), and CLI hints (choices...)."""
-    if isinstance(default, (list, dict)):
-        raise TypeError("use tuples for sequence defaults so configs stay frozen")
-    return field(default=default, metadata={"help": help, **meta})
-
-
-def check(cond: bool, name: str, message: str):
-    if not cond:
-        raise ConfigError(name, message)
 
 
 @dataclass(frozen=True)
@@ -198,91 +180,168 @@ class FinetuneConfig(DataConfig):
             raise ConfigError("labels", f"must be a positive integer or 'all', got {self.labels!r}")
 
 
-# ---- JSON round trip ------------------------------------------------------------------------
-
-def to_dict(cfg) -> dict:
-    return {f.name: (list(v) if isinstance(v := getattr(cfg, f.name), tuple) else v)
-            for f in dataclasses.fields(cfg)}
 
 
-def field_types(cls) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+# ---- the ablation grid: a sweep over the two stages' settings --------------------------------
+
+# Random-init arms of an ablation and the FinetuneConfig.init_scheme each one means.
+RANDOM_INITS = {"random": "default", "xavier": "xavier", "kaiming": "kaiming", "uniform": "uniform"}
+ABLATE_INITS = OBJECTIVES + tuple(RANDOM_INITS)
+
+# --preset NAME: values that replace AblateConfig's defaults (flags and --config still win).
+ABLATE_PRESETS = {
+    "default": {},
+    "full": {"layers": (1000, 1000, 500), "seeds": tuple(range(10)),
+             "labels": ("100", "1000", "10000", "all"), "inits": ("denoising", "random"),
+             "pretrain_epochs": (10,), "finetune_epochs": 30},
+}
+
+# How a grid's settings map onto each cell's: a stage's setting X is the grid's `<stage>_X` when
+# both stages have an X of their own, else the grid's X (shared by both stages, or the one stage's).
+PREFIXED = {"pretrain": ("epochs", "lr", "optimizer", "batch_size"),
+            "finetune": ("epochs", "lr", "lr_schedule", "optimizer", "batch_size")}
+PER_CELL = ("seed", "objective", "init", "init_scheme", "like", "labels")  # set by the cell
+NOT_SWEPT = ("loss", "persistent", "rbm_visible", "unroll_epochs", "freeze_encoder")  # defaults
+STAGES = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
 
 
-def coerce(name: str, tp, value):
-    """Check `value` (from JSON or a flag) against a field's type; per-layer tuples accept a scalar
-    or a list. Raises ConfigError naming the field."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:  # Optional[X]
-        if value is None:
-            return None
-        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        origin = typing.get_origin(tp)
-    if origin is tuple:
-        item = typing.get_args(tp)[0]
-        if isinstance(value, str):
-            value = [v for v in value.replace(" ", "").split(",") if v != ""] if value else []
-        elif not isinstance(value, (list, tuple)):
-            value = [value]
-        return tuple(coerce(name, item, v) for v in value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            return str(value)
-    kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, tp)
-    raise ConfigError(name, f"expected {kind}, got {value!r}")
+def grid_name(stage: str, name: str) -> str:
+    return f"{stage}_{name}" if name in PREFIXED[stage] else name
 
 
-def from_dict(cls, d: dict, *, ignore: tuple[str, ...] = ()):
-    """Build `cls` from a dict, refusing unknown keys and wrong types (keys in `ignore` are skipped:
-    the provenance fields that `config.json` carries)."""
-    types = field_types(cls)
-    unknown = sorted(set(d) - set(types) - set(ignore))
-    if unknown:
-        raise ConfigError(unknown[0], f"unknown setting {unknown[0]!r} (known: {', '.join(types)})")
-    kwargs = {}
-    for name, tp in types.items():
-        if name in d:
-            kwargs[name] = coerce(name, tp, d[name])
-            choices = dataclasses.fields(cls)[list(types).index(name)].metadata.get("choices")
-            vals = kwargs[name] if isinstance(kwargs[name], tuple) else (kwargs[name],)
-            for v in vals:
-                if choices and v not in choices:
-                    raise ConfigError(name, f"{v!r} is not one of {', '.join(choices)}")
-    return cls(**kwargs)
+class _Grid:
+    """Methods of AblateConfig (its fields are derived below)."""
+
+    def __post_init__(self):
+        check(self.seed_batch >= 0, "seed_batch", f"must be >= 0, got {self.seed_batch}")
+        for name in ("inits", "seeds", "labels", "depths"):
+            v = getattr(self, name)
+            check(len(v) > 0, name, "needs at least one value")
+            check(len(set(v)) == len(v), name, f"has a repeated value: {', '.join(map(str, v))}")
+        for b in self.labels:
+            check(b == "all" or (b.isdigit() and int(b) > 0 and str(int(b)) == b), "labels",
+                  f"budgets must be positive integers or 'all', got {b!r}")
+        for d in self.depths:
+            check(0 <= d <= len(self.layers), "depths",
+                  f"must be between 1 and the {len(self.layers)} layers of --layers (0 = all), "
+                  f"got {d}")
+        check(len(set(self.depth_list)) == len(self.depth_list), "depths",
+              "names the same depth twice (0 means all layers)")
+        n = len(self.layers)
+        for stage, cls in STAGES.items():
+            for f in dataclasses.fields(cls):
+                name = grid_name(stage, f.name)
+                if f.metadata.get("per_layer") and hasattr(self, name):
+                    v = getattr(self, name)
+                    check(len(v) in (1, n), name,
+                          f"needs one value or one per layer ({n}), got {len(v)}")
+        # every cell's settings must be valid; a failure is reported under the grid's name
+        depth, seed = max(self.depth_list), self.seeds[0]
+        for init in self.inits:
+            if init in OBJECTIVES:
+                self._checked("pretrain", lambda: self.pretrain_config(init, seed, depth),
+                              objective="inits")
+            self._checked("finetune",
+                          lambda: self.finetune_config(init, seed, depth, self.labels[0], None))
+
+    @staticmethod
+    def _checked(stage: str, build, **names):
+        try:
+            build()
+        except ConfigError as e:
+            raise ConfigError(names.get(e.name) or grid_name(stage, e.name), str(e))
+
+    @property
+    def depth_list(self) -> tuple[int, ...]:
+        """The depths as numbers of hidden layers (0 resolved to all of --layers)."""
+        return tuple(d or len(self.layers) for d in self.depths)
+
+    def _project(self, stage: str, depth: int) -> dict:
+        """The grid's settings of one stage under that stage's names, per-layer ones cut to depth."""
+        out = {}
+        for f in dataclasses.fields(STAGES[stage]):
+            name = grid_name(stage, f.name)
+            if f.name in PER_CELL or f.name in NOT_SWEPT or name not in self._fields():
+                continue
+            v = getattr(self, name)
+            if f.name == "layers" or (f.metadata.get("per_layer") and len(v) > 1):
+                v = v[:depth]
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def _fields(cls) -> set:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    def pretrain_config(self, objective: str, seed: int, depth: int) -> PretrainConfig:
+        """The pretraining run of one (objective, seed, depth): shared by every budget."""
+        return PretrainConfig(**self._project("pretrain", depth), seed=seed,
+                              objective=(objective,))
+
+    def finetune_config(self, init: str, seed: int, depth: int, budget: str,
+                        stack: Optional[str]) -> FinetuneConfig:
+        """One cell's fine-tuning: from `stack` for a pretrained arm, else the named random scheme
+        on the same widths and activation."""
+        return FinetuneConfig(**self._project("finetune", depth), seed=seed,
+                              init=stack if init in OBJECTIVES and stack else "random",
+                              init_scheme=RANDOM_INITS.get(init, "default"), labels=budget)
 
 
-def load_json(path: str | Path) -> dict:
-    """Read a JSON object from a config file; errors name the file."""
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError("config", f"cannot read {path}: {e.strerror}")
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError("config", f"{path} is not valid JSON ({e.msg} at line {e.lineno})")
-    if not isinstance(d, dict):
-        raise ConfigError("config", f"{path} must hold a JSON object of settings")
-    return d
+# Defaults (and their help) where a grid differs from a single run.
+GRID_DEFAULTS = {
+    "layers": ((256, 256), "Hidden widths, bottom to top. Smaller than pretrain's 1000,1000,500 so "
+               "that the default grid runs in about 5 minutes on 2 CPU cores; --preset full uses "
+               "1000,1000,500."),
+    "pretrain_epochs": ((2,), "Pretraining epochs per layer; one or per layer (2 keeps the default "
+                        "grid short; --preset full: 10)."),
+    "finetune_epochs": (10, "Fine-tuning epochs (10 keeps the default grid short; --preset full: "
+                        "30)."),
+}
+GRID_OWN = [
+    ("inits", tuple[str, ...], opt(("denoising", "random"), "Arms to compare: pretraining "
+                                   "objectives (plain, denoising, sparse, contractive, rbm) and "
+                                   "random-init schemes (random = torch default, xavier, kaiming, "
+                                   "uniform).", choices=ABLATE_INITS)),
+    ("seeds", tuple[int, ...], opt(tuple(range(8)), "Seeds (8 is the fewest with which the "
+                                   "Wilcoxon test can reach p < 0.05 after Holm's correction "
+                                   "across 4 label budgets). One seed gives every arm the same "
+                                   "validation split, labelled subset, head and batch order (a "
+                                   "paired design).")),
+    ("labels", tuple[str, ...], opt(("100", "1000", "10000", "all"), "Label budgets: numbers of "
+                                    "labelled training images (seeded, class-balanced), or "
+                                    "'all'.")),
+    ("depths", tuple[int, ...], opt((0,), "Network depths to compare: the first d widths of "
+                                    "--layers; 0 = all of them.")),
+]
+GRID_LAST = [
+    ("seed_batch", int, opt(0, "Most networks to train at once in one loop: the seeds of an "
+                            "objective's pretraining, the arms and seeds of a label budget's "
+                            "fine-tuning (0 = as many as fit: all of them on a GPU, 8 on a CPU). "
+                            "Results are the same however they are batched.")),
+]
+STAGE_WORDS = {"pretrain": "Pretraining", "finetune": "Fine-tuning"}
+
+
+def _grid_fields() -> list:
+    fields, seen = list(GRID_OWN), {name for name, _, _ in GRID_OWN}
+    for stage, cls in STAGES.items():
+        types = field_types(cls)
+        for f in dataclasses.fields(cls):
+            name = grid_name(stage, f.name)
+            if f.name in PER_CELL or f.name in NOT_SWEPT or name in seen:
+                continue
+            seen.add(name)
+            meta, default = dict(f.metadata), f.default
+            if name != f.name:
+                meta["help"] = f"{STAGE_WORDS[stage]}: {meta['help'][0].lower()}{meta['help'][1:]}"
+            if name in GRID_DEFAULTS:
+                default, meta["help"] = GRID_DEFAULTS[name]
+            fields.append((name, types[f.name], field(default=default, metadata=meta)))
+    return fields + GRID_LAST
+
+
+AblateConfig = dataclasses.make_dataclass("AblateConfig", _grid_fields(), bases=(_Grid,),
+                                          frozen=True)
+AblateConfig.__module__ = __name__
+AblateConfig.__doc__ = ("An ablation grid: inits x seeds x label budgets x depths, with the "
+                        "settings of both stages (derived from PretrainConfig and FinetuneConfig).")

@@ -1,13 +1,18 @@
-"""Supervised fine-tuning of an assembled classifier on a label budget, with model selection on
-validation error.
+"""Supervised fine-tuning of K classifiers at once, each on its own label budget draw, with model
+selection on its own validation error.
 
     stackae finetune --init runs/pretrain/demo/stack.pt --out runs/finetune/demo-pre
     stackae finetune --init random --like runs/pretrain/demo/stack.pt --out runs/finetune/demo-rand
 
-result.json reports the test error at the epoch of best validation error, and the curves.
+A single run is K = 1; `stackae ablate` trains every arm and seed of a label budget together. The
+K networks share their settings (all but seed and init) and shape, and nothing else: each has its
+own data split, labelled subset, batch order, dropout masks, model selection and early stopping,
+so a network trained beside others ends as it would alone (tests/test_stacked.py). result.json
+reports the test error at the epoch of best validation error, and the curves.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -16,32 +21,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import FinetuneConfig
-from .data import label_subset
-from .pretrain import autocast, make_optimizer
-from .runlog import RunError, RunLog
-from .seeding import generator
+from .network import Stacked
+from .train import Streams, autocast, check_finite, make_optimizer
+
+# settings that may differ between networks trained together; every other one must agree
+PER_NETWORK = ("seed", "init", "init_scheme", "like")
+CURVES = ("train_loss", "train_error", "val_loss", "val_error", "test_error")
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp, batch: int = 4096):
-    """(mean cross-entropy, error rate) over a whole set, read back once."""
-    model.eval()
-    loss = torch.zeros((), device=x.device)
-    wrong = torch.zeros((), device=x.device, dtype=torch.long)
-    for xb, yb in zip(x.split(batch), y.split(batch)):
-        with amp:
-            logits = model(xb)
-        loss += F.cross_entropy(logits.float(), yb, reduction="sum")
-        wrong += (logits.argmax(1) != yb).sum()
-    n = max(len(x), 1)
-    return float(loss) / n, int(wrong) / n
-
-
-def batch_order(n: int, batch_size: int, min_examples: int, g: torch.Generator) -> list:
-    """One epoch: seeded permutations of the n examples, repeated until at least `min_examples`
-    have been seen (so a 100-label budget still gets a useful number of updates per epoch)."""
-    return torch.cat([torch.randperm(n, generator=g) for _ in range(repeats(n, min_examples))]
-                     ).split(batch_size)
+def check_lockstep(cfgs: list[FinetuneConfig], idxs: list) -> None:
+    for f in dataclasses.fields(FinetuneConfig):
+        values = {str(getattr(c, f.name)) for c in cfgs}
+        if f.name not in PER_NETWORK and len(values) > 1:
+            raise ValueError(f"networks fine-tuned together must share {f.name}; "
+                             f"got {sorted(values)}")
+    if len({len(i) for i in idxs}) > 1:
+        raise ValueError("networks fine-tuned together must have as many labelled examples each")
 
 
 def repeats(n: int, min_examples: int) -> int:
@@ -57,77 +52,158 @@ def make_schedule(cfg: FinetuneConfig, opt: torch.optim.Optimizer, n: int):
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
 
 
-def finetune(cfg: FinetuneConfig, data, model: nn.Module, log: RunLog, init: str,
-             idx: torch.Tensor | None = None) -> dict:
-    """Train `model` on the labelled subset `idx` of the training set (drawn here when None)."""
-    device = data.train_x.device
-    model.to(device)
-    if idx is None:
-        idx = label_subset(data.train_y, cfg.label_budget, data.n_classes, cfg.seed)
-    x, y = data.train_x[idx], data.train_y[idx]
-    head = [m for m in model if isinstance(m, nn.Linear)][-1]
+class Selection:
+    """One network's bookkeeping: its curves, the epoch of best validation error (whose test error
+    is the result) and patience. The K-network loop keeps one per network."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.curves = {k: [] for k in CURVES}
+        self.best = {"val_error": math.inf, "epoch": 0, "test_error": None}
+        self.stopped = False
+
+    def update(self, epoch: int, values: dict) -> bool:
+        """Record an epoch; True when it is the best so far. Sets `stopped` when patience ran out."""
+        for k in CURVES:
+            self.curves[k].append(values[k])
+        if values["val_error"] < self.best["val_error"]:
+            self.best = {"val_error": values["val_error"], "epoch": epoch,
+                         "test_error": values["test_error"]}
+            return True
+        if self.patience and epoch - self.best["epoch"] >= self.patience:
+            self.stopped = True
+        return False
+
+    def result(self, **extra) -> dict:
+        last = {k: (v[-1] if v else None) for k, v in self.curves.items()}
+        return {"test_error": self.best["test_error"], "best_epoch": self.best["epoch"],
+                "best_val_error": self.best["val_error"],
+                "final_train_error": last["train_error"], "final_val_error": last["val_error"],
+                "final_test_error": last["test_error"], "epochs_run": len(self.curves["val_error"]),
+                **extra, "curves": self.curves}
+
+
+def unique_stack(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the distinct tensors of a list (the same object once) and say which one each entry is:
+    arms of one seed share their data, so K networks need only as many copies as seeds."""
+    first = {}
+    which = [first.setdefault(id(t), len(first)) for t in tensors]
+    distinct = {i: t for t, i in zip(tensors, which)}
+    return (torch.stack([distinct[i] for i in range(len(distinct))]),
+            torch.tensor(which, device=tensors[0].device))
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, which: torch.Tensor, amp,
+             examples: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each network's (mean cross-entropy, error rate) on its own set x[which[k]], y[which[k]]."""
+    K, n = len(which), x.shape[1]
+    loss = torch.zeros(K, device=x.device)
+    wrong = torch.zeros(K, device=x.device)
+    step = max(1, examples // K)
+    for a in range(0, n, step):
+        xb, yb = x[:, a:a + step][which], y[:, a:a + step][which]
+        with amp:
+            logits = net(xb)
+        loss += F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(),
+                                reduction="none").view(K, -1).sum(1)
+        wrong += (logits.argmax(-1) != yb).sum(1)
+    return loss / max(n, 1), wrong / max(n, 1)
+
+
+def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential], inits: list[str],
+             idxs: list[torch.Tensor], logs: list) -> list[dict]:
+    """Train network k (models[k], an assembled classifier) on the labelled subset idxs[k] of
+    datas[k] under cfgs[k], for every k at once; each network's selected state is loaded back
+    into models[k], and each gets its result record."""
+    check_lockstep(cfgs, idxs)
+    cfg, K = cfgs[0], len(cfgs)
+    device = datas[0].train_x.device
+    net = Stacked(models).to(device)
     if cfg.freeze_encoder:
-        model.requires_grad_(False)
-        head.requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum, cfg.weight_decay)
-    schedule = make_schedule(cfg, opt, len(x))
-    g = generator(cfg.seed, "batches")
+        net.requires_grad_(False)
+        for p in net.head():
+            p.requires_grad_(True)
+    opt = make_optimizer(cfg.optimizer, [p for p in net.parameters() if p.requires_grad], cfg.lr,
+                         cfg.momentum, cfg.weight_decay)
+    n = len(idxs[0])
+    schedule = make_schedule(cfg, opt, n)
+    # labelled sets, validation and test sets: one copy per distinct data split
+    labelled = {}
+    for d, i in zip(datas, idxs):
+        labelled.setdefault((id(d), id(i)), (d.train_x[i], d.train_y[i]))
+    keys = [(id(d), id(i)) for d, i in zip(datas, idxs)]
+    x, which = unique_stack([labelled[k][0] for k in keys])
+    y = unique_stack([labelled[k][1] for k in keys])[0]
+    val_x, on_val = unique_stack([d.val_x for d in datas])
+    val_y = unique_stack([d.val_y for d in datas])[0]
+    test_x, on_test = unique_stack([d.test_x for d in datas])
+    test_y = unique_stack([d.test_y for d in datas])[0]
+    batches = Streams([c.seed for c in cfgs], "batches", device)
+    dropout = Streams([c.seed for c in cfgs], "dropout", device) if cfg.dropout else None
+    rows = which[:, None]
     amp = autocast(cfg.precision, device)
-    best = {"val_error": math.inf, "epoch": 0, "state": None}
-    curves = {k: [] for k in ("train_loss", "train_error", "val_loss", "val_error", "test_error")}
+    sel = [Selection(cfg.patience) for _ in cfgs]
+    best = [p.detach().clone() for p in net.parameters()]
     t_start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
+        if all(s.stopped for s in sel):
+            break
         t0 = time.perf_counter()
-        model.train()
-        total_loss = torch.zeros((), device=device)
-        wrong = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for b in batch_order(len(x), cfg.batch_size, cfg.min_epoch_examples, g):
-            b = b.to(device)
+        order = batches.orders(n, repeats(n, cfg.min_epoch_examples))
+        total_loss = torch.zeros(K, device=device)
+        wrong = torch.zeros(K, device=device)
+        for b in order.split(cfg.batch_size, dim=1):
+            masks = None
+            if dropout is not None:  # inverted dropout, each network's masks from its own stream
+                masks = [(dropout.rand(b.shape[1], w) >= cfg.dropout) / (1 - cfg.dropout)
+                         for w in net.widths]
+            yb = y[rows, b]
             with amp:
-                logits = model(x[b])
-            loss = F.cross_entropy(logits.float(), y[b])
+                logits = net(x[rows, b], masks)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(),
+                                   reduction="none").view(K, -1).mean(1)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.sum().backward()  # slice k of every gradient is network k's own
             opt.step()
             schedule.step()
-            total_loss += loss.detach() * len(b)
-            wrong += (logits.detach().argmax(1) != y[b]).sum()
-            seen += len(b)
-        train_loss, train_error = float(total_loss) / seen, int(wrong) / seen
-        if not math.isfinite(train_loss):
-            raise RunError(f"fine-tuning diverged: epoch {epoch} has a non-finite loss; "
-                           f"try a smaller --lr (now {cfg.lr:g})")
-        val_loss, val_error = evaluate(model, data.val_x, data.val_y, amp)
-        _, test_error = evaluate(model, data.test_x, data.test_y, amp)
-        for k, v in zip(curves, (train_loss, train_error, val_loss, val_error, test_error)):
-            curves[k].append(v)
+            total_loss += loss.detach() * b.shape[1]
+            wrong += (logits.detach().argmax(-1) != yb).sum(1)
+        seen = order.shape[1]
+        running = [k for k in range(K) if not sel[k].stopped]
+        check_finite(total_loss[running], lambda j: (
+            f"fine-tuning diverged: seed {cfgs[running[j]].seed} ({inits[running[j]]}), epoch "
+            f"{epoch} has a non-finite loss; try a smaller --lr (now {cfg.lr:g})"))
+        val_loss, val_error = evaluate(net, val_x, val_y, on_val, amp)
+        _, test_error = evaluate(net, test_x, test_y, on_test, amp)
+        stats = torch.stack([total_loss / seen, wrong / seen, val_loss, val_error, test_error])
+        stats = stats.tolist()  # one host sync per epoch
         dt = time.perf_counter() - t0
-        log.scalars(epoch, {"finetune/train_loss": train_loss, "finetune/train_error": train_error,
-                            "finetune/val_loss": val_loss, "finetune/val_error": val_error,
-                            "finetune/test_error": test_error, "finetune/epoch_seconds": dt,
-                            "finetune/lr": opt.param_groups[0]["lr"]},
-                    stage="finetune")
-        log.progress(f"epoch {epoch}/{cfg.epochs}  loss {train_loss:.4f}  train err "
-                     f"{train_error:.4f}  val err {val_error:.4f}  test err {test_error:.4f}  {dt:.1f}s")
-        if val_error < best["val_error"]:
-            best = {"val_error": val_error, "epoch": epoch, "test_error": test_error,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        elif cfg.patience and epoch - best["epoch"] >= cfg.patience:
-            log.progress(f"early stop: no better validation error for {cfg.patience} epochs")
-            break
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
-    else:  # zero epochs: the initial network is the result
-        _, best["val_error"] = evaluate(model, data.val_x, data.val_y, amp)
-        _, best["test_error"] = evaluate(model, data.test_x, data.test_y, amp)
-    return {
-        "test_error": best["test_error"], "best_epoch": best["epoch"],
-        "best_val_error": best["val_error"],
-        "final_train_error": curves["train_error"][-1] if curves["train_error"] else None,
-        "final_val_error": curves["val_error"][-1] if curves["val_error"] else None,
-        "final_test_error": curves["test_error"][-1] if curves["test_error"] else None,
-        "epochs_run": len(curves["val_error"]), "labels": len(idx), "init": init,
-        "seed": cfg.seed, "seconds": time.perf_counter() - t_start, "curves": curves,
-    }
+        improved = torch.zeros(K, dtype=torch.bool)
+        for k in running:
+            values = {c: stats[j][k] for j, c in enumerate(CURVES)}
+            improved[k] = sel[k].update(epoch, values)
+            logs[k].scalars(epoch, {**{f"finetune/{c}": v for c, v in values.items()},
+                                    "finetune/epoch_seconds": dt,
+                                    "finetune/lr": opt.param_groups[0]["lr"]}, stage="finetune")
+            logs[k].progress(f"epoch {epoch}/{cfg.epochs}  loss {values['train_loss']:.4f}  train "
+                             f"err {values['train_error']:.4f}  val err {values['val_error']:.4f}  "
+                             f"test err {values['test_error']:.4f}  {dt:.1f}s")
+            if sel[k].stopped:
+                logs[k].progress(f"early stop: no better validation error for {cfg.patience} "
+                                 "epochs")
+        if improved.any():
+            keep = improved.to(device)
+            with torch.no_grad():
+                for p, q in zip(net.parameters(), best):
+                    q.copy_(torch.where(keep.view(-1, *[1] * (p.dim() - 1)), p, q))
+    if cfg.epochs == 0:  # the initial networks are the results
+        _, val_error = evaluate(net, val_x, val_y, on_val, amp)
+        _, test_error = evaluate(net, test_x, test_y, on_test, amp)
+        for s, v, t in zip(sel, val_error.tolist(), test_error.tolist()):
+            s.best.update(val_error=v, test_error=t)
+    seconds = (time.perf_counter() - t_start) / K  # each network's share, so sums stay right
+    for k, model in enumerate(models):
+        net.copy_into(k, model.to(device), best)
+    return [s.result(labels=len(i), init=init, seed=c.seed, seconds=seconds)
+            for s, i, init, c in zip(sel, idxs, inits, cfgs)]

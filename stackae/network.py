@@ -1,7 +1,8 @@
 """The deep classifier: hidden layers from a stack checkpoint or a named random init, plus a head.
 
 Both arms of a comparison are built here, so a pretrained and a random-init network differ only in
-their hidden weights: same widths, activation, dropout, and the same seeded head.
+their hidden weights: same widths, activation, dropout, and the same seeded head. `Stacked` holds
+K such networks of one shape as K-stacked tensors, which is how fine-tuning trains them.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from .autoencoders import ACT, linear
 from .seeding import seed_for
 
 ACTIVATION_MODULES = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
@@ -95,3 +97,52 @@ def assemble(stack: dict | None, *, input_dim: int, n_classes: int, widths=None,
 
 def describe(stack_path: str | None, scheme: str) -> str:
     return f"pretrained:{stack_path}" if stack_path else f"random:{scheme}"
+
+
+def activations_of(model: nn.Sequential) -> list[str]:
+    names = {cls: name for name, cls in ACTIVATION_MODULES.items()}
+    return [names[type(m)] for m in model if type(m) in names]
+
+
+class Stacked(nn.Module):
+    """K classifiers of one shape (widths, activations) as K-stacked weights: layer l's weight is
+    (K, out, in). Inputs are (K, B, D), one batch per network, or (B, D) shared by all."""
+
+    def __init__(self, models: list[nn.Sequential]):
+        super().__init__()
+        shapes = {repr(m) for m in models}
+        if len(shapes) > 1:
+            raise ValueError("networks trained together must have the same architecture")
+        self.activations = activations_of(models[0])
+        linears = [[m for m in model if isinstance(m, nn.Linear)] for model in models]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([ls[j].weight.detach() for ls in linears]).clone())
+            for j in range(len(linears[0])))
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.stack([ls[j].bias.detach() for ls in linears]).clone())
+            for j in range(len(linears[0])))
+
+    @property
+    def widths(self) -> list[int]:
+        return [w.shape[1] for w in self.weights[:-1]]
+
+    def head(self) -> list[nn.Parameter]:
+        return [self.weights[-1], self.biases[-1]]
+
+    def forward(self, x: torch.Tensor, masks: list | None = None) -> torch.Tensor:
+        """Logits (K, B, classes); `masks` (one per hidden layer, already scaled) apply dropout."""
+        for j, act in enumerate(self.activations):
+            x = ACT[act](linear(x, self.weights[j], self.biases[j]))
+            if masks is not None:
+                x = x * masks[j]
+        return linear(x, self.weights[-1], self.biases[-1])
+
+    @torch.no_grad()
+    def copy_into(self, i: int, model: nn.Sequential, params=None) -> nn.Sequential:
+        """Network i (from `params`, a list like self.parameters(), when given) into `model`."""
+        params = list(params if params is not None else self.parameters())
+        n = len(self.weights)
+        for j, lin in enumerate(m for m in model if isinstance(m, nn.Linear)):
+            lin.weight.copy_(params[j][i])
+            lin.bias.copy_(params[n + j][i])
+        return model

@@ -1,55 +1,61 @@
-"""Greedy layer-wise pretraining: train layer k on the cached codes of the frozen layers below it.
+"""Greedy layer-wise pretraining of K stacks at once: train layer k on the cached codes of the
+frozen layers below it, for every stack, then freeze it.
 
     stackae pretrain --out runs/pretrain/demo        # 784-1000-1000-500 denoising stack on MNIST
 
-Writes layer1.pt ... layerK.pt as each layer finishes, then stack.pt (weights, specs, config and
-per-layer metrics) and summary.json. A run resumed with --resume reloads finished layers.
+A single run is K = 1; `stackae ablate` pretrains every seed of an objective together. The K
+stacks share their settings (all but the seed) and nothing else: each has its own data split,
+initialisation, batch order and noise. Each stack's folder gets layer1.pt ... layerK.pt as each
+layer finishes, then stack.pt (weights, specs, config and per-layer metrics) and summary.json. A
+run resumed with --resume reloads finished layers.
 """
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from .autoencoders import Layer, make_objective
-from .checkpoint import load_layer, stack_checkpoint
-from .config import PretrainConfig, to_dict
-from .runlog import RunError, RunLog, save_checkpoint, write_json
-from .seeding import generator, seed_for
+from .autoencoders import Layer, corrupt, draw_noise, make_objective
+from .checkpoint import layer_checkpoint, load_layer, save, stack_checkpoint
+from .config import PretrainConfig
+from .runlog import write_json
+from .seeding import seed_for
+from .train import Streams, autocast, check_finite, make_optimizer, stacked
 
 
-class Diverged(RunError):
-    pass
-
-
-def autocast(precision: str, device: torch.device):
-    if precision == "bfloat16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
+def check_lockstep(cfgs: list[PretrainConfig]) -> None:
+    for f in dataclasses.fields(PretrainConfig):
+        values = {str(getattr(c, f.name)) for c in cfgs}
+        if f.name != "seed" and len(values) > 1:
+            raise ValueError(f"stacks pretrained together must share {f.name}; got {sorted(values)}")
 
 
 @torch.no_grad()
 def encode_all(layer: Layer, x: torch.Tensor, precision: str = "float32",
-               batch: int = 4096) -> torch.Tensor:
-    """The layer's codes for a whole set, in chunks: computed once per layer, not per step, in the
-    run's precision (the next layer would round its bfloat16 inputs anyway), stored as float32."""
+               examples: int = 8192) -> torch.Tensor:
+    """Every stack's codes of its own set x (K, n, in), in chunks: computed once per layer, not per
+    step, in the run's precision (the next layer would round its bfloat16 inputs anyway)."""
+    step = max(1, examples // layer.k)
     with autocast(precision, x.device):
-        return torch.cat([layer.encode(c).float() for c in x.split(batch)]) if len(x) else x
+        return torch.cat([layer.encode(c).float() for c in x.split(step, dim=1)], dim=1)
 
 
 @torch.no_grad()
-def mean_recon_loss(layer: Layer, x: torch.Tensor, batch: int = 4096) -> float:
-    total = sum(layer.recon_loss(layer.decode_raw(layer.encode(c)), layer.prepare(c)) * len(c)
-                for c in x.split(batch))
-    return float(total) / max(len(x), 1)
+def mean_recon_loss(layer: Layer, x: torch.Tensor, examples: int = 8192) -> torch.Tensor:
+    """(K,): each stack's mean reconstruction loss on its own set x (K, n, in)."""
+    step = max(1, examples // layer.k)
+    total = sum(layer.recon_loss(layer.decode_raw(layer.encode(c)), layer.prepare(c)) * c.shape[1]
+                for c in x.split(step, dim=1))
+    return total / max(x.shape[1], 1)
 
 
-def build_layer(cfg: PretrainConfig, k: int, n_in: int, inputs_in_unit_range: bool,
+def build_layer(cfgs: list[PretrainConfig], k: int, n_in: int, inputs_in_unit_range: bool,
                 device: torch.device) -> Layer:
-    """Layer k with its decoder output and loss chosen from the config and the inputs' range."""
+    """Layer k of every stack, each slice initialised from its own seed, with the decoder output
+    and loss chosen from the config and the inputs' range."""
+    cfg = cfgs[0]
     rbm = cfg.per_layer("objective", k) == "rbm"
     if rbm:
         gaussian = (cfg.rbm_visible == "gaussian") if k == 0 else not inputs_in_unit_range
@@ -58,136 +64,156 @@ def build_layer(cfg: PretrainConfig, k: int, n_in: int, inputs_in_unit_range: bo
         output = "sigmoid" if inputs_in_unit_range else "linear"
     else:
         output = "sigmoid" if cfg.loss == "cross-entropy" else "linear"
-    torch.manual_seed(seed_for(cfg.seed, f"init/layer{k + 1}"))
-    layer = Layer(n_in, cfg.layers[k], "sigmoid" if rbm else cfg.activation, cfg.tied, output,
-                  standardize=rbm and output == "linear")
-    if rbm:  # the classic RBM start: small Gaussian weights, zero biases
-        torch.nn.init.normal_(layer.encoder.weight, std=0.01)
-        torch.nn.init.zeros_(layer.encoder.bias)
+    layer = Layer(len(cfgs), n_in, cfg.layers[k], "sigmoid" if rbm else cfg.activation, cfg.tied,
+                  output, standardize=rbm and output == "linear")
+    for i, c in enumerate(cfgs):
+        layer.init_slice(i, torch.Generator().manual_seed(seed_for(c.seed, f"init/layer{k + 1}")),
+                         rbm)
     return layer.to(device)
 
 
-def make_optimizer(name: str, params, lr: float, momentum: float, weight_decay: float):
-    """Adam or SGD with momentum, fused into one kernel per step (measured in scripts/bench.py:
-    the per-parameter loop costs ~15% of a 784x1000 layer's step on CPU)."""
-    params = list(params)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
-
-
-def train_layer(cfg: PretrainConfig, k: int, layer: Layer, x: torch.Tensor, x_val: torch.Tensor,
-                log: RunLog) -> list[dict]:
-    """The inner loop: batch -> loss -> backward -> step; losses stay on the device until epoch end."""
+def train_layer(cfgs: list[PretrainConfig], k: int, layer: Layer, x: torch.Tensor,
+                x_val: torch.Tensor, logs: list) -> list[list[dict]]:
+    """The inner loop: batch -> loss -> backward -> step for every stack's layer k at once; losses
+    stay on the device until the epoch ends. Returns each stack's per-epoch history."""
+    cfg, K, n = cfgs[0], layer.k, x.shape[1]
     objective = make_objective(cfg, k)
     epochs, lr = cfg.per_layer("epochs", k), cfg.per_layer("lr", k)
     opt = make_optimizer(cfg.optimizer, [p for p in layer.parameters() if p.requires_grad], lr,
                          cfg.momentum, cfg.weight_decay)
-    g_batches = generator(cfg.seed, f"batches/layer{k + 1}")
-    g_noise = generator(cfg.seed, f"noise/layer{k + 1}", x.device)
+    seeds = [c.seed for c in cfgs]
+    batches = Streams(seeds, f"batches/layer{k + 1}", x.device)
+    noise = Streams(seeds, f"noise/layer{k + 1}", x.device)
+    rows = torch.arange(K, device=x.device)[:, None]
     amp = autocast(cfg.precision, x.device)
     tag = f"pretrain/layer{k + 1}"
-    history = []
+    history = [[] for _ in range(K)]
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         layer.train()
-        total = torch.zeros((), device=x.device)
-        perm = torch.randperm(len(x), generator=g_batches).to(x.device)
-        for idx in perm.split(cfg.batch_size):
+        total = torch.zeros(K, device=x.device)
+        order = batches.orders(n)
+        draws = objective.draw(noise, n, x.shape[2])  # the epoch's corruption, drawn at once
+        for a in range(0, n, cfg.batch_size):
+            idx = order[:, a:a + cfg.batch_size]
             with amp:
-                loss, recon = objective(layer, x[idx], g_noise)
+                loss, recon = objective(layer, x[rows, idx],
+                                        tuple(d[:, a:a + cfg.batch_size] for d in draws), noise)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.sum().backward()  # slice i of every gradient is stack i's own
             opt.step()
-            total += recon.detach() * len(idx)
-        train_loss = float(total) / len(x)  # one host sync per epoch
+            total += recon.detach() * idx.shape[1]
         layer.eval()
-        val_loss = mean_recon_loss(layer, x_val)
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            raise Diverged(f"pretraining diverged: layer {k + 1}, epoch {epoch} has a non-finite "
-                           f"loss; layers below it are kept. Try a smaller --lr (now {lr:g})")
+        losses = torch.stack([total / n, mean_recon_loss(layer, x_val)])
+        check_finite(losses.sum(0), lambda i: (
+            f"pretraining diverged: layer {k + 1}, epoch {epoch}" + (f", seed {seeds[i]}" if K > 1
+                                                                     else "")
+            + f" has a non-finite loss; layers below it are kept. Try a smaller --lr (now {lr:g})"))
+        losses = losses.tolist()  # one host sync per epoch
         dt = time.perf_counter() - t0
-        rec = {"epoch": epoch, "train_recon_loss": train_loss, "val_recon_loss": val_loss,
-               "seconds": dt}
-        history.append(rec)
-        log.scalars(epoch, {f"{tag}/recon_loss": train_loss, f"{tag}/val_recon_loss": val_loss,
-                            f"{tag}/epoch_seconds": dt}, stage="pretrain", layer=k + 1)
-        log.progress(f"layer {k + 1}/{len(cfg.layers)} epoch {epoch}/{epochs}  recon "
-                     f"{train_loss:.4f}  val {val_loss:.4f}  {dt:.1f}s")
+        for i in range(K):
+            train_loss, val_loss = losses[0][i], losses[1][i]
+            history[i].append({"epoch": epoch, "train_recon_loss": train_loss,
+                               "val_recon_loss": val_loss, "seconds": dt})
+            logs[i].scalars(epoch, {f"{tag}/recon_loss": train_loss,
+                                    f"{tag}/val_recon_loss": val_loss,
+                                    f"{tag}/epoch_seconds": dt}, stage="pretrain", layer=k + 1)
+            logs[i].progress(f"layer {k + 1}/{len(cfg.layers)} epoch {epoch}/{epochs}  recon "
+                             f"{train_loss:.4f}  val {val_loss:.4f}  {dt:.1f}s")
     return history
 
 
-def log_layer_images(log: RunLog, k: int, layer: Layer, x_val: torch.Tensor, cfg, image_shape,
+def log_layer_images(log, k: int, layer: Layer, i: int, x_val: torch.Tensor, cfg, image_shape,
                      step: int) -> None:
-    """Filters (first layer), reconstructions (input / corrupted / output) and weight histograms."""
-    from torchvision.utils import make_grid
+    """Stack i's filters (first layer), reconstructions (input / corrupted / output) and weight
+    histograms, once per layer."""
     tag = f"pretrain/layer{k + 1}"
-    log.histogram(f"{tag}/weights", layer.encoder.weight, step)
-    log.histogram(f"{tag}/hidden_bias", layer.encoder.bias, step)
+    log.histogram(f"{tag}/weights", layer.weight[i], step)
+    log.histogram(f"{tag}/hidden_bias", layer.bias[i], step)
     if image_shape is None or k != 0:
         return
+    from torchvision.utils import make_grid
     h, w = image_shape
-    filters = layer.encoder.weight.detach()[:100].float()
+    filters = layer.weight[i].detach()[:100].float()
     lo, hi = filters.amin(1, keepdim=True), filters.amax(1, keepdim=True)
     filters = ((filters - lo) / (hi - lo + 1e-8)).reshape(-1, 1, h, w)
     log.image(f"{tag}/filters", make_grid(filters, nrow=10, padding=1, pad_value=1), step)
     with torch.no_grad():
         x = x_val[:16].float()
-        kind = cfg.per_layer("objective", k)
-        from .autoencoders import corrupt
-        xc = (corrupt(x, cfg.corruption, cfg.per_layer("noise", k), generator(cfg.seed, "figures",
-                                                                                x.device))
-              if kind == "denoising" else x)
-        out = layer.reconstruct(xc).clamp(0, 1)
+        xc = x
+        if cfg.per_layer("objective", k) == "denoising":
+            level = cfg.per_layer("noise", k)
+            draws = draw_noise(cfg.corruption, level, Streams([cfg.seed], "figures", x.device),
+                               *x.shape)
+            xc = corrupt(x, cfg.corruption, level, tuple(d[0] for d in draws))
+        out = layer.reconstruct(xc)[i].clamp(0, 1)
     rows = torch.cat([x, xc.clamp(0, 1), out]).reshape(-1, 1, h, w).cpu()
     log.image(f"{tag}/reconstructions", make_grid(rows, nrow=16, padding=1, pad_value=1), step)
 
 
-def pretrain(cfg: PretrainConfig, data, out: Path, log: RunLog) -> dict:
-    """Train every layer in turn, freezing each, and write the stack checkpoint. Finished layers
-    found in `out` (a resumed run) are loaded instead of retrained."""
-    device = data.train_x.device
-    x, x_val = data.train_x, data.val_x
+def pretrain(cfgs: list[PretrainConfig], datas: list, outs: list[Path], logs: list) -> list[dict]:
+    """Train every layer in turn for every stack, freezing each, and write each stack's checkpoint
+    into its folder. Finished layers found there (a resumed run) are loaded instead of retrained;
+    a layer is trained only for the stacks that lack it."""
+    check_lockstep(cfgs)
+    cfg, K = cfgs[0], len(cfgs)
+    device = datas[0].train_x.device
+    x = stacked([d.train_x for d in datas])
+    x_val = stacked([d.val_x for d in datas])
     in_unit = True  # the data are scaled to [0, 1]
-    layers, metrics = [], []
+    layers, metrics = [], [[] for _ in range(K)]
     t_start = time.perf_counter()
     for k, width in enumerate(cfg.layers):
-        path = out / f"layer{k + 1}.pt"
-        layer = build_layer(cfg, k, x.shape[1], in_unit, device)
-        if path.exists():
-            layer.load_state_dict(load_layer(path, k, x.shape[1], width))
-            rec = torch.load(path, weights_only=True)["metrics"]
-            log.progress(f"layer {k + 1}: resumed from {path}")
-        else:
+        paths = [Path(out) / f"layer{k + 1}.pt" for out in outs]
+        layer = build_layer(cfgs, k, x.shape[2], in_unit, device)
+        todo = [i for i, p in enumerate(paths) if not p.exists()]
+        for i in sorted(set(range(K)) - set(todo)):
+            ck = load_layer(paths[i], k, x.shape[2], width)
+            layer.load_slice(i, ck["state"])
+            metrics[i].append(ck["metrics"])
+            logs[i].progress(f"layer {k + 1}: resumed from {paths[i]}")
+        if todo:
             t0 = time.perf_counter()
-            if layer.standardize:  # Gaussian-visible RBM: standardise this layer's inputs
-                layer.in_mean.copy_(x.mean(0))
-                layer.in_std.copy_(x.std(0).clamp_min(1e-3))
-            history = train_layer(cfg, k, layer, x, x_val, log)
-            rec = {"layer": k + 1, "width": width, "objective": cfg.per_layer("objective", k),
-                   "epochs": len(history), "seconds": time.perf_counter() - t0,
-                   "train_recon_loss": history[-1]["train_recon_loss"] if history else None,
-                   "val_recon_loss": mean_recon_loss(layer.eval(), x_val), "history": history}
-            log_layer_images(log, k, layer, x_val, cfg, data.image_shape, len(history))
-            save_checkpoint(path, {"format": "stackae-layer", "index": k + 1, "input_dim": x.shape[1],
-                                   "state": {n: t.detach().cpu() for n, t in
-                                             layer.state_dict().items()},
-                                   "metrics": rec, "config": to_dict(cfg)})
+            part = layer if len(todo) == K else layer.subset(todo)
+            xs, xs_val = (x, x_val) if len(todo) == K else (x[todo], x_val[todo])
+            if part.standardize:  # Gaussian-visible RBM: standardise this layer's inputs
+                part.in_mean.copy_(xs.mean(1))
+                part.in_std.copy_(xs.std(1).clamp_min(1e-3))
+            history = train_layer([cfgs[i] for i in todo], k, part, xs, xs_val,
+                                  [logs[i] for i in todo])
+            val = mean_recon_loss(part.eval(), xs_val).tolist()
+            seconds = (time.perf_counter() - t0) / len(todo)
+            if part is not layer:
+                layer.assign(todo, part)
+            for j, i in enumerate(todo):
+                rec = {"layer": k + 1, "width": width, "objective": cfg.per_layer("objective", k),
+                       "epochs": len(history[j]), "seconds": seconds,
+                       "train_recon_loss": history[j][-1]["train_recon_loss"] if history[j] else None,
+                       "val_recon_loss": val[j], "history": history[j]}
+                metrics[i].append(rec)
+                log_layer_images(logs[i], k, layer, i, datas[i].val_x, cfgs[i],
+                                 datas[i].image_shape, len(history[j]))
+                save(paths[i], layer_checkpoint(cfgs[i], k, x.shape[2], layer.slice_state(i), rec))
         layer.requires_grad_(False).eval()  # frozen from here on
         layers.append(layer)
-        metrics.append(rec)
         if k + 1 < len(cfg.layers):  # the top layer's codes feed nothing
             x, x_val = encode_all(layer, x, cfg.precision), encode_all(layer, x_val, cfg.precision)
         in_unit = layer.activation == "sigmoid"
-    unrolled = None
+    unrolled = [None] * K
     if cfg.unroll_epochs:
         from .unroll import unroll
-        unrolled = unroll(cfg, layers, data, log)
-    stack = stack_checkpoint(cfg, data, layers, metrics, unrolled)
-    save_checkpoint(out / "stack.pt", stack)
-    summary = {"stack": str(out / "stack.pt"), "input_dim": data.input_dim,
-               "layers": [{k: v for k, v in m.items() if k != "history"} for m in metrics],
-               "unrolled": unrolled and {k: v for k, v in unrolled.items() if k != "history"},
-               "seconds": time.perf_counter() - t_start}
-    write_json(out / "summary.json", summary)
-    return summary
+        unrolled = unroll(cfgs, layers, datas, logs)
+    summaries = []
+    for i, (c, d, out) in enumerate(zip(cfgs, datas, outs)):
+        entries = [{"width": layer.n_out, "activation": layer.activation,
+                    "objective": c.per_layer("objective", k), **layer.export(i)}
+                   for k, layer in enumerate(layers)]
+        save(Path(out) / "stack.pt", stack_checkpoint(c, d, entries, metrics[i], unrolled[i]))
+        summary = {"stack": str(Path(out) / "stack.pt"), "input_dim": d.input_dim,
+                   "layers": [{k: v for k, v in m.items() if k != "history"} for m in metrics[i]],
+                   "unrolled": unrolled[i] and {k: v for k, v in unrolled[i].items()
+                                                if k != "history"},
+                   "seconds": (time.perf_counter() - t_start) / K}
+        write_json(Path(out) / "summary.json", summary)
+        summaries.append(summary)
+    return summaries

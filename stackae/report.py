@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import figures, stats
 from .config import OBJECTIVES
-from .grid import RANDOM_INITS
+from .config import RANDOM_INITS
 from .report_text import markdown
 from .runlog import RunError, atomic_write, write_json
 

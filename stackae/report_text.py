@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from .config import OBJECTIVES
-from .grid import RANDOM_INITS
+from .config import RANDOM_INITS
 
 SCHEMES = {"default": "torch's default, U(+-1/sqrt(fan_in)) for weights and biases",
            "xavier": "Xavier/Glorot uniform, zero biases",

@@ -17,7 +17,7 @@ from .runlog import RunError
 
 def run_chunk(out: str, ids: list[str]) -> dict:
     """A SLURM job's work: the named cells of the grid in `out` (settings from its config.json)."""
-    from .seeding import resolve_device
+    from .train import resolve_device
     cfg = load_config(Path(out))
     by_id = {c.id: c for c in expand(cfg)}
     return run_cells(cfg, Path(out), [by_id[i] for i in ids], resolve_device(cfg.device),

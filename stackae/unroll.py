@@ -1,5 +1,6 @@
 """The unrolled deep autoencoder: after greedy pretraining, encoders and their mirrored decoders
-are fine-tuned together on reconstruction of the input (Hinton & Salakhutdinov 2006).
+are fine-tuned together on reconstruction of the input (Hinton & Salakhutdinov 2006), for K stacks
+at once.
 
     stackae pretrain --unroll-epochs 10 --out runs/pretrain/unrolled
 
@@ -8,14 +9,12 @@ TensorBoard gets `unroll/*` curves, reconstructions and a projector view of test
 """
 from __future__ import annotations
 
-import math
 import time
 
 import torch
 
 from .autoencoders import Layer
-from .pretrain import Diverged, autocast, make_optimizer
-from .seeding import generator
+from .train import Streams, autocast, check_finite, make_optimizer, stacked
 
 
 def encode(layers: list[Layer], x: torch.Tensor) -> torch.Tensor:
@@ -25,7 +24,7 @@ def encode(layers: list[Layer], x: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruction_loss(layers: list[Layer], x: torch.Tensor) -> torch.Tensor:
-    """Encode through every layer, decode back down; the loss is the bottom layer's on the input."""
+    """(K,): encode through every layer, decode back down; the bottom layer's loss on the input."""
     h = encode(layers, x)
     for layer in reversed(layers[1:]):
         h = layer.decode(h)
@@ -34,50 +33,62 @@ def reconstruction_loss(layers: list[Layer], x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def mean_loss(layers, x, batch=4096) -> float:
-    return sum(float(reconstruction_loss(layers, c)) * len(c) for c in x.split(batch)) / len(x)
+def mean_loss(layers, x, examples: int = 8192) -> torch.Tensor:
+    step = max(1, examples // layers[0].k)
+    return sum(reconstruction_loss(layers, c) * c.shape[1] for c in x.split(step, dim=1)) / x.shape[1]
 
 
-def unroll(cfg, layers: list[Layer], data, log) -> dict:
+def unroll(cfgs, layers: list[Layer], datas, logs) -> list[dict]:
+    cfg, K = cfgs[0], layers[0].k
     for layer in layers:
         layer.requires_grad_(True).train()
-    x, x_val = data.train_x, data.val_x
+    x, x_val = stacked([d.train_x for d in datas]), stacked([d.val_x for d in datas])
+    n = x.shape[1]
     opt = make_optimizer(cfg.optimizer, [p for l in layers for p in l.parameters()],
                          cfg.per_layer("lr", 0), cfg.momentum, cfg.weight_decay)
-    g = generator(cfg.seed, "batches/unroll")
+    batches = Streams([c.seed for c in cfgs], "batches/unroll", x.device)
+    rows = torch.arange(K, device=x.device)[:, None]
     amp = autocast(cfg.precision, x.device)
-    history = []
+    history = [[] for _ in range(K)]
     for epoch in range(1, cfg.unroll_epochs + 1):
         t0 = time.perf_counter()
-        total = torch.zeros((), device=x.device)
-        for idx in torch.randperm(len(x), generator=g).to(x.device).split(cfg.batch_size):
+        total = torch.zeros(K, device=x.device)
+        order = batches.orders(n)
+        for a in range(0, n, cfg.batch_size):
+            idx = order[:, a:a + cfg.batch_size]
             with amp:
-                loss = reconstruction_loss(layers, x[idx])
+                loss = reconstruction_loss(layers, x[rows, idx])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.sum().backward()
             opt.step()
-            total += loss.detach() * len(idx)
-        train_loss, val_loss = float(total) / len(x), mean_loss(layers, x_val)
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            raise Diverged(f"unrolled fine-tuning diverged at epoch {epoch}; the greedy layers are "
-                           f"kept in layerK.pt. Try a smaller --lr")
+            total += loss.detach() * idx.shape[1]
+        losses = torch.stack([total / n, mean_loss(layers, x_val)])
+        check_finite(losses.sum(0), lambda i: (
+            f"unrolled fine-tuning diverged at epoch {epoch}" + (f" (seed {cfgs[i].seed})" if K > 1
+                                                                 else "")
+            + "; the greedy layers are kept in layerK.pt. Try a smaller --lr"))
+        losses = losses.tolist()
         dt = time.perf_counter() - t0
-        history.append({"epoch": epoch, "train_recon_loss": train_loss, "val_recon_loss": val_loss,
-                        "seconds": dt})
-        log.scalars(epoch, {"unroll/recon_loss": train_loss, "unroll/val_recon_loss": val_loss},
-                    stage="unroll")
-        log.progress(f"unrolled epoch {epoch}/{cfg.unroll_epochs}  recon {train_loss:.4f}  "
-                     f"val {val_loss:.4f}  {dt:.1f}s")
+        for i in range(K):
+            train_loss, val_loss = losses[0][i], losses[1][i]
+            history[i].append({"epoch": epoch, "train_recon_loss": train_loss,
+                               "val_recon_loss": val_loss, "seconds": dt})
+            logs[i].scalars(epoch, {"unroll/recon_loss": train_loss,
+                                    "unroll/val_recon_loss": val_loss}, stage="unroll")
+            logs[i].progress(f"unrolled epoch {epoch}/{cfg.unroll_epochs}  recon {train_loss:.4f}  "
+                             f"val {val_loss:.4f}  {dt:.1f}s")
     for layer in layers:
         layer.requires_grad_(False).eval()
-    log_views(layers, data, log, cfg.unroll_epochs)
-    return {"epochs": cfg.unroll_epochs, "history": history,
-            "val_recon_loss": history[-1]["val_recon_loss"] if history else None}
+    for i in range(K):
+        log_views(layers, i, datas[i], logs[i], cfg.unroll_epochs)
+    return [{"epochs": cfg.unroll_epochs, "history": h,
+             "val_recon_loss": h[-1]["val_recon_loss"] if h else None} for h in history]
 
 
 @torch.no_grad()
-def log_views(layers, data, log, step, n_points: int = 2000) -> None:
-    """Reconstructions through the whole stack, and the test set's top codes in the projector."""
+def log_views(layers, i: int, data, log, step, n_points: int = 2000) -> None:
+    """Stack i's reconstructions through the whole stack, and its test-set top codes in the
+    projector."""
     if data.image_shape is None:
         return
     from torchvision.utils import make_grid
@@ -86,7 +97,7 @@ def log_views(layers, data, log, step, n_points: int = 2000) -> None:
     out = encode(layers, x)
     for layer in reversed(layers):
         out = layer.decode(out)
-    rows = torch.cat([x, out.clamp(0, 1)]).reshape(-1, 1, h, w).float().cpu()
+    rows = torch.cat([x, out[i].clamp(0, 1)]).reshape(-1, 1, h, w).float().cpu()
     log.image("unroll/reconstructions", make_grid(rows, nrow=16, padding=1, pad_value=1), step)
     xt, yt = data.test_x[:n_points], data.test_y[:n_points]
-    log.embedding(encode(layers, xt), yt.tolist(), xt.reshape(-1, 1, h, w), "unroll/test_codes")
+    log.embedding(encode(layers, xt)[i], yt.tolist(), xt.reshape(-1, 1, h, w), "unroll/test_codes")

@@ -90,26 +90,29 @@ def _spy(monkeypatch):
     seen, trained = [], []
     orig_ft, orig_layer = runner.finetune, P.train_layer
 
-    def finetune(cfg, data, model, log, init, idx=None):
-        lin = [m for m in model if isinstance(m, torch.nn.Linear)]
-        seen.append({"seed": cfg.seed, "labels": cfg.labels, "init": init, "idx": idx.clone(),
-                     "val_y": data.val_y.clone(), "head": lin[-1].weight.detach().clone(),
-                     "first": lin[0].weight.detach().clone(),
-                     "order": first_batch(cfg, len(idx))})
-        return orig_ft(cfg, data, model, log, init, idx)
+    def finetune(cfgs, datas, models, inits, idxs, logs):
+        for cfg, data, model, init, idx in zip(cfgs, datas, models, inits, idxs):
+            lin = [m for m in model if isinstance(m, torch.nn.Linear)]
+            seen.append({"seed": cfg.seed, "labels": cfg.labels, "init": init, "idx": idx.clone(),
+                         "val_y": data.val_y.clone(), "head": lin[-1].weight.detach().clone(),
+                         "first": lin[0].weight.detach().clone(),
+                         "order": first_batch(cfg, len(idx))})
+        return orig_ft(cfgs, datas, models, inits, idxs, logs)
 
-    def train_layer(*a, **k):
-        trained.append(a[1])
-        return orig_layer(*a, **k)
+    def train_layer(cfgs, k, *a, **kw):
+        trained.extend([k] * len(cfgs))  # one entry per stack whose layer k trains
+        return orig_layer(cfgs, k, *a, **kw)
     monkeypatch.setattr(runner, "finetune", finetune)
     monkeypatch.setattr(P, "train_layer", train_layer)
     return seen, trained
 
 
 def first_batch(cfg, n):
-    from stackae.finetune import batch_order
-    from stackae.seeding import generator
-    return batch_order(n, cfg.batch_size, cfg.min_epoch_examples, generator(cfg.seed, "batches"))[0]
+    from stackae.finetune import repeats
+    from stackae.train import Streams
+    order = Streams([cfg.seed], "batches", torch.device("cpu")).orders(
+        n, repeats(n, cfg.min_epoch_examples))
+    return order[0, :cfg.batch_size]
 
 
 def test_pairing_resume_and_redo(tmp_path, monkeypatch):

@@ -4,13 +4,28 @@ import pytest
 import torch
 
 from stackae.autoencoders import (ACT, AutoencoderObjective, Layer, RBMObjective,
-                                  contractive_penalty, corrupt, kl_sparsity)
+                                  contractive_penalty, corrupt, draw_noise, kl_sparsity)
+from stackae.train import Streams
+
+CPU = torch.device("cpu")
+
+
+def layer_of(n_in, n_out, activation="sigmoid", k=1, seed=0):
+    layer = Layer(k, n_in, n_out, activation)
+    for i in range(k):
+        layer.init_slice(i, torch.Generator().manual_seed(seed + i))
+    return layer
+
+
+def noisy(x, kind, level, seed=0):
+    """x (n, d) corrupted as one slice's epoch would be."""
+    draws = draw_noise(kind, level, Streams([seed], "noise", CPU), *x.shape)
+    return corrupt(x, kind, level, tuple(d[0] for d in draws))
 
 
 def test_masking_zeroes_the_requested_fraction_and_keeps_the_rest():
     x = torch.rand(200, 500) + 0.1  # no zeros to begin with
-    g = torch.Generator().manual_seed(0)
-    xc = corrupt(x, "masking", 0.3, g)
+    xc = noisy(x, "masking", 0.3)
     zero = xc == 0
     frac = zero.float().mean().item()
     # 100,000 Bernoulli(0.3) draws: std of the fraction is 0.0014, so 0.01 is about 7 sigma.
@@ -20,43 +35,49 @@ def test_masking_zeroes_the_requested_fraction_and_keeps_the_rest():
 
 def test_salt_pepper_and_gaussian():
     x = torch.full((100, 400), 0.5)
-    g = torch.Generator().manual_seed(0)
-    sp = corrupt(x, "salt-pepper", 0.2, g)
+    sp = noisy(x, "salt-pepper", 0.2)
     hit = sp != 0.5
     assert abs(hit.float().mean().item() - 0.2) < 0.01
     assert set(sp[hit].unique().tolist()) == {0.0, 1.0}
-    gn = corrupt(x, "gaussian", 0.1, g) - x
+    gn = noisy(x, "gaussian", 0.1) - x
     assert abs(gn.std().item() - 0.1) < 0.005 and abs(gn.mean().item()) < 0.005
-    assert corrupt(x, "masking", 0.0, g) is x
+    assert noisy(x, "masking", 0.0) is x
+
+
+def test_each_slice_draws_its_own_noise_and_the_same_as_alone():
+    together = draw_noise("masking", 0.3, Streams([4, 5], "noise", CPU), 10, 20)[0]
+    alone = [draw_noise("masking", 0.3, Streams([s], "noise", CPU), 10, 20)[0][0] for s in (4, 5)]
+    assert torch.equal(together[0], alone[0]) and torch.equal(together[1], alone[1])
+    assert not torch.equal(together[0], together[1])
 
 
 def test_kl_sparsity_matches_direct_computation_and_is_zero_at_target():
-    h = torch.rand(64, 30)
+    h = torch.rand(1, 64, 30)
     rho = 0.1
-    m = h.mean(0)
+    m = h[0].mean(0)
     direct = sum(rho * torch.log(torch.tensor(rho) / m[j]) + (1 - rho) *
                  torch.log(torch.tensor(1 - rho) / (1 - m[j])) for j in range(30))
-    assert torch.allclose(kl_sparsity(h, rho, "sigmoid"), direct, rtol=1e-5)
-    assert kl_sparsity(torch.full((8, 5), rho), rho, "sigmoid").abs().item() < 1e-6
+    assert torch.allclose(kl_sparsity(h, rho, "sigmoid")[0], direct, rtol=1e-5)
+    assert kl_sparsity(torch.full((1, 8, 5), rho), rho, "sigmoid").abs().item() < 1e-6
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
 def test_contractive_penalty_matches_autograd_jacobian(activation):
-    torch.manual_seed(0)
-    layer = Layer(7, 5, activation).double()
-    x = torch.randn(4, 7, dtype=torch.double)
+    layer = layer_of(7, 5, activation).double()
+    x = torch.randn(1, 4, 7, dtype=torch.double)
     h = layer.encode(x)
-    closed = contractive_penalty(h, layer.encoder.weight, activation)
-    frob = [torch.autograd.functional.jacobian(layer.encode, x[i]).pow(2).sum() for i in range(4)]
+    closed = contractive_penalty(h, layer.weight, activation)[0]
+    frob = [torch.autograd.functional.jacobian(lambda v: layer.encode(v[None, None])[0, 0],
+                                               x[0, i]).pow(2).sum() for i in range(4)]
     assert torch.allclose(closed, torch.stack(frob).mean(), rtol=1e-9)
 
 
 def test_rbm_free_energy_matches_explicit_sum():
-    torch.manual_seed(0)
-    layer = Layer(3, 2, "sigmoid").double()
-    W, c, b = layer.encoder.weight, layer.encoder.bias, layer.decoder_bias
+    layer = layer_of(3, 2).double()
+    W, c, b = layer.weight[0], layer.bias[0], layer.decoder_bias
     with torch.no_grad():
-        b.copy_(torch.randn(3))
+        b.copy_(torch.randn(1, 3))
+    b = b[0]
     for v in itertools.product([0.0, 1.0], repeat=3):
         v = torch.tensor(v, dtype=torch.double)
         # F(v) = -log sum_h exp(-E(v, h)),  E = -b.v - c.h - h.W.v
@@ -64,60 +85,68 @@ def test_rbm_free_energy_matches_explicit_sum():
                  for h in (torch.tensor(hh, dtype=torch.double)
                            for hh in itertools.product([0.0, 1.0], repeat=2))]
         explicit = -torch.logsumexp(torch.stack(terms), 0)
-        assert torch.allclose(RBMObjective.free_energy(layer, v[None])[0], explicit)
+        assert torch.allclose(RBMObjective.free_energy(layer, v[None, None])[0, 0], explicit)
 
 
 def test_cd_lowers_reconstruction_error_on_mnist_slice():
     from stackae import data as D
     from stackae.config import PretrainConfig
-    d = D.load(PretrainConfig(train_size=2000, val_size=500), torch.device("cpu"))
-    torch.manual_seed(0)
-    layer = Layer(784, 100, "sigmoid")
-    torch.nn.init.normal_(layer.encoder.weight, std=0.01)
-    torch.nn.init.zeros_(layer.encoder.bias)
+    d = D.load(PretrainConfig(train_size=2000, val_size=500), CPU)
+    layer = Layer(1, 784, 100, "sigmoid")
+    layer.init_slice(0, torch.Generator().manual_seed(0), rbm=True)
     obj = RBMObjective(k=1)
     opt = torch.optim.SGD(layer.parameters(), lr=0.05, momentum=0.5)
-    g = torch.Generator().manual_seed(0)
-    _, before = obj(layer, d.val_x, g)
+    streams = Streams([0], "chains", CPU)
+    _, before = obj(layer, d.val_x[None], (), streams)
     for _ in range(3):
         for xb in d.train_x.split(50):
-            loss, _ = obj(layer, xb, g)
+            loss, _ = obj(layer, xb[None], (), streams)
             opt.zero_grad()
-            loss.backward()
+            loss.sum().backward()
             opt.step()
-    _, after = obj(layer, d.val_x, g)
+    _, after = obj(layer, d.val_x[None], (), streams)
     assert after < 0.7 * before
 
 
 def test_pcd_keeps_its_chains_across_batches():
-    torch.manual_seed(0)
-    layer = Layer(20, 10, "sigmoid")
+    layer = layer_of(20, 10)
     obj = RBMObjective(k=1, persistent=True)
-    g = torch.Generator().manual_seed(0)
-    x1 = (torch.rand(8, 20) < 0.5).float()
-    obj(layer, x1, g)
+    streams = Streams([0], "chains", CPU)
+    x1 = (torch.rand(1, 8, 20) < 0.5).float()
+    obj(layer, x1, (), streams)
     chains = obj.chains.clone()
     assert not torch.equal(chains, x1)  # chains moved by a Gibbs step, not reset to the data
-    x2 = torch.zeros(8, 20)
-    obj(layer, x2, g)
+    x2 = torch.zeros(1, 8, 20)
+    obj(layer, x2, (), streams)
     # With PCD the negative phase continues from the stored chains, not from the new batch:
-    # one Gibbs step from `chains` with the same generator state gives the new chains.
-    g_replay = torch.Generator().manual_seed(0)
+    # one Gibbs step from `chains` with the same stream state gives the new chains.
+    replay = Streams([0], "chains", CPU)
     obj2 = RBMObjective(k=1, persistent=True)
-    obj2(layer, x1, g_replay)
-    expect = RBMObjective.gibbs(layer, obj2.chains.clone(), g_replay, 1)
+    obj2(layer, x1, (), replay)
+    expect = RBMObjective.gibbs(layer, obj2.chains.clone(), replay, 1)
     assert torch.equal(obj.chains, expect)
 
 
 def test_objective_losses_are_finite_and_penalties_add():
-    torch.manual_seed(0)
-    layer = Layer(30, 10, "sigmoid")
-    x = torch.rand(16, 30)
-    g = torch.Generator().manual_seed(0)
-    plain, r = AutoencoderObjective("plain")(layer, x, g)
-    assert torch.equal(plain, r)
-    sparse, r2 = AutoencoderObjective("sparse", sparsity_weight=2.0)(layer, x, g)
+    layer = layer_of(30, 10, k=2)
+    x = torch.rand(2, 16, 30)
+    plain, r = AutoencoderObjective("plain")(layer, x, ())
+    assert plain.shape == (2,) and torch.equal(plain, r)
+    sparse, r2 = AutoencoderObjective("sparse", sparsity_weight=2.0)(layer, x, ())
     assert torch.allclose(sparse - r2, 2.0 * kl_sparsity(layer.encode(x), 0.05, "sigmoid"))
-    cae, r3 = AutoencoderObjective("contractive", contraction=0.5)(layer, x, g)
-    assert cae > r3
+    cae, r3 = AutoencoderObjective("contractive", contraction=0.5)(layer, x, ())
+    assert (cae > r3).all()
     assert set(ACT) == {"sigmoid", "tanh", "relu"}
+
+
+def test_slices_are_independent_networks():
+    """Slice i's loss and gradient depend only on slice i's weights and batch."""
+    layer = layer_of(12, 6, k=3)
+    x = torch.rand(3, 5, 12)
+    loss, _ = AutoencoderObjective("plain")(layer, x, ())
+    loss.sum().backward()
+    one = layer.subset([1])
+    loss1, _ = AutoencoderObjective("plain")(one, x[1:2], ())
+    loss1.sum().backward()
+    assert torch.allclose(loss[1], loss1[0])
+    assert torch.allclose(layer.weight.grad[1], one.weight.grad[0])

@@ -1,5 +1,6 @@
 """Each layer objective pretrains and fine-tunes through the CLI; mixed stacks; the unrolled AE."""
 import json
+import math
 
 import pytest
 import torch
@@ -48,19 +49,25 @@ def test_mixed_stack_rbm_below_relu_layers(tmp_path):
 
 def test_gaussian_rbm_standardisation_is_folded_into_exported_weights():
     torch.manual_seed(0)
-    layer = Layer(6, 4, "sigmoid", output="linear", standardize=True)
-    layer.in_mean.copy_(torch.randn(6))
-    layer.in_std.copy_(torch.rand(6) + 0.5)
+    layer = Layer(1, 6, 4, "sigmoid", output="linear", standardize=True)
+    layer.init_slice(0, torch.Generator().manual_seed(0))
+    layer.in_mean.copy_(torch.randn(1, 6))
+    layer.in_std.copy_(torch.rand(1, 6) + 0.5)
     x = torch.randn(10, 6)
-    e = layer.export()
-    assert torch.allclose(torch.sigmoid(x @ e["weight"].T + e["bias"]), layer.encode(x), atol=1e-6)
+    e = layer.export(0)
+    assert torch.allclose(torch.sigmoid(x @ e["weight"].T + e["bias"]), layer.encode(x)[0],
+                          atol=1e-6)
 
 
 def test_gaussian_rbm_first_layer_trains(tmp_path):
     r = invoke("pretrain", *SLICE, "--layers", "32", "--objective", "rbm", "--rbm-visible",
-               "gaussian", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.01", "-q",
+               "gaussian", "--epochs", "3", "--optimizer", "sgd", "--lr", "0.01", "-q",
                "--out", tmp_path / "p")
     assert r.exit_code == 0, r.output
+    history = torch.load(tmp_path / "p" / "stack.pt", weights_only=True)["metrics"][0]["history"]
+    val = [h["val_recon_loss"] for h in history]
+    assert all(math.isfinite(v) for v in val)
+    assert val[-1] < val[0], val  # contrastive divergence lowers the reconstruction error
 
 
 def test_unrolled_autoencoder_improves_and_stays_a_stack(tmp_path):

@@ -44,8 +44,10 @@ def test_lower_layers_are_frozen_while_upper_trains(tmp_path, monkeypatch):
 
 def test_codes_are_the_frozen_encoder_output():
     from stackae.autoencoders import Layer
-    layer = Layer(10, 4).requires_grad_(False)
-    x = torch.rand(9000, 10)
+    layer = Layer(2, 10, 4).requires_grad_(False)
+    for i in range(2):
+        layer.init_slice(i, torch.Generator().manual_seed(i))
+    x = torch.rand(2, 9000, 10)  # more than one chunk
     assert torch.allclose(encode_all(layer, x), layer.encode(x))
 
 

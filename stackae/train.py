@@ -1,0 +1,82 @@
+"""Pieces every training stage shares: the device, precision, optimizer, divergence, and the
+per-network random streams of a K-network loop (batch orders on the host, noise on the device).
+
+Pretraining, the unrolled autoencoder and fine-tuning all train K networks at once whose parameters
+carry a leading K dimension; each of the K slices draws from its own seed's named streams, so a
+slice trained beside others equals the same network trained alone (K = 1).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from .runlog import RunError
+from .seeding import generator
+
+
+class Diverged(RunError):
+    """A non-finite loss; the message names stage, layer or seed, and epoch."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when torch sees a GPU, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def make_optimizer(name: str, params, lr: float, momentum: float, weight_decay: float):
+    """Adam or SGD with momentum, fused into one kernel per step (scripts/bench.py: the
+    per-parameter loop costs ~15% of a 784x1000 layer's step on CPU). Both update elementwise, so
+    one optimizer over K-stacked tensors moves each slice as a separate run would."""
+    params = list(params)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
+
+
+class Streams:
+    """One named random stream per slice: `orders` on the host (seeded permutations, as torch's
+    CPU generator gives them on every machine), `rand`/`randn` on the device."""
+
+    def __init__(self, seeds, name: str, device: torch.device):
+        self.host = [generator(s, name) for s in seeds]
+        self.dev = [generator(s, f"{name}/device", device) for s in seeds]
+        self.device = device
+
+    def orders(self, n: int, repeats: int = 1) -> torch.Tensor:
+        """(K, repeats * n): each slice's `repeats` permutations of range(n), end to end."""
+        return torch.stack([torch.cat([torch.randperm(n, generator=g) for _ in range(repeats)])
+                            for g in self.host]).to(self.device)
+
+    def rand(self, *shape, dtype=torch.float32) -> torch.Tensor:
+        """(K, *shape) uniforms in [0, 1), slice k from stream k."""
+        return torch.stack([torch.rand(shape, generator=g, device=self.device, dtype=dtype)
+                            for g in self.dev])
+
+    def randn(self, *shape, dtype=torch.float32) -> torch.Tensor:
+        return torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=dtype)
+                            for g in self.dev])
+
+
+def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """(K, ...) from K tensors; one tensor named K times is a view, not K copies."""
+    if all(t is tensors[0] for t in tensors):
+        return tensors[0].unsqueeze(0).expand(len(tensors), *tensors[0].shape)
+    return torch.stack(tensors)
+
+
+def check_finite(values: torch.Tensor, what) -> None:
+    """Raise Diverged naming the first slice whose value is not finite; `what(k)` describes it."""
+    bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
+    if bad:
+        raise Diverged(what(bad[0]))
