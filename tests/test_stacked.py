@@ -1,5 +1,8 @@
-"""Seeds fine-tuned together (stacked parameters + vmap) end as separate `finetune()` runs do: same
-weights, curves and model selection to float rounding, on a slice of real MNIST."""
+"""K networks trained in one loop end as K separate runs do: same weights, curves and model
+selection to float rounding, for fine-tuning (dropout included: every network draws its own masks)
+and for pretraining (every objective), on a slice of real MNIST; and a grid's results do not depend
+on how its cells were batched."""
+import csv
 import json
 import math
 
@@ -9,12 +12,13 @@ from torch.testing import assert_close
 
 from stackae import ablate as A
 from stackae.checkpoint import load_stack
-from stackae.config import ConfigError, DataConfig, FinetuneConfig, PretrainConfig
-from stackae.grid import AblateConfig, expand
+from stackae.config import AblateConfig, DataConfig, FinetuneConfig, PretrainConfig
 from stackae.data import label_subset, load
 from stackae.finetune import finetune
-from stackae.multiseed import finetune_seeds
+from stackae.grid import expand
 from stackae.network import assemble
+from stackae.pretrain import pretrain
+from stackae.report import write_report
 from stackae.runner import run_pretrain
 
 CPU = torch.device("cpu")
@@ -30,10 +34,22 @@ class Silent:
         self.lrs = []
 
     def scalars(self, step, values, **kwargs):
-        self.lrs.append(values["finetune/lr"])
+        if "finetune/lr" in values:
+            self.lrs.append(values["finetune/lr"])
 
     def progress(self, line):
         pass
+
+    def histogram(self, *a):
+        pass
+
+    def image(self, *a):
+        pass
+
+
+def folder(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -50,24 +66,25 @@ def stack(tmp_path_factory, datas):
     return load_stack(out / "stack.pt", datas[0].input_dim)
 
 
-def both_ways(datas, stack=None, **over):
-    """Each seed fine-tuned alone with finetune(), then all together with finetune_seeds()."""
+def both_ways(datas, stack=None, inits=None, **over):
+    """Each network fine-tuned alone (K = 1), then all together (K = 3)."""
     settings = dict(SPLIT, layers=(32, 16), labels="100", epochs=3, batch_size=32,
                     min_epoch_examples=300)
     cfgs = [FinetuneConfig(**{**settings, **over}, seed=s) for s in SEEDS]
     idxs = [label_subset(d.train_y, c.label_budget, d.n_classes, c.seed)
             for c, d in zip(cfgs, datas)]
+    schemes = inits or ["default"] * len(cfgs)
 
     def models():
         return [assemble(stack, input_dim=d.input_dim, n_classes=d.n_classes, widths=c.layers,
-                         activation=c.activation, dropout=c.dropout, seed=c.seed)
-                for c, d in zip(cfgs, datas)]
+                         activation=c.activation, dropout=c.dropout, seed=c.seed, scheme=s)
+                for c, d, s in zip(cfgs, datas, schemes)]
     alone, together = models(), models()
     logs = [Silent() for _ in SEEDS]
-    separate = [finetune(c, d, m, log, "init", i)
+    separate = [finetune([c], [d], [m], ["init"], [i], [log])[0]
                 for c, d, m, i, log in zip(cfgs, datas, alone, idxs, logs)]
     batched_logs = [Silent() for _ in SEEDS]
-    batched = finetune_seeds(cfgs, datas, together, ["init"] * 3, idxs, batched_logs)
+    batched = finetune(cfgs, datas, together, ["init"] * 3, idxs, batched_logs)
     for r, log in zip(separate + batched, logs + batched_logs):
         r["lrs"] = log.lrs
     return alone, separate, together, batched
@@ -86,14 +103,20 @@ def assert_same_runs(alone, separate, together, batched):
 
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adam", 1e-3)])
 @pytest.mark.parametrize("pretrained", [False, True])
-def test_batched_seeds_match_separate_runs(datas, stack, pretrained, optimizer, lr):
+def test_networks_together_match_separate_runs(datas, stack, pretrained, optimizer, lr):
     runs = both_ways(datas, stack if pretrained else None, optimizer=optimizer, lr=lr,
                      weight_decay=1e-4)
     assert_same_runs(*runs)
     assert len({r["test_error"] for r in runs[3]}) > 1  # the seeds really are different runs
 
 
-def test_cosine_schedule_decays_to_zero_and_batched_seeds_follow_it(datas):
+def test_arms_of_different_inits_train_together(datas):
+    """Random-init arms of different schemes share a loop (as ablate's arms of a budget do)."""
+    runs = both_ways(datas, inits=["default", "xavier", "kaiming"])
+    assert_same_runs(*runs)
+
+
+def test_cosine_schedule_decays_to_zero_and_stacked_networks_follow_it(datas):
     runs = both_ways(datas, optimizer="adam", lr=1e-3, lr_schedule="cosine", epochs=4)
     assert_same_runs(*runs)
     lrs = runs[1][0]["lrs"]  # after each epoch: 300 examples = 10 batches of 32 per epoch, 40 in all
@@ -104,7 +127,7 @@ def test_cosine_schedule_decays_to_zero_and_batched_seeds_follow_it(datas):
     assert runs[1][0]["curves"] != constant[1][0]["curves"]
 
 
-def test_patience_stops_each_seed_on_its_own(datas):
+def test_patience_stops_each_network_on_its_own(datas):
     runs = both_ways(datas, epochs=8, lr=0.5, patience=1)
     assert_same_runs(*runs)
     assert any(r["epochs_run"] < 8 for r in runs[3])
@@ -117,55 +140,103 @@ def test_frozen_encoder_trains_only_the_head(datas, stack):
         assert torch.equal(m[0].weight, stack["layers"][0]["weight"])
 
 
-def test_dropout_runs_with_its_own_masks(datas):
-    _, _, _, batched = both_ways(datas, dropout=0.2, epochs=1)
-    assert all(0 <= r["test_error"] < 0.9 for r in batched)
+def test_dropout_masks_are_each_networks_own(datas):
+    """With dropout, each network draws its masks from its own seed's stream: together equals
+    alone exactly as without dropout, and the masks really act (the run differs from no dropout)."""
+    runs = both_ways(datas, inits=["xavier"] * 3, dropout=0.3, epochs=2)
+    assert_same_runs(*runs)
+    plain = both_ways(datas, inits=["xavier"] * 3, dropout=0.0, epochs=2)
+    for r, p in zip(runs[3], plain[3]):
+        assert r["curves"]["train_loss"] != pytest.approx(p["curves"]["train_loss"])
+        loss = r["curves"]["train_loss"]
+        assert all(math.isfinite(v) for v in loss) and loss[1] < loss[0]  # a valid run: it learns
 
 
-def test_seeds_that_differ_in_more_than_seed_are_refused(datas):
+def test_networks_that_differ_in_more_than_seed_and_init_are_refused(datas):
     cfgs = [FinetuneConfig(**SPLIT, layers=(8,), labels="100", seed=s, lr=lr)
             for s, lr in ((0, 0.1), (1, 0.2))]
-    models = [assemble(None, input_dim=784, n_classes=10, widths=(8,), activation="sigmoid")] * 2
+    models = [assemble(None, input_dim=784, n_classes=10, widths=(8,), activation="sigmoid")
+              for _ in range(2)]
     with pytest.raises(ValueError, match="lr"):
-        finetune_seeds(cfgs, datas[:2], models, ["x"] * 2, [torch.arange(100)] * 2, [Silent()] * 2)
-    with pytest.raises(ConfigError) as e:
-        AblateConfig(seed_batch=0)
-    assert e.value.name == "seed_batch"
+        finetune(cfgs, datas[:2], models, ["x"] * 2, [torch.arange(100)] * 2, [Silent()] * 2)
 
 
-def test_ablate_seed_batch_gives_the_cells_of_one_at_a_time(tmp_path):
-    tiny = dict(inits=("denoising", "random"), seeds=SEEDS, labels=("20",), layers=(16,),
-                **SPLIT, pretrain_epochs=(1,), finetune_epochs=2, min_epoch_examples=300)
-    lines = {}
-    for size in (1, 3):
+@pytest.mark.parametrize("objective,extra", [
+    ("denoising", {}), ("denoising", {"corruption": "salt-pepper"}),
+    ("denoising", {"corruption": "gaussian", "noise": (0.3,)}), ("plain", {}),
+    ("sparse", {}), ("contractive", {}), ("rbm", {}), ("rbm", {"persistent": True, "cd_k": 2}),
+])
+def test_stacks_pretrained_together_match_separate_runs(datas, tmp_path, objective, extra):
+    cfgs = [PretrainConfig(**SPLIT, layers=(24, 12), epochs=(2,), batch_size=64, seed=s,
+                           objective=(objective,), **extra) for s in SEEDS]
+    alone = [pretrain([c], [d], [folder(tmp_path / f"alone{c.seed}")], [Silent()])[0]
+             for c, d in zip(cfgs, datas)]
+    together = pretrain(cfgs, datas, [folder(tmp_path / f"together{c.seed}") for c in cfgs],
+                        [Silent() for _ in cfgs])
+    for a, t in zip(alone, together):
+        s1, s2 = (torch.load(x["stack"], weights_only=True) for x in (a, t))
+        for l1, l2 in zip(s1["layers"], s2["layers"]):
+            assert_close(l2["weight"], l1["weight"], **TOL)
+            assert_close(l2["bias"], l1["bias"], **TOL)
+        for m1, m2 in zip(a["layers"], t["layers"]):
+            assert_close(m2["val_recon_loss"], m1["val_recon_loss"], **TOL)
+    w = [torch.load(x["stack"], weights_only=True)["layers"][0]["weight"] for x in together]
+    assert not torch.equal(w[0], w[1])  # different seeds, different stacks
+
+
+def test_a_stack_resumes_beside_stacks_that_start_fresh(datas, tmp_path):
+    """Pretraining several stacks where one already has its first layer trains layer 1 only for the
+    others, and every stack ends as it would alone."""
+    cfgs = [PretrainConfig(**SPLIT, layers=(16, 8), epochs=(1,), seed=s) for s in SEEDS]
+    alone = [pretrain([c], [d], [folder(tmp_path / f"a{c.seed}")], [Silent()])[0]
+             for c, d in zip(cfgs, datas)]
+    part = tmp_path / "t1"
+    part.mkdir()
+    (tmp_path / "a1" / "layer1.pt").rename(part / "layer1.pt")
+    together = pretrain(cfgs, datas, [folder(tmp_path / "t0"), part, folder(tmp_path / "t2")],
+                        [Silent() for _ in cfgs])
+    for a, t in zip(alone[::2], together[::2]):
+        s1, s2 = (torch.load(x["stack"], weights_only=True) for x in (a, t))
+        assert_close(s2["layers"][1]["weight"], s1["layers"][1]["weight"], **TOL)
+    s = torch.load(together[1]["stack"], weights_only=True)
+    assert s["metrics"][0]["val_recon_loss"] == alone[1]["layers"][0]["val_recon_loss"]
+
+
+def test_a_grid_gives_the_same_results_however_it_is_batched(tmp_path):
+    tiny = dict(inits=("denoising", "random", "xavier"), seeds=SEEDS, labels=("20", "all"),
+                layers=(16,), **SPLIT, pretrain_epochs=(1,), finetune_epochs=2,
+                min_epoch_examples=300, dropout=0.1)
+    rows = {}  # seed_batch 9: each budget's 3 arms x 3 seeds train as one loop
+    for size in (1, 9):
         cfg = AblateConfig(**tiny, seed_batch=size)
         out = tmp_path / f"batch{size}"
         cells = expand(cfg)
         A.start(cfg, out, cells, A.data_sizes(cfg), CPU)
         said = []
-        assert A.run_cells(cfg, out, cells, CPU, said.append) == {"ran": 6, "skipped": 0}
-        assert sum("3 seeds together" in line for line in said) == (6 if size == 3 else 0)
-        lines[size] = {l["id"]: l for l in
-                       map(json.loads, (out / "results.jsonl").read_text().splitlines())}
-    assert lines[1].keys() == lines[3].keys() == {c.id for c in cells}
-    one, three = (tmp_path / f"batch{n}" / "runs" / "finetune" for n in (1, 3))
-    for cell_id, line in lines[1].items():
-        assert line["best_epoch"] == lines[3][cell_id]["best_epoch"]
-        assert_close(lines[3][cell_id]["test_error"], line["test_error"], **TOL)
-        m1, m3 = (torch.load(d / cell_id / "model.pt", weights_only=True) for d in (one, three))
-        assert_close(m3["state"], m1["state"], **TOL)
-        assert m3.keys() == m1.keys()
-        assert [m3[k] for k in ("widths", "activation", "init")] == \
-            [m1[k].replace("batch1", "batch3") if k == "init" else m1[k]
-             for k in ("widths", "activation", "init")]
-        files = [sorted(p.name for p in (d / cell_id).iterdir() if not p.name.startswith("events"))
-                 for d in (one, three)]
+        assert A.run_cells(cfg, out, cells, CPU, said.append) == {"ran": 18, "skipped": 0}
+        assert sum("networks together" in line for line in said) == (0 if size == 1 else 18)
+        write_report(out)
+        with open(out / "results.csv") as f:
+            rows[size] = sorted(csv.DictReader(f), key=lambda r: r["id"])
+    assert [r["id"] for r in rows[9]] == [r["id"] for r in rows[1]]
+    for r1, r0 in zip(rows[1], rows[9]):
+        assert {k: v for k, v in r0.items() if k not in ("test_error", "best_val_error", "seconds")} \
+            == {k: v for k, v in r1.items() if k not in ("test_error", "best_val_error", "seconds")}
+        assert_close(float(r0["test_error"]), float(r1["test_error"]), **TOL)
+    one, many = (tmp_path / f"batch{n}" / "runs" / "finetune" for n in (1, 9))
+    for cell in cells:
+        m1, m0 = (torch.load(d / cell.id / "model.pt", weights_only=True) for d in (one, many))
+        assert_close(m0["state"], m1["state"], **TOL)
+        files = [sorted(p.name for p in (d / cell.id).iterdir() if not p.name.startswith("events"))
+                 for d in (one, many)]
         assert files[0] == files[1]
-    # resume: finished cells are skipped; two killed cells of one arm are redone together
+    # resume: finished cells are skipped; two killed cells are redone together, as before
     for s in (0, 2):
-        (three / f"random-d1-n20-s{s}" / "result.json").unlink()
+        (many / f"random-d1-n20-s{s}" / "result.json").unlink()
     said = []
-    assert A.run_cells(cfg, out, cells, CPU, said.append) == {"ran": 2, "skipped": 4}
-    assert sum("2 seeds together" in line for line in said) == 2
-    redone = json.loads((three / "random-d1-n20-s2" / "result.json").read_text())
-    assert_close(redone["test_error"], lines[1]["random-d1-n20-s2"]["test_error"], **TOL)
+    assert A.run_cells(cfg, tmp_path / "batch9", cells, CPU, said.append) == \
+        {"ran": 2, "skipped": 16}
+    assert sum("2 networks together" in line for line in said) == 2
+    redone = json.loads((many / "random-d1-n20-s2" / "result.json").read_text())
+    first = next(r for r in rows[1] if r["id"] == "random-d1-n20-s2")
+    assert_close(redone["test_error"], float(first["test_error"]), **TOL)
