@@ -1,0 +1,72 @@
+"""How the package is put together: no import circles, and a new setting costs one edit."""
+import ast
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import stackae
+from stackae.options import options_from
+
+PACKAGE = Path(stackae.__file__).parent
+
+
+def imports_of(path: Path) -> set[str]:
+    """The package modules a module imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stackae."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+def test_the_package_has_no_import_circle():
+    graph = {p.stem: imports_of(p) for p in PACKAGE.glob("*.py")}
+    state = {}
+
+    def visit(m, path):
+        if state.get(m) == "open":
+            raise AssertionError("import circle: " + " -> ".join(path + [m]))
+        if state.get(m) != "done":
+            state[m] = "open"
+            for n in sorted(graph.get(m, ())):
+                visit(n, path + [m])
+            state[m] = "done"
+    for m in sorted(graph):
+        visit(m, [])
+
+
+def config_with_extra_line(after: str, line: str):
+    """stackae.config as it would be with one more line in it, loaded as a fresh module."""
+    source = (PACKAGE / "config.py").read_text()
+    assert after in source
+    source = source.replace(after, after + line, 1)
+    spec = importlib.util.spec_from_loader("stackae._config_probe", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "stackae"
+    sys.modules[spec.name] = module  # dataclasses resolve the fields' types through it
+    exec(compile(source, "config_probe.py", "exec"), module.__dict__)
+    return module
+
+
+def test_a_new_fine_tuning_setting_reaches_every_cell_with_one_edit():
+    anchor = '    freeze_encoder: bool = opt(False, "Train only the head (a linear probe of the encoder).")\n'
+    cfg = config_with_extra_line(anchor, '    max_norm: float = opt(0.0, "A new setting.")\n')
+    grid = cfg.AblateConfig(max_norm=3.0, seeds=(0, 1))
+    assert "max_norm" in {f.name for f in dataclasses.fields(grid)}
+    cell = grid.finetune_config("random", 1, 2, "100", None)
+    assert cell.max_norm == 3.0 and cell.seed == 1
+    params = options_from(cfg.AblateConfig)(lambda **k: None).__click_params__
+    assert "--max-norm" in [o for p in params for o in p.opts]  # and `stackae ablate` has its flag
+
+
+def test_a_new_pretraining_setting_reaches_the_pretraining_runs():
+    anchor = '    epochs: tuple[int, ...] = opt((10,), "Epochs per layer; one value, or one per layer.",\n                                  per_layer=True)\n'
+    cfg = config_with_extra_line(anchor, '    warmup: int = opt(0, "Pretraining warm-up steps.")\n')
+    grid = cfg.AblateConfig(warmup=5)
+    assert grid.pretrain_config("denoising", 0, 2).warmup == 5
