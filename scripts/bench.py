@@ -4,6 +4,11 @@ PyTorch implementation, in one process on one machine.
     python scripts/bench.py                 # full: 60,000 MNIST images, 784-1000-1000-500 (~15 min on 2 cores)
     python scripts/bench.py --quick         # reduced sizes, under a minute; a smoke check
     python scripts/bench.py --json bench.json --precision bfloat16
+    python scripts/bench.py --device cuda --ks 1,10,20,80 --grid   # the GPU section
+
+Fine-tuning is also measured against K, the number of networks one loop trains (--ks), and with
+--grid the whole `stackae ablate --preset full` grid is timed as a separate process, beside its
+physical limit (the grid's FLOPs over the measured matmul ceiling).
 
 Prints a table and writes JSON. FLOPs are counted from the GEMMs a step performs (forward and
 backward); elementwise work is not counted, so the fraction of the ceiling is a lower bound on how
@@ -25,11 +30,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stackae import data as data_mod  # noqa: E402
-from stackae.autoencoders import Layer  # noqa: E402
 from stackae.config import FinetuneConfig, PretrainConfig  # noqa: E402
-from stackae.finetune import finetune, evaluate  # noqa: E402
+from stackae.finetune import finetune  # noqa: E402
 from stackae.network import assemble  # noqa: E402
-from stackae.pretrain import build_layer, encode_all, train_layer, autocast  # noqa: E402
+from stackae.pretrain import build_layer, encode_all, train_layer  # noqa: E402
+from stackae.train import resolve_device  # noqa: E402
 
 
 class NullLog:
@@ -37,6 +42,29 @@ class NullLog:
 
     def scalars(self, *a, **k): pass
     def progress(self, *a, **k): pass
+
+
+class TextbookAE(torch.nn.Module):
+    """The usual one-layer tied autoencoder of tutorials: nn.Linear encoder, transposed decoder."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.encoder = torch.nn.Linear(n_in, n_out)
+        self.decoder_bias = torch.nn.Parameter(torch.zeros(n_in))
+
+    def encode(self, x):
+        return torch.sigmoid(self.encoder(x))
+
+    def loss(self, xin, target):
+        raw = F.linear(self.encode(xin), self.encoder.weight.t(), self.decoder_bias)
+        return F.binary_cross_entropy_with_logits(raw, target, reduction="sum") / len(target)
+
+
+@torch.no_grad()
+def test_error(model, x, y):
+    model.eval()
+    return sum(int((model(xb).argmax(1) != yb).sum()) for xb, yb in zip(x.split(4096), y.split(4096))
+               ) / len(x)
 
 
 def sync(device):
@@ -75,7 +103,7 @@ def textbook_step(layer, frozen, opt, xb):
         for f in frozen:
             xb = f.encode(xb)
     xc = xb * (torch.rand_like(xb) >= 0.25)
-    loss = layer.recon_loss(layer.decode_raw(layer.encode(xc)), xb)
+    loss = layer.loss(xc, xb)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -84,7 +112,7 @@ def textbook_step(layer, frozen, opt, xb):
 
 def textbook_layer(x_all, frozen, n_in, n_out, batch, max_batches, device):
     """The usual loop: DataLoader, frozen layers recomputed each step, float32, .item() per batch."""
-    layer = Layer(n_in, n_out).to(device)
+    layer = TextbookAE(n_in, n_out).to(device)
     opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(x_all), batch_size=batch, shuffle=True)
     seen, t0 = 0, time.perf_counter()
@@ -140,19 +168,24 @@ def time_to_target(x, y, data, widths, target, pretrain_epochs, max_epochs, text
     layers, codes, n_in = [], x, x.shape[1]
     cfg = PretrainConfig(layers=widths, epochs=(pretrain_epochs,), batch_size=B, device=str(device),
                          precision=precision)
+    stack = {"layers": []}
     for k, w in enumerate(widths):
-        layer = build_layer(cfg, k, n_in, True, device)
         if textbook:
+            layer = TextbookAE(n_in, w).to(device)
             opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
             for _ in range(pretrain_epochs):
                 for (xb,) in DataLoader(TensorDataset(x), batch_size=B, shuffle=True):
                     textbook_step(layer, layers, opt, xb)
+            layers.append(layer.requires_grad_(False).eval())
+            stack["layers"].append({"width": w, "activation": "sigmoid",
+                                    "weight": layer.encoder.weight.cpu(),
+                                    "bias": layer.encoder.bias.cpu()})
         else:
-            train_layer(cfg, k, layer, codes, codes[:1000], NullLog())
-            codes = encode_all(layer.requires_grad_(False).eval(), codes, precision)
-        layers.append(layer.requires_grad_(False).eval())
+            layer = build_layer([cfg], k, n_in, True, device)
+            train_layer([cfg], k, layer, codes[None], codes[None, :1000], [NullLog()])
+            codes = encode_all(layer.requires_grad_(False).eval(), codes[None], precision)[0]
+            stack["layers"].append({"width": w, "activation": "sigmoid", **layer.export(0)})
         n_in = w
-    stack = {"layers": [{"width": l.n_out, "activation": l.activation, **l.export()} for l in layers]}
     model = assemble(stack, input_dim=x.shape[1], n_classes=10).to(device)
     if not textbook:
         from stackae.data import Data
@@ -160,14 +193,14 @@ def time_to_target(x, y, data, widths, target, pretrain_epochs, max_epochs, text
         fcfg = FinetuneConfig(epochs=max_epochs, batch_size=Bf, precision=precision,
                               min_epoch_examples=0, device=str(device))
         try:
-            res = finetune(fcfg, dd, model, TargetLog(target), "stack", idx=torch.arange(len(x)))
+            res = finetune([fcfg], [dd], [model], ["stack"], [torch.arange(len(x), device=device)],
+                           [TargetLog(target)])[0]
         except TargetReached as hit:
             epoch, err = hit.args
             return {"seconds": time.perf_counter() - t0, "epochs": epoch, "test_error": err}
         return {"seconds": None, "epochs": max_epochs, "test_error": min(res["curves"]["test_error"]),
                 "missed": True}
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    amp = autocast("float32", device)
     for epoch in range(1, max_epochs + 1):
         model.train()
         for xb, yb in DataLoader(TensorDataset(x, y), batch_size=Bf, shuffle=True):
@@ -176,10 +209,51 @@ def time_to_target(x, y, data, widths, target, pretrain_epochs, max_epochs, text
             loss.backward()
             opt.step()
             loss.item()
-        _, err = evaluate(model, data.test_x, data.test_y, amp)
+        err = test_error(model, data.test_x, data.test_y)
         if err <= target:
             return {"seconds": time.perf_counter() - t0, "epochs": epoch, "test_error": err}
     return {"seconds": None, "epochs": max_epochs, "test_error": err, "missed": True}
+
+
+def finetune_against_k(ks, x, y, d, widths, Bf, precision, device, ft_flops_per_example, ceiling):
+    """Samples/s of one fine-tuning epoch of K networks at once (K seeds of one arm), per K."""
+    from stackae.data import Data
+    dd = Data(x, y, d.test_x[:1000], d.test_y[:1000], d.test_x[:1000], d.test_y[:1000], 10,
+              "mnist", (28, 28))
+    idx = torch.arange(len(x), device=device)
+    rows = []
+    for K in ks:
+        cfgs = [FinetuneConfig(epochs=1, batch_size=Bf, precision=precision, min_epoch_examples=0,
+                               device=str(device), seed=s) for s in range(K)]
+        models = [assemble(None, input_dim=x.shape[1], n_classes=10, widths=widths,
+                           activation="sigmoid", seed=s) for s in range(K)]
+        sync(device)
+        t0 = time.perf_counter()
+        finetune(cfgs, [dd] * K, models, ["random"] * K, [idx] * K, [NullLog()] * K)
+        sync(device)
+        dt = time.perf_counter() - t0
+        rate = K * len(x) / dt
+        rows.append({"k": K, "seconds": dt, "samples_per_s": rate,
+                     "gflops": rate * ft_flops_per_example / 1e9,
+                     "fraction_of_ceiling": rate * ft_flops_per_example / 1e9 / ceiling})
+    return rows
+
+
+def whole_grid(device, ceiling_gflops, extra=()) -> dict:
+    """`stackae ablate --preset full` from nothing, as a separate process, and its physical limit:
+    the grid's FLOPs (from its --dry-run estimate) over the measured matmul ceiling."""
+    import re
+    import subprocess
+    import tempfile
+    out = Path(tempfile.mkdtemp()) / "grid"
+    cmd = [sys.executable, "-m", "stackae", "ablate", "--preset", "full", "--device", device.type,
+           "--quiet", *extra, "--out", str(out)]
+    dry = subprocess.run(cmd + ["--dry-run"], capture_output=True, text=True, check=True).stdout
+    tflop = sum(float(v) for v in re.findall(r"~([0-9.e+-]+) TFLOP", dry))
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return {"command": " ".join(cmd[1:]), "seconds": time.perf_counter() - t0, "tflop": tflop,
+            "limit_seconds": tflop * 1e3 / ceiling_gflops}
 
 
 def main(argv=None):
@@ -192,12 +266,15 @@ def main(argv=None):
                          f"{PretrainConfig.batch_size} for pretraining and "
                          f"{FinetuneConfig.batch_size} for fine-tuning)")
     ap.add_argument("--json", type=Path, default=Path("bench.json"))
+    ap.add_argument("--ks", default=None, help="fine-tuning samples/s against K networks at once "
+                    "(default 1,4 with --quick, else 1,8)")
+    ap.add_argument("--grid", action="store_true", help="also time `stackae ablate --preset full` "
+                    "end to end (minutes on a GPU, hours on a CPU)")
     ap.add_argument("--target", type=float, default=None,
                     help="also measure wall time to this test error (e.g. 0.02), for stackae and "
                          "the textbook loop (pretraining 2 epochs per layer, then fine-tuning)")
     args = ap.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     widths = (256, 256, 128) if args.quick else (1000, 1000, 500)
     n = 6000 if args.quick else 60000
     B = args.batch_size or PretrainConfig.batch_size
@@ -220,9 +297,9 @@ def main(argv=None):
     total_flops = total_time = 0.0
     frozen = []
     for k, w in enumerate(widths):
-        layer = build_layer(cfg, k, n_in, True, device)
+        layer = build_layer([cfg], k, n_in, True, device)
         t0 = time.perf_counter()
-        train_layer(cfg, k, layer, codes, codes_val, NullLog())
+        train_layer([cfg], k, layer, codes[None], codes_val[None], [NullLog()])
         sync(device)
         dt = time.perf_counter() - t0
         flops = 12 * n_in * w * n  # 6 GEMMs of 2*n_in*w FLOPs per example
@@ -239,8 +316,8 @@ def main(argv=None):
         layer.requires_grad_(False).eval()
         t0 = time.perf_counter()
         if k + 1 < len(widths):  # as stackae does: the top layer's codes feed nothing
-            codes = encode_all(layer, codes, args.precision)
-            codes_val = encode_all(layer, codes_val, args.precision)
+            codes = encode_all(layer, codes[None], args.precision)[0]
+            codes_val = encode_all(layer, codes_val[None], args.precision)[0]
         sync(device)
         total_time += time.perf_counter() - t0  # caching the codes is part of the stack's cost
         frozen.append(layer)
@@ -267,7 +344,8 @@ def main(argv=None):
     dd = Data(x, y, d.test_x[:1000], d.test_y[:1000], d.test_x[:1000], d.test_y[:1000], 10, "mnist",
               (28, 28))
     t0 = time.perf_counter()
-    res = finetune(fcfg, dd, model, NullLog(), "random")
+    res = finetune([fcfg], [dd], [model], ["random"], [torch.arange(n, device=device)],
+                   [NullLog()])[0]
     sync(device)
     ft_time = res["seconds"]
     ft_shapes = []
@@ -281,6 +359,9 @@ def main(argv=None):
                        "fraction_of_ceiling": ft_flops / ft_time / 1e9 / ft_ceiling,
                        "textbook_samples_per_s": tb_ft, "speedup": n / ft_time / tb_ft,
                        "note": "epoch time includes validation and test evaluation"}
+    ks = [int(k) for k in (args.ks or ("1,4" if args.quick else "1,8")).split(",")]
+    out["finetune_k"] = finetune_against_k(ks, x, y, d, widths, Bf, args.precision, device,
+                                           ft_flops / n, ft_ceiling)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.target:
         xt, yt = torch.cat([d.train_x, d.val_x]), torch.cat([d.train_y, d.val_y])
@@ -290,6 +371,8 @@ def main(argv=None):
                                  3 if args.quick else 30, name == "textbook", device, B, Bf,
                                  args.precision)
             for name in ("stackae", "textbook")}}
+    if args.grid:
+        out["grid"] = whole_grid(device, ft_ceiling)
     if device.type == "cuda":
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
 
@@ -302,6 +385,13 @@ def main(argv=None):
         print(f"{name:<14}{r['samples_per_s']:>11.0f}{r['gflops']:>9.1f}{r['ceiling_gflops']:>9.1f}"
               f"{r['fraction_of_ceiling']:>9.0%}{r['textbook_samples_per_s']:>12.0f}"
               f"{r['speedup']:>8.1f}x")
+    for r in out["finetune_k"]:
+        print(f"fine-tuning K={r['k']:<3} networks at once: {r['samples_per_s']:>10.0f} samples/s "
+              f"{r['gflops']:>8.1f} GFLOP/s  {r['fraction_of_ceiling']:>5.0%} of ceiling")
+    if args.grid:
+        g = out["grid"]
+        print(f"whole grid ({g['command']}): {g['seconds']:.0f}s; physical limit "
+              f"{g['limit_seconds']:.1f}s ({g['tflop']:.2g} TFLOP at the measured ceiling)")
     print(f"peak memory {out['peak_rss_mb']:.0f} MB (process RSS, before the time-to-target runs)")
     if args.target:
         for name in ("stackae", "textbook"):

@@ -20,3 +20,5 @@ def test_bench_quick_writes_every_part(tmp_path):
             assert part[key] > 0, (part, key)
     assert d["peak_rss_mb"] > 0 and d["examples"] == 6000
     assert "layer 1" in r.stdout and "finetune" in r.stdout
+    assert [r["k"] for r in d["finetune_k"]] == [1, 4]  # fine-tuning against K networks at once
+    assert all(r["samples_per_s"] > 0 and 0 < r["fraction_of_ceiling"] for r in d["finetune_k"])
