@@ -19,6 +19,11 @@ from torch import nn
 ACT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
 
 
+def wide(t: torch.Tensor) -> torch.Tensor:
+    """float32 for the sums of a loss (bfloat16 under autocast would round them); float64 stays."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """x @ weight^T + bias per slice: x (K, B, in) or (B, in) shared, weight (K, out, in)."""
     if x.dim() == 2:
@@ -148,9 +153,9 @@ class Layer(nn.Module):
         if target.dim() == 2:
             target = target.expand(raw.shape)
         if self.output == "sigmoid":
-            loss = F.binary_cross_entropy_with_logits(raw.float(), target.float(), reduction="none")
+            loss = F.binary_cross_entropy_with_logits(wide(raw), wide(target), reduction="none")
         else:
-            loss = F.mse_loss(raw.float(), target.float(), reduction="none")
+            loss = F.mse_loss(wide(raw), wide(target), reduction="none")
         return loss.sum((1, 2)) / raw.shape[1]
 
 
@@ -188,7 +193,7 @@ def kl_sparsity(h: torch.Tensor, rho: float, activation: str) -> torch.Tensor:
     """(K,): sum_j KL(rho || mean_batch h_j), for activations in (0, 1) (tanh mapped from (-1, 1))."""
     if activation == "tanh":
         h = (h + 1) / 2
-    rho_hat = h.float().mean(1).clamp(1e-6, 1 - 1e-6)
+    rho_hat = wide(h).mean(1).clamp(1e-6, 1 - 1e-6)
     return (rho * torch.log(rho / rho_hat)
             + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum(-1)
 
@@ -201,7 +206,7 @@ def contractive_penalty(h: torch.Tensor, weight: torch.Tensor, activation: str) 
         d = 1 - h * h
     else:  # relu: derivative is 1 where active
         d = (h > 0).to(h.dtype)
-    return ((d * d).float() * (weight * weight).sum(2).unsqueeze(1)).sum(-1).mean(-1)
+    return (wide(d * d) * (weight * weight).sum(2).unsqueeze(1)).sum(-1).mean(-1)
 
 
 # ---- objectives ------------------------------------------------------------------------------
@@ -228,7 +233,7 @@ class AutoencoderObjective:
         recon = layer.recon_loss(layer.decode_raw(h), x)
         if self.kind == "sparse":
             pen = (kl_sparsity(h, self.rho, layer.activation) if self.sparsity_penalty == "kl"
-                   else h.float().abs().sum(-1).mean(-1))
+                   else wide(h).abs().sum(-1).mean(-1))
             return recon + self.beta * pen, recon
         if self.kind == "contractive":
             return recon + self.lam * contractive_penalty(h, layer.weight, layer.activation), recon

@@ -6,6 +6,7 @@ problem with a file ends in a `DataError` naming the file and what was expected.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -203,20 +204,28 @@ def read_user_data(path: str | Path) -> tuple[np.ndarray, ...]:
     return _scale(xtr, where[0]), ytr, _scale(xte, where[1]), yte
 
 
+@functools.lru_cache(maxsize=4)
+def _bundled_mnist() -> tuple[np.ndarray, ...]:
+    """The bundled MNIST from its verified cache, read once per process (no torchvision import)."""
+    raw = bundled_mnist_root() / "MNIST" / "raw"
+    x, y, xt, yt = (read_idx(raw / name) for name in MNIST_MD5)
+    return (x.reshape(len(x), -1).astype(np.float32) / 255, y.astype(np.int64),
+            xt.reshape(len(xt), -1).astype(np.float32) / 255, yt.astype(np.int64))
+
+
 def _torchvision_set(name: str) -> tuple[np.ndarray, ...]:
-    import torchvision.datasets as tvd
     if name == "mnist":
-        root, cls, kw = bundled_mnist_root(), tvd.MNIST, {}
+        return _bundled_mnist()
+    import torchvision.datasets as tvd
+    root = cache_root()
+    if name.startswith("emnist-"):
+        cls, kw = tvd.EMNIST, {"split": name.split("-", 1)[1]}
     else:
-        root = cache_root()
-        if name.startswith("emnist-"):
-            cls, kw = tvd.EMNIST, {"split": name.split("-", 1)[1]}
-        else:
-            cls, kw = {"fashion-mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST}[name], {}
+        cls, kw = {"fashion-mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST}[name], {}
     sets = []
     for train in (True, False):
         try:
-            ds = cls(str(root), train=train, download=name != "mnist", **kw)
+            ds = cls(str(root), train=train, download=True, **kw)
         except Exception as e:  # offline: URLError, HTTPError, RuntimeError from torchvision
             raw = Path(root) / cls.__name__ / "raw"
             raise DataError(f"could not load {name} ({type(e).__name__}); without network, put its "

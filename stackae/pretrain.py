@@ -191,8 +191,9 @@ def pretrain(cfgs: list[PretrainConfig], datas: list, outs: list[Path], logs: li
                        "train_recon_loss": history[j][-1]["train_recon_loss"] if history[j] else None,
                        "val_recon_loss": val[j], "history": history[j]}
                 metrics[i].append(rec)
-                log_layer_images(logs[i], k, layer, i, datas[i].val_x, cfgs[i],
-                                 datas[i].image_shape, len(history[j]))
+                if history[j]:  # an untrained layer has nothing to show
+                    log_layer_images(logs[i], k, layer, i, datas[i].val_x, cfgs[i],
+                                     datas[i].image_shape, len(history[j]))
                 save(paths[i], layer_checkpoint(cfgs[i], k, x.shape[2], layer.slice_state(i), rec))
         layer.requires_grad_(False).eval()  # frozen from here on
         layers.append(layer)
