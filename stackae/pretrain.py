@@ -79,6 +79,8 @@ def train_layer(cfgs: list[PretrainConfig], k: int, layer: Layer, x: torch.Tenso
     cfg, K, n = cfgs[0], layer.k, x.shape[1]
     objective = make_objective(cfg, k)
     epochs, lr = cfg.per_layer("epochs", k), cfg.per_layer("lr", k)
+    if epochs == 0:  # no optimizer: torch's first one costs a second of imports (torch._dynamo)
+        return [[] for _ in range(K)]
     opt = make_optimizer(cfg.optimizer, [p for p in layer.parameters() if p.requires_grad], lr,
                          cfg.momentum, cfg.weight_decay)
     seeds = [c.seed for c in cfgs]
