@@ -264,14 +264,14 @@ def ensure_stacks(cfg: AblateConfig, out: Path, cells: list[Cell], data, device,
 
 
 def finetune_groups(cfg: AblateConfig, cells: list[Cell], cap: int) -> list[list[Cell]]:
-    """The cells in groups that train as one loop: every arm and seed of a depth and label budget
-    (one architecture), at most `cap` at a time, in the order the cells first appear."""
+    """The cells in groups that can train as one loop: every arm and seed of a depth and label
+    budget (one architecture), in the order the cells first appear; cap 1 keeps every cell alone."""
     if cap == 1:
         return [[c] for c in cells]
     groups = {}
     for c in cells:
         groups.setdefault((c.depth, c.budget, architecture(cfg, c)), []).append(c)
-    return [part for g in groups.values() for part in chunks(g, cap)]
+    return list(groups.values())
 
 
 def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None) -> dict:
@@ -312,30 +312,32 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None)
             subsets[seed, budget] = label_subset(d.train_y, b, d.n_classes, seed)
         return subsets[seed, budget]
 
-    for group in finetune_groups(cfg, todo, cap):
-        seeds = {c.seed for c in group}
+    for whole in finetune_groups(cfg, todo, cap):
+        seeds = {c.seed for c in whole}
         for s in set(datas) - seeds if cap == 1 else ():  # one seed at a time: free the last
             del datas[s]
             subsets = {k: v for k, v in subsets.items() if k[0] in seeds}
-        ensure_stacks(cfg, out, group, data, device, say, cap)
-        folders = [out / "runs" / "finetune" / c.id for c in group]
-        for folder in folders:
-            if folder.exists():
-                shutil.rmtree(folder)
-        stacks = [out / "runs" / "pretrain" / c.pretrain / "stack.pt" if c.pretrain else None
-                  for c in group]
-        fcfgs = [cfg.finetune_config(c.init, c.seed, c.depth, c.budget, str(s) if s else None)
-                 for c, s in zip(group, stacks)]
-        results = run_finetunes(fcfgs, folders, device, [data(c.seed) for c in group], quiet=True,
-                                hparams=[{"arm": c.init, "budget": c.budget, "depth": c.depth}
-                                         for c in group],
-                                labelled=[subset(c.seed, c.budget) for c in group])
-        for cell, result in zip(group, results):
-            append_result(out / "results.jsonl", record(cell, result))
-            counts["ran"] += 1
-            say(f"[{position[cell.id]}/{len(cells)}] {cell.id}: test error "
-                f"{100 * result['test_error']:.2f}% ({result['seconds']:.1f}s"
-                + (f", {len(group)} networks together)" if len(group) > 1 else ")"))
+        ensure_stacks(cfg, out, whole, data, device, say, cap)
+        for group in chunks(whole, cap):
+            folders = [out / "runs" / "finetune" / c.id for c in group]
+            for folder in folders:
+                if folder.exists():
+                    shutil.rmtree(folder)
+            stacks = [out / "runs" / "pretrain" / c.pretrain / "stack.pt" if c.pretrain else None
+                      for c in group]
+            fcfgs = [cfg.finetune_config(c.init, c.seed, c.depth, c.budget, str(s) if s else None)
+                     for c, s in zip(group, stacks)]
+            results = run_finetunes(fcfgs, folders, device, [data(c.seed) for c in group],
+                                    quiet=True,
+                                    hparams=[{"arm": c.init, "budget": c.budget, "depth": c.depth}
+                                             for c in group],
+                                    labelled=[subset(c.seed, c.budget) for c in group])
+            for cell, result in zip(group, results):
+                append_result(out / "results.jsonl", record(cell, result))
+                counts["ran"] += 1
+                say(f"[{position[cell.id]}/{len(cells)}] {cell.id}: test error "
+                    f"{100 * result['test_error']:.2f}% ({result['seconds']:.1f}s"
+                    + (f", {len(group)} networks together)" if len(group) > 1 else ")"))
     return counts
 
 

@@ -175,7 +175,7 @@ def draw(folder: Path, rep: dict, records: list[dict], curves: dict) -> list[str
 
 def filter_figure(folder: Path, rep: dict, path: Path) -> bool:
     """First-layer filters of a pretrained stack beside the same layer at random init."""
-    import torch
+    from .checkpoint import load_stack
     from .network import build_classifier, init_random
     pre = [i for i in rep["inits"] if i in OBJECTIVES]
     stacks = sorted(folder.glob(f"runs/pretrain/{pre[0]}-d*-s*/stack.pt")) if pre else []
@@ -183,7 +183,7 @@ def filter_figure(folder: Path, rep: dict, path: Path) -> bool:
         return False
     stacks.sort(key=lambda p: (-int(p.parent.name.split("-d")[1].split("-")[0]),
                                int(p.parent.name.rsplit("-s", 1)[1])))
-    stack = torch.load(stacks[0], map_location="cpu", weights_only=True)
+    stack = load_stack(stacks[0])
     if not stack.get("image_shape"):
         return False
     seed = int(stacks[0].parent.name.rsplit("-s", 1)[1])

@@ -5,6 +5,7 @@ checkpoints) before any folder is created."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -63,27 +64,40 @@ def run_pretrain(cfg: PretrainConfig, out: Path, device: torch.device, quiet: bo
     return run_pretrains([cfg], [out], device, [data], quiet)[0]
 
 
-def build_model(cfg: FinetuneConfig, data) -> tuple[torch.nn.Sequential, str, str | list]:
-    """The classifier `cfg` asks for (from a stack, or random init shaped like --layers or
-    --like), its init's description and its activation(s)."""
-    stack = load_stack(cfg.init, data.input_dim) if cfg.init != "random" else None
-    like = load_stack(cfg.like, data.input_dim) if cfg.like and stack is None else None
-    widths = [l["width"] for l in like["layers"]] if like else list(cfg.layers)
-    activation = [l["activation"] for l in like["layers"]] if like else cfg.activation
-    model = assemble(stack, input_dim=data.input_dim, n_classes=data.n_classes, widths=widths,
-                     activation=activation, scheme=cfg.init_scheme, dropout=cfg.dropout,
-                     seed=cfg.seed)
-    if stack is not None:
-        activation = [l["activation"] for l in stack["layers"]]
-    return model, describe(cfg.init if stack is not None else None, cfg.init_scheme), activation
+@dataclass
+class Net:
+    """One network of a fine-tuning group: its settings, data, labelled subset, model and folder."""
+    cfg: FinetuneConfig
+    data: object
+    out: Path
+    labelled: torch.Tensor
+    model: torch.nn.Sequential = None
+    init: str = ""
+    activation: object = None
+    log: RunLog = None
 
+    def build(self) -> "Net":
+        """The classifier the config asks for: from a stack, or random init shaped like --layers
+        or --like."""
+        cfg, data = self.cfg, self.data
+        stack = load_stack(cfg.init, data.input_dim) if cfg.init != "random" else None
+        like = load_stack(cfg.like, data.input_dim) if cfg.like and stack is None else None
+        source = stack or like
+        widths = [l["width"] for l in like["layers"]] if like else list(cfg.layers)
+        self.activation = ([l["activation"] for l in source["layers"]] if source
+                           else cfg.activation)
+        self.model = assemble(stack, input_dim=data.input_dim, n_classes=data.n_classes,
+                              widths=widths, activation=self.activation, scheme=cfg.init_scheme,
+                              dropout=cfg.dropout, seed=cfg.seed)
+        self.init = describe(cfg.init if stack is not None else None, cfg.init_scheme)
+        return self
 
-def save_finetune(out: Path, cfg: FinetuneConfig, data, model, activation, init: str,
-                  result: dict) -> None:
-    """model.pt (the selected classifier) and result.json, each written atomically."""
-    save(Path(out) / "model.pt", classifier_checkpoint(cfg, data, model, activation, init))
-    result["config"] = to_dict(cfg)
-    write_json(Path(out) / "result.json", result)
+    def save(self, result: dict) -> None:
+        """model.pt (the selected classifier) and result.json, each written atomically."""
+        save(Path(self.out) / "model.pt", classifier_checkpoint(self.cfg, self.data, self.model,
+                                                                self.activation, self.init))
+        result["config"] = to_dict(self.cfg)
+        write_json(Path(self.out) / "result.json", result)
 
 
 def run_finetunes(cfgs: list[FinetuneConfig], outs: list[Path], device: torch.device, datas: list,
@@ -93,22 +107,24 @@ def run_finetunes(cfgs: list[FinetuneConfig], outs: list[Path], device: torch.de
     folder with its own model.pt and result.json. `hparams` adds dashboard keys (ablate's arm
     name); `labelled` gives each network's labelled indices (drawn here when None)."""
     seed_everything(cfgs[0].seed)
-    built = [build_model(c, d) for c, d in zip(cfgs, datas)]
-    models, inits, acts = (list(v) for v in zip(*built))
     if labelled is None:
         labelled = [label_subset(d.train_y, c.label_budget, d.n_classes, c.seed)
                     for c, d in zip(cfgs, datas)]
-    logs = open_logs(cfgs, outs, device, quiet)
+    nets = [Net(c, d, Path(o), i).build() for c, d, o, i in zip(cfgs, datas, outs, labelled)]
+    for net, log in zip(nets, open_logs(cfgs, outs, device, quiet)):
+        net.log = log
     try:
-        results = finetune(cfgs, datas, models, inits, labelled, logs)
-        for c, log, r, extra in zip(cfgs, logs, results, hparams or [{}] * len(cfgs)):
-            log.hparams({**hparams_of(c), **extra}, {"hparam/test_error": r["test_error"],
-                                                     "hparam/best_val_error": r["best_val_error"]})
+        results = finetune(cfgs, datas, [n.model for n in nets], [n.init for n in nets], labelled,
+                           [n.log for n in nets])
+        for net, r, extra in zip(nets, results, hparams or [{}] * len(nets)):
+            net.log.hparams({**hparams_of(net.cfg), **extra},
+                            {"hparam/test_error": r["test_error"],
+                             "hparam/best_val_error": r["best_val_error"]})
     finally:
-        for log in logs:
-            log.close()
-    for c, d, out, model, init, act, r in zip(cfgs, datas, outs, models, inits, acts, results):
-        save_finetune(out, c, d, model, act, init, r)
+        for net in nets:
+            net.log.close()
+    for net, r in zip(nets, results):
+        net.save(r)
     return results
 
 
