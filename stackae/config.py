@@ -147,6 +147,10 @@ class FinetuneConfig(DataConfig):
                                   "has seen at least this many examples (small budgets still get "
                                   "updates between validations).")
     dropout: float = opt(0.0, "Dropout probability on hidden layers during fine-tuning.")
+    input_dropout: float = opt(0.0, "Dropout probability on the inputs during fine-tuning "
+                               "(Srivastava et al. 2014 used 0.2 on MNIST).")
+    max_norm: float = opt(0.0, "Cap on the L2 norm of each hidden unit's incoming weights, applied "
+                          "after every step (0 = off; Srivastava et al. 2014 used 3 to 4).")
     patience: int = opt(0, "Stop after this many epochs without a better validation error "
                         "(0 = run every epoch).")
     freeze_encoder: bool = opt(False, "Train only the head (a linear probe of the encoder).")
@@ -167,6 +171,10 @@ class FinetuneConfig(DataConfig):
         check(self.min_epoch_examples >= 0, "min_epoch_examples",
                f"must be >= 0, got {self.min_epoch_examples}")
         check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check(0 <= self.input_dropout < 1, "input_dropout",
+              f"must be in [0, 1), got {self.input_dropout}")
+        check(self.max_norm >= 0 and math.isfinite(self.max_norm), "max_norm",
+              f"must be >= 0, got {self.max_norm}")
         check(self.patience >= 0, "patience", f"must be >= 0, got {self.patience}")
 
     @property

@@ -140,7 +140,9 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
     test_x, on_test = unique_stack([d.test_x for d in datas])
     test_y = unique_stack([d.test_y for d in datas])[0]
     batches = Streams([c.seed for c in cfgs], "batches", device)
-    dropout = Streams([c.seed for c in cfgs], "dropout", device) if cfg.dropout else None
+    dropout = (Streams([c.seed for c in cfgs], "dropout", device)
+               if cfg.dropout or cfg.input_dropout else None)
+    rates = [cfg.input_dropout] + [cfg.dropout] * len(net.widths)  # inputs, then hidden layers
     rows = which[:, None]
     amp = autocast(cfg.precision, device)
     sel = [Selection(cfg.patience) for _ in cfgs]
@@ -156,8 +158,8 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
         for b in order.split(cfg.batch_size, dim=1):
             masks = None
             if dropout is not None:  # inverted dropout, each network's masks from its own stream
-                masks = [(dropout.rand(b.shape[1], w) >= cfg.dropout) / (1 - cfg.dropout)
-                         for w in net.widths]
+                masks = [(dropout.rand(b.shape[1], w) >= p) / (1 - p) if p else None
+                         for p, w in zip(rates, [x.shape[2]] + net.widths)]
             yb = y[rows, b]
             with amp:
                 logits = net(x[rows, b], masks)
@@ -167,6 +169,8 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
             loss.sum().backward()  # slice k of every gradient is network k's own
             opt.step()
             schedule.step()
+            if cfg.max_norm:
+                net.cap_norms(cfg.max_norm)
             total_loss += loss.detach() * b.shape[1]
             wrong += (logits.detach().argmax(-1) != yb).sum(1)
         seen = order.shape[1]

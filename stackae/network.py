@@ -130,12 +130,22 @@ class Stacked(nn.Module):
         return [self.weights[-1], self.biases[-1]]
 
     def forward(self, x: torch.Tensor, masks: list | None = None) -> torch.Tensor:
-        """Logits (K, B, classes); `masks` (one per hidden layer, already scaled) apply dropout."""
+        """Logits (K, B, classes). `masks`, for dropout: one for the inputs, then one per hidden
+        layer, each already scaled, or None where that layer has no dropout."""
+        masks = masks or [None] * (len(self.activations) + 1)
         for j, act in enumerate(self.activations):
-            x = ACT[act](linear(x, self.weights[j], self.biases[j]))
-            if masks is not None:
+            if masks[j] is not None:
                 x = x * masks[j]
+            x = ACT[act](linear(x, self.weights[j], self.biases[j]))
+        if masks[-1] is not None:
+            x = x * masks[-1]
         return linear(x, self.weights[-1], self.biases[-1])
+
+    @torch.no_grad()
+    def cap_norms(self, c: float) -> None:
+        """Max-norm: scale down each hidden unit's incoming weight vector whose L2 norm exceeds c."""
+        for w in self.weights[:-1]:
+            w.mul_((c / w.norm(dim=2, keepdim=True).clamp_min(1e-12)).clamp(max=1))
 
     @torch.no_grad()
     def copy_into(self, i: int, model: nn.Sequential, params=None) -> nn.Sequential:

@@ -115,7 +115,10 @@ def markdown(rep: dict) -> str:
               + (", cosine decay to 0" if cfg.get("finetune_lr_schedule") == "cosine" else "")
               + f", {cfg['finetune_epochs']} epochs of at least "
               f"{cfg['min_epoch_examples']:,} examples, batch {cfg['finetune_batch_size']}, dropout "
-              f"{cfg['dropout']}, weight decay {cfg['weight_decay']}; the test error is read at the "
+              f"{cfg['dropout']}" + (f" (inputs {cfg['input_dropout']})" if cfg.get("input_dropout")
+                                      else "")
+              + (f", max-norm {cfg['max_norm']}" if cfg.get("max_norm") else "")
+              + f", weight decay {cfg['weight_decay']}; the test error is read at the "
               f"epoch of best validation error.",
               f"- **Label budgets:** {', '.join(cfg['labels'])}; **seeds:** "
               f"{', '.join(map(str, cfg['seeds']))}."]

@@ -240,3 +240,14 @@ def test_a_grid_gives_the_same_results_however_it_is_batched(tmp_path):
     redone = json.loads((many / "random-d1-n20-s2" / "result.json").read_text())
     first = next(r for r in rows[1] if r["id"] == "random-d1-n20-s2")
     assert_close(redone["test_error"], float(first["test_error"]), **TOL)
+
+
+def test_input_dropout_and_max_norm_act_and_stay_per_network(datas):
+    runs = both_ways(datas, inits=["xavier"] * 3, input_dropout=0.2, dropout=0.2, max_norm=0.5)
+    assert_same_runs(*runs)
+    for model in runs[2]:
+        hidden = [m.weight for m in model if isinstance(m, torch.nn.Linear)][:-1]
+        norms = torch.cat([w.norm(dim=1) for w in hidden])
+        assert norms.max() <= 0.5 + 1e-5 and (norms > 0.5 - 1e-4).any()  # the cap binds
+    free = both_ways(datas, inits=["xavier"] * 3, dropout=0.2)
+    assert runs[3][0]["curves"]["train_loss"] != pytest.approx(free[3][0]["curves"]["train_loss"])
