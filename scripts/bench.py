@@ -292,6 +292,9 @@ def main(argv=None):
                      "examples": n,
                      "widths": list(widths), "layers": []}
 
+    # torch's first optimizer imports torch._dynamo (about a second): a process cost, not throughput
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+
     # --- stackae pretraining, layer by layer, with the ceiling at the same shapes ---
     codes, codes_val, n_in = x, x_val, x.shape[1]
     total_flops = total_time = 0.0
