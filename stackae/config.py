@@ -200,7 +200,7 @@ ABLATE_INITS = OBJECTIVES + tuple(RANDOM_INITS)
 ABLATE_PRESETS = {
     "default": {},
     "full": {"layers": (1000, 1000, 500), "seeds": tuple(range(10)),
-             "labels": ("100", "1000", "10000", "all"), "inits": ("denoising", "random"),
+             "labels": ("100", "1000", "10000", "all"), "inits": ("denoising", "xavier"),
              "pretrain_epochs": (10,), "finetune_epochs": 30},
 }
 
@@ -306,10 +306,12 @@ GRID_DEFAULTS = {
                         "30)."),
 }
 GRID_OWN = [
-    ("inits", tuple[str, ...], opt(("denoising", "random"), "Arms to compare: pretraining "
+    ("inits", tuple[str, ...], opt(("denoising", "xavier"), "Arms to compare: pretraining "
                                    "objectives (plain, denoising, sparse, contractive, rbm) and "
-                                   "random-init schemes (random = torch default, xavier, kaiming, "
-                                   "uniform).", choices=ABLATE_INITS)),
+                                   "random-init schemes (xavier = Glorot, the fair baseline for "
+                                   "sigmoid and tanh; kaiming = He, for relu; random = torch's "
+                                   "default, which leaves a sigmoid network on a plateau; uniform).",
+                                   choices=ABLATE_INITS)),
     ("seeds", tuple[int, ...], opt(tuple(range(8)), "Seeds (8 is the fewest with which the "
                                    "Wilcoxon test can reach p < 0.05 after Holm's correction "
                                    "across 4 label budgets). One seed gives every arm the same "

@@ -242,7 +242,7 @@ def test_help(cmd):
     r = invoke(cmd, "--help")
     assert r.exit_code == 0 and "Examples:" in r.output
     if cmd == "ablate":
-        assert "denoising,random]" in r.output and "--shard" in r.output
+        assert "denoising,xavier]" in r.output and "--shard" in r.output
 
 
 @pytest.mark.parametrize("over", [{}, {"seeds": (4, 5), "tied": False, "noise": (0.1, 0.3)},

@@ -233,7 +233,7 @@ def test_tiny_ablate_ends_with_the_report(tiny):
     assert len(rep["conditions"]) == 4 and len(rep["comparisons"]) == 2
     text = (out / "REPORT.md").read_text()
     for part in ("## Verdicts", "## Test error by condition", "## Paired differences",
-                 "## Setup", "784-16-10", "stackae ablate --seeds 0,1,2 --labels 20,all",
+                 "## Setup", "784-16-10", "stackae ablate --inits denoising,random --seeds 0,1,2 --labels 20,all",
                  "Ran on:** cpu", "--config",
                  "figures/filters.png", "cannot reach p < 0.05"):
         assert part in text, part
