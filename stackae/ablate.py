@@ -343,7 +343,7 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None)
 
 def load_config(out: Path) -> AblateConfig:
     return from_dict(AblateConfig, {k: v for k, v in load_json(Path(out) / "config.json").items()
-                                    if k != "provenance"})
+                                    if k not in ("provenance", "resumed")})
 
 
 def stderr_say(line: str) -> None:

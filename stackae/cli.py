@@ -7,6 +7,7 @@ inside the commands, so `stackae --help` is instant.
 from __future__ import annotations
 
 import importlib.util
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import FinetuneConfig, PretrainConfig
+from .config import FinetuneConfig, PretrainConfig, to_dict
 from .config import AblateConfig
 from .options import (build_config, checked_folder, common_run_options, config_option,
                       friendly_errors, options_from, resumed_config)
@@ -48,19 +49,27 @@ Examples:
 @friendly_errors
 def pretrain(ctx, out, resume, quiet, **kwargs):
     """Train a stack of autoencoders one layer at a time, freezing each."""
-    cfg = build_config(PretrainConfig, kwargs)
     out = out or out_default("pretrain")
     resuming = checked_folder(out, resume)
-    if resuming:
-        cfg = resumed_config(PretrainConfig, cfg, out, ctx)
+    cfg = (resumed_config(PretrainConfig, kwargs, out, ctx) if resuming
+           else build_config(PretrainConfig, kwargs))
+    from . import checks, claims
+    from .data import load
     from .runner import run_pretrain
-    from .train import resolve_device
+    from .train import Diverged, resolve_device
     device = device_or_usage_error(cfg.device, resolve_device)
-    try:
-        summary = run_pretrain(cfg, out, device, quiet=quiet)
-    except KeyboardInterrupt:
-        raise click.ClickException(f"interrupted; finished layers are kept in {out}. Continue with: "
-                                   f"stackae pretrain --out {out} --resume")
+    data = load(cfg, device)  # everything the run needs is checked before the folder exists
+    checks.check_memory(cfg.layers, data.input_dim, 0, len(data.train_x) + len(data.val_x), device)
+    if resuming:
+        checks.check_layers(out, cfg)
+    with claims.run_folder(out, to_dict(cfg), device, resuming):
+        try:
+            summary = run_pretrain(cfg, out, device, quiet=quiet, data=data)
+        except KeyboardInterrupt:
+            raise click.ClickException(f"interrupted; finished layers are kept in {out}. Continue "
+                                       f"with: {again('pretrain', out)}")
+        except Diverged as e:
+            raise click.ClickException(f"{e}{after_divergence(cfg, out)}")
     for m in summary["layers"]:
         click.echo(f"layer {m['layer']} ({m['objective']}, {m['width']} units): val recon loss "
                    f"{m['val_recon_loss']:.4f}")
@@ -68,6 +77,23 @@ def pretrain(ctx, out, resume, quiet, **kwargs):
         click.echo(f"unrolled deep autoencoder: val recon loss "
                    f"{summary['unrolled']['val_recon_loss']:.4f}")
     click.echo(f"stack: {summary['stack']}  ({summary['seconds']:.1f}s)")
+
+
+def again(command: str, out: Path, *extra: str) -> str:
+    """The shell command that continues a run (quoted, so a path with spaces survives)."""
+    return shlex.join(["stackae", command, "--out", str(out), "--resume", *extra])
+
+
+def after_divergence(cfg, out: Path) -> str:
+    """The resume that retries the diverged layer with a tenth of its learning rate."""
+    from .checks import finished_count
+    n = len(cfg.layers)
+    k = finished_count(out, n)
+    if k >= n:
+        return ""
+    lrs = [cfg.per_layer("lr", j) for j in range(n)]
+    lrs[k] /= 10
+    return f". Continue with: {again('pretrain', out, '--lr', ','.join(f'{v:g}' for v in lrs))}"
 
 
 def device_or_usage_error(name, resolve):
@@ -91,24 +117,35 @@ Examples:
 @friendly_errors
 def finetune(ctx, out, resume, quiet, **kwargs):
     """Fine-tune a classifier from a pretrained stack or from random init."""
-    cfg = build_config(FinetuneConfig, kwargs)
+    out = out or out_default("finetune")
+    resuming = checked_folder(out, resume)
+    cfg = (resumed_config(FinetuneConfig, kwargs, out, ctx) if resuming
+           else build_config(FinetuneConfig, kwargs))
     if cfg.init != "random" and not Path(cfg.init).exists():
         raise click.BadParameter(f"{cfg.init} does not exist (expected a stack.pt or 'random')",
                                  param_hint="'--init'")
-    out = out or out_default("finetune")
-    if checked_folder(out, resume):
+    if resuming:
         if (out / "result.json").exists():
             click.echo(f"already finished: {out / 'result.json'}")
             return
-        cfg = resumed_config(FinetuneConfig, cfg, out, ctx)
+    from . import checks, claims
+    from .data import check_budget, load
     from .runner import run_finetune
     from .train import resolve_device
     device = device_or_usage_error(cfg.device, resolve_device)
-    try:
-        result = run_finetune(cfg, out, device, quiet=quiet)
-    except KeyboardInterrupt:
-        raise click.ClickException(f"interrupted; rerun the same command with --resume to redo "
-                                   f"this fine-tune in {out}")
+    data = load(cfg, device)  # everything the run needs is checked before the folder exists
+    check_budget(cfg.label_budget, len(data.train_x), data.n_classes)
+    for stack in (cfg.init, cfg.like):
+        if stack and stack != "random":
+            checks.check_stack(stack, data.input_dim)
+    if cfg.init == "random" and not cfg.like:
+        checks.check_memory(cfg.layers, data.input_dim, data.n_classes, 0, device)
+    with claims.run_folder(out, to_dict(cfg), device, resuming):
+        try:
+            result = run_finetune(cfg, out, device, quiet=quiet, data=data)
+        except KeyboardInterrupt:
+            raise click.ClickException(f"interrupted; continue (it redoes this fine-tune) with: "
+                                       f"{again('finetune', out)}")
     click.echo(f"test error {100 * result['test_error']:.2f}% at best validation epoch "
                f"{result['best_epoch']} ({result['init']}, {result['labels']} labels, "
                f"{result['seconds']:.1f}s)")
@@ -179,31 +216,37 @@ Examples:
 def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slurm_partition,
            slurm_time, slurm_gpus, slurm_cpus, wait, **kwargs):
     """Compare initializations over seeds and label budgets, paired by seed, then report."""
-    cfg = build_config(AblateConfig, kwargs)
     out = out or out_default("ablate")
     if executor == "slurm" and importlib.util.find_spec("submitit") is None:
         raise click.BadParameter("slurm needs submitit, which is not installed: "
                                  "pip install 'stackae[slurm]'", param_hint="'--executor'")
-    # a shard joins a grid that other shards may have started
-    if checked_folder(out, resume or shard is not None):
-        cfg = resumed_config(AblateConfig, cfg, out, ctx)
+    # a shard joins a grid that other shards may have started, with the same settings
+    resuming = checked_folder(out, resume or shard is not None) and resume
+    cfg = (resumed_config(AblateConfig, kwargs, out, ctx) if resuming
+           else build_config(AblateConfig, kwargs))
     from . import ablate as A
+    from . import checks, claims
     from .grid import expand, shard as shard_of
+    from .runlog import write_json
     from .train import resolve_device
+    local = executor == "local"
     # SLURM jobs pick their device on their node; the submitting machine may have no GPU
-    device = device_or_usage_error(cfg.device, resolve_device) if executor == "local" else cfg.device
-    sizes = A.data_sizes(cfg)
-    for b in cfg.labels:
-        if b != "all" and not sizes["classes"] <= int(b) <= sizes["train"]:
-            raise click.BadParameter(f"budget {b} is outside {sizes['classes']} (one label per "
-                                     f"class) to {sizes['train']:,} (the training images)",
-                                     param_hint="'--labels'")
+    device = device_or_usage_error(cfg.device, resolve_device) if local else cfg.device
+    # a local run loads its data here, so that data it cannot use stop it before the folder exists
+    sizes = checks.data_sizes(cfg, cfg.labels,
+                              known=A.DATASET_SIZES if dry_run or not local else None)
+    if local:
+        checks.check_memory(cfg.layers, sizes["input_dim"], sizes["classes"],
+                            sizes["train"] + sizes["val"], device)
     cells = expand(cfg)
     mine = shard_of(cells, *shard) if shard else cells
     if dry_run:
         click.echo("\n".join(A.describe_plan(cfg, out, cells, mine, sizes)))
         return
-    A.start(cfg, out, cells, sizes, device)
+    if out.exists():
+        checks.check_grid_stacks(out, cfg, mine)
+    claims.join_grid(out, to_dict(cfg), device, resume,
+                     lambda: write_json(out / "grid.json", A.plan(cfg, out, cells, sizes)))
     say = (lambda line: None) if quiet else A.stderr_say
     if executor == "slurm":
         from .slurm import default_jobs, submit
@@ -221,11 +264,15 @@ def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slur
                 raise click.ClickException(f"job {j.job_id} failed ({type(e).__name__}); see "
                                            f"{out / 'slurm'}")
     else:
-        try:
-            counts = A.run_cells(cfg, out, mine, device, say)
-        except KeyboardInterrupt:
-            raise click.ClickException(f"interrupted; finished cells are kept in {out}. Continue "
-                                       f"with: stackae ablate --out {out} --resume")
+        with claims.cells_to_run(out, mine) as (free, busy):
+            if busy:
+                click.echo(f"{len(busy)} of this run's cells are being run by another process; "
+                           f"they are left to it", err=True)
+            try:
+                counts = A.run_cells(cfg, out, free, device, say)
+            except KeyboardInterrupt:
+                raise click.ClickException(f"interrupted; finished cells are kept in {out}. "
+                                           f"Continue with: {again('ablate', out)}")
         if counts["skipped"]:
             say(f"{counts['skipped']} cells were already finished")
     left = [c.id for c in cells if not A.finished(out, c)]

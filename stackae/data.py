@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,6 +26,15 @@ from .seeding import generator
 
 class DataError(Exception):
     """A data file or option that cannot be used; the message names it and says what was expected."""
+
+
+class OptionError(DataError):
+    """An option whose value does not fit the data (e.g. --labels 5 for 10 classes): a usage error,
+    exit status 2 in every command; `option` is the flag to name."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
 
 
 # MD5 of the decompressed canonical MNIST files (see stackae/datasets/mnist/README.md).
@@ -97,7 +107,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise DataError(f"{path} is a damaged gzip file ({e})")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES or raw[3] == 0:
         raise DataError(f"{path} is not an IDX file: bad magic number {raw[:4].hex() or '(empty)'}, "
@@ -148,6 +158,19 @@ def _check_pair(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, n
     return x, y.astype(np.int64)
 
 
+def check_classes(y: np.ndarray, where: str) -> None:
+    """Labels are class indices 0..C-1: at least two classes, and no more classes than images
+    (a stray huge label would otherwise size the classifier's head, and a single class would
+    fine-tune to a meaningless 0% error)."""
+    present = np.unique(y)
+    if len(present) < 2:
+        raise DataError(f"{where}: every training label is {int(present[0])}; classification needs "
+                        f"at least two classes")
+    if int(y.max()) + 1 > len(y):
+        raise DataError(f"{where}: labels go up to {int(y.max())}, which means {int(y.max()) + 1:,} "
+                        f"classes for {len(y):,} images; labels must be class indices 0..C-1")
+
+
 def _scale(x: np.ndarray, where: str) -> np.ndarray:
     """Pixels to float32 in [0, 1]: integers as 8-bit intensities, floats must already be in [0, 1]."""
     if np.issubdtype(x.dtype, np.integer):
@@ -195,6 +218,7 @@ def read_user_data(path: str | Path) -> tuple[np.ndarray, ...]:
         where = [f"{path} (train)", f"{path} (test)"]
     xtr, ytr = _check_pair(parts[0], parts[1], where[0])
     xte, yte = _check_pair(parts[2], parts[3], where[1])
+    check_classes(ytr, where[0])
     if yte.max() > ytr.max():
         raise DataError(f"{where[1]}: test labels include class {int(yte.max())}, but training "
                         f"labels only go up to {int(ytr.max())}")
@@ -213,6 +237,7 @@ def _bundled_mnist() -> tuple[np.ndarray, ...]:
             xt.reshape(len(xt), -1).astype(np.float32) / 255, yt.astype(np.int64))
 
 
+@functools.lru_cache(maxsize=2)  # a command checks the data before it creates its folder
 def _torchvision_set(name: str) -> tuple[np.ndarray, ...]:
     if name == "mnist":
         return _bundled_mnist()
@@ -239,25 +264,33 @@ def _torchvision_set(name: str) -> tuple[np.ndarray, ...]:
     return sets[0].astype(np.float32) / 255, sets[1], sets[2].astype(np.float32) / 255, sets[3]
 
 
+def read_arrays(cfg) -> tuple[tuple[np.ndarray, ...], str]:
+    """The configured dataset's (x_train, y_train, x_test, y_test) as arrays, and its name."""
+    if cfg.data:
+        return read_user_data(cfg.data), str(cfg.data)
+    return _torchvision_set(cfg.dataset), cfg.dataset
+
+
+def check_sizes(cfg, n_images: int, name: str) -> int:
+    """The training images left after the validation split (and --train-size); checked in the
+    order the options apply, so the first one that does not fit is the one named."""
+    if cfg.val_size >= n_images:
+        raise OptionError("--val-size", f"{cfg.val_size:,} leaves no training images: {name} has "
+                          f"{n_images:,} training images")
+    left = n_images - cfg.val_size
+    if cfg.train_size is not None and cfg.train_size > left:
+        raise OptionError("--train-size", f"{cfg.train_size:,} exceeds the {left:,} training "
+                          f"images left after the validation split of {name}")
+    return left if cfg.train_size is None else cfg.train_size
+
+
 def load(cfg, device: torch.device) -> Data:
     """Load the configured dataset, split off validation, take the training subset, move to device."""
-    if cfg.data:
-        xtr, ytr, xte, yte = read_user_data(cfg.data)
-        name = str(cfg.data)
-    else:
-        xtr, ytr, xte, yte = _torchvision_set(cfg.dataset)
-        name = cfg.dataset
+    (xtr, ytr, xte, yte), name = read_arrays(cfg)
     n_classes = int(max(ytr.max(), yte.max())) + 1
-    if cfg.val_size >= len(xtr):
-        raise DataError(f"--val-size {cfg.val_size} leaves no training images: {name} has "
-                        f"{len(xtr)} training images")
+    n_train = check_sizes(cfg, len(xtr), name)
     perm = torch.randperm(len(xtr), generator=generator(cfg.seed, "split")).numpy()
-    val_idx, train_idx = perm[:cfg.val_size], perm[cfg.val_size:]
-    if cfg.train_size is not None:
-        if cfg.train_size > len(train_idx):
-            raise DataError(f"--train-size {cfg.train_size} exceeds the {len(train_idx)} training "
-                            f"images left after the validation split")
-        train_idx = train_idx[:cfg.train_size]
+    val_idx, train_idx = perm[:cfg.val_size], perm[cfg.val_size:][:n_train]
     side = int(round(xtr.shape[1] ** 0.5))
 
     def t(a, dtype=torch.float32):
@@ -265,6 +298,18 @@ def load(cfg, device: torch.device) -> Data:
     return Data(t(xtr[train_idx]), t(ytr[train_idx], torch.long), t(xtr[val_idx]),
                 t(ytr[val_idx], torch.long), t(xte), t(yte, torch.long), n_classes, name,
                 (side, side) if side * side == xtr.shape[1] else None)
+
+
+def check_budget(budget: Optional[int], n_train: int, n_classes: int) -> None:
+    """A label budget must give every class a label and fit in the training images."""
+    if budget is None:
+        return
+    if budget > n_train:
+        raise OptionError("--labels", f"{budget} exceeds the {n_train} training images "
+                          f"available")
+    if budget < n_classes:
+        raise OptionError("--labels", f"{budget} is smaller than the {n_classes} classes; need at "
+                          f"least one label per class")
 
 
 def label_subset(y: torch.Tensor, budget: Optional[int], n_classes: int, seed: int) -> torch.Tensor:
@@ -276,11 +321,7 @@ def label_subset(y: torch.Tensor, budget: Optional[int], n_classes: int, seed: i
     """
     if budget is None:
         return torch.arange(len(y), device=y.device)
-    if budget > len(y):
-        raise DataError(f"--labels {budget} exceeds the {len(y)} training images available")
-    if budget < n_classes:
-        raise DataError(f"--labels {budget} is smaller than the {n_classes} classes; "
-                        f"need at least one label per class")
+    check_budget(budget, len(y), n_classes)
     g = generator(seed, "labels")
     yc = y.cpu()
     per_class = [torch.nonzero(yc == c).flatten() for c in range(n_classes)]

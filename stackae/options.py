@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
-from .config import ConfigError, field_types, from_dict, load_json
+from .config import ConfigError, field_types, from_dict, load_json, to_dict
 
-PROVENANCE_KEYS = ("provenance",)
+PROVENANCE_KEYS = ("provenance", "resumed")  # what a config.json holds beside the settings
 
 
 class ListParam(click.ParamType):
@@ -108,7 +108,8 @@ def build_config(cls, kwargs: dict):
 
 
 def friendly_errors(f):
-    """Known failures (bad data, bad checkpoint, run problems) become one line and exit status 1."""
+    """Known failures become one line: an option that does not fit the data or the folder is a
+    usage error (exit 2, naming it); bad data, a bad checkpoint or a run problem exit 1."""
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
@@ -118,7 +119,16 @@ def friendly_errors(f):
         try:
             return f(*args, **kwargs)
         except (DataError, CheckpointError, RunError) as e:
+            if getattr(e, "option", None):
+                raise click.BadParameter(str(e), param_hint=f"'{e.option}'")
             raise click.ClickException(str(e))
+        except (MemoryError, RuntimeError) as e:
+            if not isinstance(e, MemoryError) and "allocate" not in str(e):
+                raise
+            tried = str(e)[str(e).find("tried to allocate"):].split(".")[0] if "tried to" in str(e) \
+                else "an allocation failed"
+            raise click.ClickException(f"out of memory ({tried}); use smaller --layers or "
+                                       f"--batch-size")
     return wrapper
 
 
@@ -140,14 +150,59 @@ def checked_folder(out: Path, resume: bool) -> bool:
         raise click.BadParameter(str(e), param_hint="'--out'")
 
 
-def resumed_config(cls, cfg, out: Path, ctx):
-    """On --resume, the folder's config rules; flags given now must agree with it."""
-    saved = from_dict(cls, {k: v for k, v in load_json(out / "config.json").items()
-                            if k not in PROVENANCE_KEYS})
+COMMANDS = {"pretrain": "PretrainConfig", "finetune": "FinetuneConfig", "ablate": "AblateConfig"}
+
+
+def saved_config(cls, out: Path):
+    """The settings in a run folder's config.json; a folder of another command is a usage error,
+    a damaged config.json a runtime one."""
+    from . import config as C
+    from .runlog import RunError
+    path = out / "config.json"
+    try:
+        settings = {k: v for k, v in load_json(path).items() if k not in PROVENANCE_KEYS}
+    except ConfigError as e:
+        raise RunError(f"cannot resume: {e}")
+    try:
+        return from_dict(cls, settings)
+    except ConfigError as e:
+        for command, name in COMMANDS.items():
+            if name != cls.__name__ and parses(getattr(C, name), settings):
+                raise click.BadParameter(f"{out} holds a `stackae {command}` run; resume it with "
+                                         f"stackae {command} --out {out} --resume",
+                                         param_hint="'--out'")
+        raise RunError(f"cannot resume: {path} is damaged ({e})")
+
+
+def parses(cls, settings: dict) -> bool:
+    try:
+        from_dict(cls, settings)
+    except ConfigError:
+        return False
+    return True
+
+
+def resumed_config(cls, kwargs: dict, out: Path, ctx):
+    """On --resume, the folder's config rules and flags given now must agree with it, except that
+    a pretraining may change per-layer settings of the layers it has not finished. The flags are
+    checked against the folder's settings, not the defaults (--lr 0.01,0.001 fits a 2-layer run)."""
+    from .checks import finished_count, refused_change, shown
+    from .config import PretrainConfig
+    saved = saved_config(cls, out)
+    finished = finished_count(out, len(saved.layers)) if cls is PretrainConfig else 0
+    changes = {}
     for name in field_types(cls):
         src = ctx.get_parameter_source(name)
-        if (src not in (click.core.ParameterSource.DEFAULT, None)
-                and getattr(cfg, name) != getattr(saved, name)):
-            raise click.BadParameter(f"differs from the run being resumed ({getattr(saved, name)!r} "
-                                     f"in {out / 'config.json'})", param_hint=f"'{flag(name)}'")
-    return saved
+        if src in (click.core.ParameterSource.DEFAULT, None) or kwargs[name] == getattr(saved,
+                                                                                        name):
+            continue
+        why = (refused_change(saved, name, kwargs[name], finished) if cls is PretrainConfig
+               else f"differs from the run being resumed ({shown(to_list(getattr(saved, name)))})")
+        if why:
+            raise click.BadParameter(f"{why} in {out / 'config.json'}", param_hint=f"'{flag(name)}'")
+        changes[name] = kwargs[name]
+    return build_config(cls, {**to_dict(saved), **changes})
+
+
+def to_list(v):
+    return list(v) if isinstance(v, tuple) else v

@@ -26,6 +26,19 @@ def budget_order(b: str) -> float:
     return float("inf") if b == "all" else int(b)
 
 
+# what a results.jsonl line must hold for the tables, and of which types
+RECORD_TYPES = {"id": str, "folder": str, "init": str, "budget": str, "seed": int, "depth": int,
+                "labels": int, "test_error": (int, float), "best_val_error": (int, float),
+                "best_epoch": int, "epochs_run": int, "seconds": (int, float)}
+
+
+def usable(rec) -> bool:
+    """A results line the report can use; anything else is counted and skipped, never a crash."""
+    return isinstance(rec, dict) and all(
+        isinstance(rec.get(k), t) and not isinstance(rec.get(k), bool)
+        for k, t in RECORD_TYPES.items())
+
+
 def read_folder(folder: Path) -> dict:
     """grid.json, the results.jsonl records (last line per cell wins) and each cell's result.json
     curves and config.json provenance."""
@@ -35,8 +48,11 @@ def read_folder(folder: Path) -> dict:
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
+            except json.JSONDecodeError:
+                rec = None
+            if usable(rec):
                 records[rec["id"]] = rec
-            except (json.JSONDecodeError, KeyError, TypeError):
+            else:
                 bad += 1
     if not records:
         raise RunError(f"{folder} has no results (expected results.jsonl written by stackae "

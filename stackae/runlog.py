@@ -5,11 +5,14 @@ command finishes is written aside and renamed into place, so a killed run never 
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,13 +43,24 @@ def atomic_write(path: Path, write) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; results are for sharing
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
         Path(tmp).unlink(missing_ok=True)
-        raise RunError(f"could not write {path}: {e.strerror or e}"
-                       + (" (disk full)" if getattr(e, "errno", None) == 28 else ""))
+        raise write_error(path, e)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_error(path: Path, e: Exception) -> RunError:
+    """One line for a failed write; a full disk is said so (torch.save's own text would not)."""
+    why = getattr(e, "strerror", None) or str(e).strip().splitlines()[0][:160]
+    try:
+        full = getattr(e, "errno", None) == errno.ENOSPC or shutil.disk_usage(
+            Path(path).parent).free < 1 << 20
+    except OSError:
+        full = False
+    return RunError(f"could not write {path}: {why}" + (" (disk full: free some space, then rerun "
+                                                        "with --resume)" if full else ""))
 
 
 def write_json(path: Path, obj) -> None:
@@ -81,6 +95,49 @@ def provenance(device: torch.device) -> dict:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+LOCK_NAME = ".stackae.lock"  # held by the process running in a folder (claims.py)
+
+
+def read_config(path: Path) -> dict | None:
+    """A run's config.json as written, None when absent or unreadable."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def write_config(folder: Path, config, device) -> None:
+    """config.json: the settings, with the provenance of the run that first wrote it; a resumed run
+    keeps that provenance (claims.py adds the resume to its `resumed` list)."""
+    path = Path(folder) / "config.json"
+    settings = to_dict(config)
+    old = read_config(path)
+    if old is not None and "provenance" in old:
+        if all(old.get(k) == v for k, v in settings.items()):
+            return
+        record = {**old, **settings}
+    else:
+        record = {**settings, "provenance": provenance(device)}
+    write_json(path, record)
+
+
+def finished_layers(folder: Path) -> set[int]:
+    """The pretraining layers whose checkpoint is in the folder (1-based)."""
+    return {int(m.group(1)) for p in Path(folder).glob("layer*.pt")
+            if (m := re.fullmatch(r"layer(\d+)\.pt", p.name))}
+
+
+def kept_on_resume(folder: Path):
+    """What of a resumed run's logs still holds: the records of its finished pretraining layers.
+    Everything else (the unfinished layer, fine-tuning, the unrolled stage) is redone."""
+    done = finished_layers(folder)
+
+    def keep(stage, layer) -> bool:
+        return stage == "pretrain" and layer in done
+    return keep
+
+
 def prepare_folder(out: Path, resume: bool) -> bool:
     """Make sure `out` can be used; True when resuming an existing run there."""
     out = Path(out)
@@ -88,7 +145,7 @@ def prepare_folder(out: Path, resume: bool) -> bool:
         raise RunError(f"output folder {out} already exists; pass --resume to continue it, "
                        f"or choose another --out")
     if resume and not (out / "config.json").exists():
-        if out.exists() and any(out.iterdir()):
+        if out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):
             raise RunError(f"--resume: {out} has no config.json, so it is not a stackae run")
         return False
     return resume
@@ -106,38 +163,65 @@ class RunLog:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RunError(f"cannot create output folder {self.folder}: {e.strerror}")
-        cfg = to_dict(config)
-        cfg["provenance"] = provenance(device)
-        write_json(self.folder / "config.json", cfg)
-        self._metrics = open(self.folder / "metrics.jsonl", "a")
+        write_config(self.folder, config, device)
+        keep = kept_on_resume(self.folder)
+        self._metrics_path = self.folder / "metrics.jsonl"
+        prune_metrics(self._metrics_path, keep)
+        try:
+            self._metrics = open(self._metrics_path, "a")
+        except OSError as e:
+            raise write_error(self._metrics_path, e)
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            self._tb = SummaryWriter(str(self.folder))
+            old = sorted(self.folder.glob("events.out.tfevents.*"))
+            self._tb = self._board(SummaryWriter, str(self.folder))
+            if old:
+                self._board(carry_events, old, self._tb, keep)
+
+    def _board(self, fn, *args, **kwargs):
+        """A TensorBoard call; its writer thread reports a full disk as a bare OSError."""
+        try:
+            return fn(*args, **kwargs)
+        except OSError as e:
+            raise write_error(self.folder / "events.out.tfevents", e)
 
     def scalars(self, step: int, values: dict, **context) -> None:
         """Log scalars (tag -> value) at a step to both sinks."""
         rec = {"step": step, **context, **{k: float(v) for k, v in values.items()},
                "time": round(time.time(), 3)}
-        self._metrics.write(json.dumps(rec) + "\n")
-        self._metrics.flush()
+        try:
+            self._metrics.write(json.dumps(rec) + "\n")
+            self._metrics.flush()
+        except OSError as e:
+            raise write_error(self._metrics_path, e)
         if self._tb is not None:
             for tag, v in values.items():
                 if math.isfinite(float(v)):
-                    self._tb.add_scalar(tag, float(v), step)
+                    self._board(self._tb.add_scalar, tag, float(v), step)
 
     def image(self, tag: str, img: torch.Tensor, step: int) -> None:
         if self._tb is not None:
-            self._tb.add_image(tag, img.float().cpu(), step)
+            self._board(self._tb.add_image, tag, img.float().cpu(), step)
 
     def histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
-        if self._tb is not None:
-            self._tb.add_histogram(tag, values.detach().float().cpu(), step)
+        values = values.detach().float().cpu()
+        try:
+            if not torch.isfinite(values).all():
+                raise ValueError(tag)
+            if self._tb is not None:
+                self._board(self._tb.add_histogram, tag, values, step)
+        except ValueError:  # weights that blew up while the loss stayed finite: no bins hold them
+            from .train import Diverged
+            where = re.sub(r"^pretrain/layer(\d+)/", r"layer \1 ", tag).replace("_", " ")
+            raise Diverged(f"pretraining diverged: {where} blew up (largest magnitude "
+                           f"{values.abs().max().item():.3g}) although the loss stayed finite; "
+                           f"layers below it are kept. Try a smaller --lr")
 
     def embedding(self, codes: torch.Tensor, labels, images: torch.Tensor, tag: str) -> None:
         if self._tb is not None:
-            self._tb.add_embedding(codes.float().cpu(), metadata=labels, label_img=images.cpu(),
-                                   tag=tag)
+            self._board(self._tb.add_embedding, codes.float().cpu(), metadata=labels,
+                        label_img=images.cpu(), tag=tag)
 
     def hparams(self, hparams: dict, metrics: dict) -> None:
         """The hyperparameter dashboard entry, written into this run's own folder (SummaryWriter's
@@ -150,15 +234,53 @@ class RunLog:
         exp, ssi, sei = hp_summary(clean, metrics)
         w = self._tb._get_file_writer()
         for s in (exp, ssi, sei):
-            w.add_summary(s)
+            self._board(w.add_summary, s)
         for k, v in metrics.items():
-            self._tb.add_scalar(k, v, 0)
+            self._board(self._tb.add_scalar, k, v, 0)
 
     def progress(self, line: str) -> None:
         if not self.quiet:
             print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        self._metrics.close()
-        if self._tb is not None:
-            self._tb.close()
+        try:
+            self._metrics.close()
+        except OSError as e:
+            raise write_error(self._metrics_path, e)
+        finally:
+            if self._tb is not None:
+                self._board(self._tb.close)
+
+
+def prune_metrics(path: Path, keep) -> None:
+    """Drop the records a resumed run will write again, so each epoch appears once."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # the half line of a killed run
+        if isinstance(rec, dict) and keep(rec.get("stage"), rec.get("layer")):
+            kept.append(line)
+    if len(kept) != len(lines):
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(l + "\n" for l in kept)))
+
+
+def carry_events(old: list[Path], writer, keep) -> None:
+    """Copy the still-valid events of a resumed run's event files into the new writer's one file,
+    then delete the old files: TensorBoard shows one run, with no epoch twice."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    file_writer = writer._get_file_writer()
+    for path in old:
+        for event in EventFileLoader(str(path)).Load():
+            tags = [v.tag for v in event.summary.value]
+            layers = {re.match(r"pretrain/layer(\d+)/", t) for t in tags}
+            if tags and None not in layers and all(keep("pretrain", int(m.group(1)))
+                                                    for m in layers):
+                file_writer.add_event(event)
+    file_writer.flush()
+    for path in old:
+        path.unlink(missing_ok=True)

@@ -55,7 +55,10 @@ def coerce(name: str, tp, value):
     if origin is tuple:
         item = typing.get_args(tp)[0]
         if isinstance(value, str):
-            value = [v for v in value.replace(" ", "").split(",") if v != ""] if value else []
+            value = value.replace(" ", "").split(",") if value else []
+            if "" in value:  # "1000,,500" must not quietly become 1000,500
+                raise ConfigError(name, f"has an empty item in {','.join(value)!r}; expected "
+                                        f"comma-separated values like 1000,500")
         elif not isinstance(value, (list, tuple)):
             value = [value]
         return tuple(coerce(name, item, v) for v in value)
@@ -65,13 +68,18 @@ def coerce(name: str, tp, value):
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
     elif tp is int:
+        number = None
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, str):
             try:
-                return int(value)
+                number = int(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not -2**63 <= number < 2**63:  # torch's seeds and sizes are 64-bit
+                raise ConfigError(name, f"{number} is out of range (at most {2**63 - 1})")
+            return number
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -112,6 +120,9 @@ def load_json(path: str | Path) -> dict:
         text = Path(path).read_text()
     except OSError as e:
         raise ConfigError("config", f"cannot read {path}: {e.strerror}")
+    except UnicodeDecodeError:
+        raise ConfigError("config", f"{path} is not a text file (a checkpoint?); expected a JSON "
+                                    f"file of settings such as a run's config.json")
     try:
         d = json.loads(text)
     except json.JSONDecodeError as e:

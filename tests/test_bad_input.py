@@ -87,8 +87,8 @@ def bad_files(tmp: Path, stack) -> dict:
                       "empty"),
         "npz garbage": (["--data", garbage], 1, "not a readable .npz"),
         "npz object arrays": (["--data", objs], 1, "object (pickled) arrays"),
-        "val-size too large": (["--data", ok, "--val-size", "300"], 1, "leaves no training images"),
-        "train-size too large": ([*SLICE[:1], "99999"], 1, "--train-size 99999"),
+        "val-size too large": (["--data", ok, "--val-size", "300"], 2, "leaves no training images"),
+        "train-size too large": ([*SLICE[:1], "99999"], 2, "'--train-size': 99,999 exceeds"),
     })
     return cases
 
@@ -115,8 +115,9 @@ OPTION_CASES = {
 }
 
 FINETUNE_CASES = {
-    "labels below class count": (["--labels", "5"], 1, "smaller than the 10 classes"),
-    "labels above data": (["--labels", "999999"], 1, "exceeds"),
+    # an option that does not fit the data is a usage error (2), as in ablate
+    "labels below class count": (["--labels", "5"], 2, "smaller than the 10 classes"),
+    "labels above data": (["--labels", "999999"], 2, "exceeds"),
     "labels not a number": (["--labels", "many"], 2, "--labels"),
     "dropout 1": (["--dropout", "1"], 2, "--dropout"),
     "init missing": (["--init", "nope.pt"], 2, "nope.pt does not exist"),
