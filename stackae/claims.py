@@ -132,7 +132,7 @@ def join_grid(folder: Path, settings: dict, device, resuming: bool, write_plan) 
 @contextmanager
 def cells_to_run(folder: Path, cells: list):
     """Lock each cell for this process; yields (cells locked here, cells another process runs)."""
-    parent = Path(folder) / "runs" / "finetune"
+    parent = Path(folder) / ".locks"  # beside runs/, whose folders are all runs
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -140,7 +140,7 @@ def cells_to_run(folder: Path, cells: list):
     mine, busy = [], []
     with ExitStack() as held:
         for cell in cells:
-            lock = try_lock(parent / f".{cell.id}.lock")
+            lock = try_lock(parent / f"{cell.id}.lock")
             if lock is None:
                 busy.append(cell)
             else:

@@ -29,6 +29,10 @@ class RunError(Exception):
     """A failure while running (disk, folder, divergence); the message says what and what to do."""
 
 
+class Diverged(RunError):
+    """A non-finite loss or weights; the message names stage, layer or seed, and epoch."""
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), then rename tmp over `path`; nothing partial is ever at `path`."""
     path = Path(path)
@@ -212,7 +216,6 @@ class RunLog:
             if self._tb is not None:
                 self._board(self._tb.add_histogram, tag, values, step)
         except ValueError:  # weights that blew up while the loss stayed finite: no bins hold them
-            from .train import Diverged
             where = re.sub(r"^pretrain/layer(\d+)/", r"layer \1 ", tag).replace("_", " ")
             raise Diverged(f"pretraining diverged: {where} blew up (largest magnitude "
                            f"{values.abs().max().item():.3g}) although the loss stayed finite; "

@@ -11,12 +11,8 @@ from contextlib import nullcontext
 
 import torch
 
-from .runlog import RunError
+from .runlog import Diverged  # noqa: F401  (raised here by check_finite)
 from .seeding import generator
-
-
-class Diverged(RunError):
-    """A non-finite loss; the message names stage, layer or seed, and epoch."""
 
 
 def resolve_device(name: str) -> torch.device:

@@ -38,6 +38,10 @@ def one_line(code, err, expect_code, *texts):
     assert len(lines) == 1 and lines[0].startswith("Error:") and "Traceback" not in err, err
     for t in texts:
         assert t in lines[0], lines[0]
+    if os.environ.get("STACKAE_BAD_INPUT_LOG"):  # the catalogue of messages, for the docs
+        with open(os.environ["STACKAE_BAD_INPUT_LOG"], "a") as f:
+            f.write(f"{code}\t{os.environ.get('PYTEST_CURRENT_TEST', '').split(' ')[0]}\t"
+                    f"{lines[0]}\n")
     return lines[0]
 
 
