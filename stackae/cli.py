@@ -53,11 +53,11 @@ def pretrain(ctx, out, resume, quiet, **kwargs):
     resuming = checked_folder(out, resume)
     if resuming:
         cfg = resumed_config(PretrainConfig, cfg, out, ctx)
-    from .runner import run_pretrain
+    from .api import pretrain_stack
     from .train import resolve_device
-    device = device_or_usage_error(cfg.device, resolve_device)
+    device_or_usage_error(cfg.device, resolve_device)
     try:
-        summary = run_pretrain(cfg, out, device, quiet=quiet)
+        summary = pretrain_stack(config=cfg, out=out, resume=resuming, quiet=quiet).summary
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; finished layers are kept in {out}. Continue with: "
                                    f"stackae pretrain --out {out} --resume")
@@ -96,16 +96,17 @@ def finetune(ctx, out, resume, quiet, **kwargs):
         raise click.BadParameter(f"{cfg.init} does not exist (expected a stack.pt or 'random')",
                                  param_hint="'--init'")
     out = out or out_default("finetune")
-    if checked_folder(out, resume):
+    resuming = checked_folder(out, resume)
+    if resuming:
         if (out / "result.json").exists():
             click.echo(f"already finished: {out / 'result.json'}")
             return
         cfg = resumed_config(FinetuneConfig, cfg, out, ctx)
-    from .runner import run_finetune
+    from .api import finetune_classifier
     from .train import resolve_device
-    device = device_or_usage_error(cfg.device, resolve_device)
+    device_or_usage_error(cfg.device, resolve_device)
     try:
-        result = run_finetune(cfg, out, device, quiet=quiet)
+        result = finetune_classifier(config=cfg, out=out, resume=resuming, quiet=quiet).result
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; rerun the same command with --resume to redo "
                                    f"this fine-tune in {out}")
@@ -188,46 +189,51 @@ def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slur
     if checked_folder(out, resume or shard is not None):
         cfg = resumed_config(AblateConfig, cfg, out, ctx)
     from . import ablate as A
+    from .api import fitted_budgets, run_ablation
+    from .config import ConfigError
     from .grid import expand, shard as shard_of
     from .train import resolve_device
     # SLURM jobs pick their device on their node; the submitting machine may have no GPU
     device = device_or_usage_error(cfg.device, resolve_device) if executor == "local" else cfg.device
+    if executor == "local" and not dry_run:
+        try:
+            grid = run_ablation(config=cfg, out=out, resume=resume, shard=shard, quiet=quiet)
+        except KeyboardInterrupt:
+            raise click.ClickException(f"interrupted; finished cells are kept in {out}. Continue "
+                                       f"with: stackae ablate --out {out} --resume")
+        except ConfigError as e:
+            raise click.BadParameter(str(e), param_hint=f"'--{e.name.replace('_', '-')}'")
+        if not grid.finished:
+            click.echo(f"{len(grid.records)} of {len(expand(grid.config))} cells finished; when "
+                       f"the other shards finish: stackae report {out}")
+            return
+        echo_report(out, grid.report)
+        return
     sizes = A.data_sizes(cfg)
-    for b in cfg.labels:
-        if b != "all" and not sizes["classes"] <= int(b) <= sizes["train"]:
-            raise click.BadParameter(f"budget {b} is outside {sizes['classes']} (one label per "
-                                     f"class) to {sizes['train']:,} (the training images)",
-                                     param_hint="'--labels'")
+    try:
+        cfg = fitted_budgets(cfg, sizes, None if quiet else A.stderr_say)
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="'--labels'")
     cells = expand(cfg)
     mine = shard_of(cells, *shard) if shard else cells
     if dry_run:
         click.echo("\n".join(A.describe_plan(cfg, out, cells, mine, sizes)))
         return
     A.start(cfg, out, cells, sizes, device)
-    say = (lambda line: None) if quiet else A.stderr_say
-    if executor == "slurm":
-        from .slurm import default_jobs, submit
-        submitted = submit(out, mine, jobs or default_jobs(mine), partition=slurm_partition,
-                           time_min=slurm_time, gpus=slurm_gpus, cpus=slurm_cpus)
-        click.echo(f"submitted {len(submitted)} jobs ({', '.join(j.job_id for j in submitted)}); "
-                   f"logs in {out / 'slurm'}")
-        if not wait:
-            click.echo(f"when they finish: stackae report {out}")
-            return
-        for j in submitted:
-            try:
-                j.result()
-            except Exception as e:  # submitit re-raises the job's failure with its log's tail
-                raise click.ClickException(f"job {j.job_id} failed ({type(e).__name__}); see "
-                                           f"{out / 'slurm'}")
-    else:
+    from .slurm import default_jobs, submit
+    submitted = submit(out, mine, jobs or default_jobs(mine), partition=slurm_partition,
+                       time_min=slurm_time, gpus=slurm_gpus, cpus=slurm_cpus)
+    click.echo(f"submitted {len(submitted)} jobs ({', '.join(j.job_id for j in submitted)}); "
+               f"logs in {out / 'slurm'}")
+    if not wait:
+        click.echo(f"when they finish: stackae report {out}")
+        return
+    for j in submitted:
         try:
-            counts = A.run_cells(cfg, out, mine, device, say)
-        except KeyboardInterrupt:
-            raise click.ClickException(f"interrupted; finished cells are kept in {out}. Continue "
-                                       f"with: stackae ablate --out {out} --resume")
-        if counts["skipped"]:
-            say(f"{counts['skipped']} cells were already finished")
+            j.result()
+        except Exception as e:  # submitit re-raises the job's failure with its log's tail
+            raise click.ClickException(f"job {j.job_id} failed ({type(e).__name__}); see "
+                                       f"{out / 'slurm'}")
     left = [c.id for c in cells if not A.finished(out, c)]
     if left:
         click.echo(f"{len(cells) - len(left)} of {len(cells)} cells finished; when the other shards "
@@ -236,9 +242,10 @@ def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slur
     echo_report(out)
 
 
-def echo_report(folder: Path) -> None:
-    from .report import write_report
-    rep = write_report(folder)
+def echo_report(folder: Path, rep: dict | None = None) -> None:
+    """The report's summary on stdout (writing the report first unless `rep` is given)."""
+    from .api import load_ablation
+    rep = rep or load_ablation(folder).write_report()
     for c in rep["conditions"]:
         depth = f" depth {c['depth']}" if len(rep["depths"]) > 1 else ""
         std = f" ± {100 * c['std']:.2f}" if c["std"] is not None else ""
