@@ -315,8 +315,6 @@ class Ablation:
 
     def __init__(self, folder):
         self.folder = Path(folder)
-        if not (self.folder / "config.json").exists():
-            raise FileNotFoundError(f"{self.folder} is not an ablation folder (no config.json)")
 
     @property
     def config(self) -> AblateConfig:
@@ -374,7 +372,10 @@ def _budget_key(b: str) -> float:
 
 
 def load_ablation(folder) -> Ablation:
-    """An ablation folder written by `run_ablation` or `stackae ablate`."""
+    """An ablation folder written by `run_ablation` or `stackae ablate` (or the shards filling it)."""
+    from .runlog import RunError
+    if not Path(folder).is_dir():
+        raise RunError(f"{folder} is not a folder (expected an ablation folder)")
     return Ablation(folder)
 
 
@@ -386,8 +387,8 @@ def fitted_budgets(cfg: AblateConfig, sizes: dict, say=None) -> AblateConfig:
     n, classes = sizes["train"], sizes["classes"]
     small = [b for b in cfg.labels if b != "all" and int(b) < classes]
     if small:
-        raise ConfigError("labels", f"budget {small[0]} is below the {classes} classes (at least one "
-                          "label per class)")
+        raise ConfigError("labels", f"budget {small[0]} is below the {classes} classes (at least "
+                          "one label per class)")
     large = [b for b in cfg.labels if b != "all" and int(b) > n]
     if not large:
         return cfg

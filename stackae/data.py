@@ -242,7 +242,8 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():
         raise DataError(f"{path.parent} has train.csv but no {path.name}")
     try:
-        first = path.open().readline().strip().split(",")
+        with path.open() as f:
+            first = f.readline().strip().split(",")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {path}: {e}")
     try:
