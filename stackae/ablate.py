@@ -51,10 +51,12 @@ def data_sizes(cfg: AblateConfig) -> dict:
         classes = int(max(ytr.max(), yte.max())) + 1
     else:
         total, n_test, width, classes = DATASET_SIZES[cfg.dataset]
-    n_train = max(total - cfg.val_size, 0)
+    from .data import validation_size
+    n_val = validation_size(cfg.val_size, total)
+    n_train = max(total - n_val, 0)
     if cfg.train_size is not None:
         n_train = min(n_train, cfg.train_size)
-    return {"train": n_train, "val": cfg.val_size, "test": n_test, "input_dim": width,
+    return {"train": n_train, "val": n_val, "test": n_test, "input_dim": width,
             "classes": classes}
 
 

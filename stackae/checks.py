@@ -32,10 +32,10 @@ def data_sizes(cfg, budgets=(), known: dict | None = None) -> dict:
         (xtr, ytr, xte, yte), name = read_arrays(cfg)
         total, n_test, width = len(xtr), len(xte), xtr.shape[1]
         classes = int(max(ytr.max(), yte.max())) + 1
-    n_train = check_sizes(cfg, total, name)
+    n_val, n_train = check_sizes(cfg.val_size, cfg.train_size, total, name)
     for b in budgets:
         check_budget(None if str(b).lower() == "all" else int(b), n_train, classes)
-    return {"train": n_train, "val": cfg.val_size, "test": n_test, "input_dim": width,
+    return {"train": n_train, "val": n_val, "test": n_test, "input_dim": width,
             "classes": classes}
 
 

@@ -233,8 +233,12 @@ def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slur
     # SLURM jobs pick their device on their node; the submitting machine may have no GPU
     device = device_or_usage_error(cfg.device, resolve_device) if local else cfg.device
     # a local run loads its data here, so that data it cannot use stop it before the folder exists
-    sizes = checks.data_sizes(cfg, cfg.labels,
-                              known=A.DATASET_SIZES if dry_run or not local else None)
+    known = A.DATASET_SIZES if dry_run or not local else None
+    if cfg.labels == AblateConfig().labels and not resuming:  # MNIST's budgets on small data
+        from .api import fitted_budgets
+        cfg = fitted_budgets(cfg, checks.data_sizes(cfg, (), known=known),
+                             None if quiet else A.stderr_say)
+    sizes = checks.data_sizes(cfg, cfg.labels, known=known)
     if local:
         checks.check_memory(cfg.layers, sizes["input_dim"], sizes["classes"],
                             sizes["train"] + sizes["val"], device)
@@ -283,9 +287,10 @@ def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slur
     echo_report(out)
 
 
-def echo_report(folder: Path) -> None:
-    from .report import write_report
-    rep = write_report(folder)
+def echo_report(folder: Path, rep: dict | None = None) -> None:
+    """The report's summary on stdout (writing the report first unless `rep` is given)."""
+    from .api import load_ablation
+    rep = rep or load_ablation(folder).write_report()
     for c in rep["conditions"]:
         depth = f" depth {c['depth']}" if len(rep["depths"]) > 1 else ""
         std = f" ± {100 * c['std']:.2f}" if c["std"] is not None else ""

@@ -30,18 +30,22 @@ DATASETS = ("mnist", "fashion-mnist", "kmnist", "emnist-digits", "emnist-letters
 class DataConfig:
     dataset: str = opt("mnist", "Dataset: the bundled MNIST or a torchvision MNIST-family set.",
                        choices=DATASETS)
-    data: Optional[str] = opt(None, "Your own data: a folder of IDX files (raw or .gz) or an .npz "
-                              "with x_train, y_train, x_test, y_test. Overrides --dataset.", path=True)
+    data: Optional[str] = opt(None, "Your own data: a folder of IDX files (raw or .gz), of .npy "
+                              "files (x_train, y_train, x_test, y_test) or of train.csv and "
+                              "test.csv (label column 'label' or last), or an .npz with x_train, "
+                              "y_train, x_test, y_test. Overrides --dataset.", path=True)
     train_size: Optional[int] = opt(None, "Use a seeded subset of this many training images "
                                     "(after the validation split); default all.")
-    val_size: int = opt(10000, "Images held out of the training set for validation.")
+    val_size: Optional[int] = opt(None, "Images held out of the training set for validation "
+                                  "[default: one sixth of it, at most 10,000; MNIST: 10,000].")
     seed: int = opt(0, "Seed of every random stream in the run (split, subset, init, batches, noise).")
     device: str = opt("auto", "Where tensors live: auto picks CUDA when available.", choices=DEVICES)
 
     def __post_init__(self):
         check(self.train_size is None or self.train_size > 0, "train_size",
                f"must be a positive number of images, got {self.train_size}")
-        check(self.val_size > 0, "val_size", f"must be positive, got {self.val_size}")
+        check(self.val_size is None or self.val_size > 0, "val_size",
+              f"must be positive, got {self.val_size}")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
-"""Datasets as device-resident tensors: the bundled MNIST, torchvision's MNIST family, user files.
+"""Datasets as device-resident tensors: the bundled MNIST, torchvision's MNIST family, user files
+(IDX, .npz, .npy, .csv) and user arrays.
 
-`load(cfg, device)` returns a `Data` with train/val/test images scaled to [0, 1] (N x D float32) and
-integer labels, the validation split and training subset drawn from the config's seed. Every
-problem with a file ends in a `DataError` naming the file and what was expected.
+`load(cfg, device)` (or `from_arrays(...)` for arrays already in memory) returns a `Data` with
+train/val/test images scaled to [0, 1] (N x D float32) and integer labels, the validation split
+(one sixth of the training set unless asked, at most 10,000) and training subset drawn from the
+config's seed. Every problem with a file or array ends in a `DataError` naming it and what was
+expected.
 """
 from __future__ import annotations
 
@@ -184,47 +187,121 @@ def _scale(x: np.ndarray, where: str) -> np.ndarray:
     return x.astype(np.float32)
 
 
+USER_FORMATS = ("a folder of IDX files (train-images-idx3-ubyte[.gz], ...), a folder of .npy "
+                "files (x_train, y_train, x_test, y_test), a folder with train.csv and test.csv, "
+                "or an .npz with x_train, y_train, x_test, y_test")
+NAMES = ("x_train", "y_train", "x_test", "y_test")
+
+
 def read_user_data(path: str | Path) -> tuple[np.ndarray, ...]:
-    """x_train, y_train, x_test, y_test from a folder of IDX files or an .npz."""
+    """x_train, y_train, x_test, y_test from a folder (IDX, .npy or .csv files) or an .npz, checked
+    and scaled like every other source (`checked_arrays`)."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"data path {path} does not exist (expected a folder of IDX files or .npz)")
+        raise DataError(f"data path {path} does not exist (expected {USER_FORMATS})")
     if path.is_dir():
-        parts = [read_idx(_find_idx(path, s, k)) for s in ("train", "test")
-                 for k in ("images", "labels")]
-        where = [str(_find_idx(path, s, "images")) for s in ("train", "test")]
+        if (path / "x_train.npy").exists():
+            parts = [_read_npy(path / f"{k}.npy") for k in NAMES]
+            where = [str(path / "x_train.npy"), str(path / "x_test.npy")]
+        elif (path / "train.csv").exists():
+            (xtr, ytr), (xte, yte) = (_read_csv(path / f"{s}.csv") for s in ("train", "test"))
+            parts, where = [xtr, ytr, xte, yte], [str(path / "train.csv"), str(path / "test.csv")]
+        else:
+            parts = [read_idx(_find_idx(path, s, k)) for s in ("train", "test")
+                     for k in ("images", "labels")]
+            where = [str(_find_idx(path, s, "images")) for s in ("train", "test")]
+    elif path.suffix == ".npy":
+        raise DataError(f"{path}: a single .npy file cannot hold images and labels; give the folder "
+                        "holding x_train.npy, y_train.npy, x_test.npy and y_test.npy")
+    elif path.suffix == ".csv":
+        raise DataError(f"{path}: give the folder holding train.csv and test.csv")
     else:
-        if not zipfile.is_zipfile(path):
-            raise DataError(f"{path} is not a readable .npz file (expected a zip archive written by "
-                            "numpy.savez)")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
-                if missing:
-                    raise DataError(f"{path} lacks {', '.join(missing)} (expected x_train, "
-                                    "y_train, x_test, y_test)")
-                parts = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
-            bad = [k for k, v in zip(("x_train", "y_train", "x_test", "y_test"), parts)
-                   if not isinstance(v, np.ndarray)]
-            if bad:
-                raise DataError(f"{path}: {bad[0]} is not a numpy array (expected numpy.savez output)")
-        except DataError:
-            raise
-        except ValueError:
-            raise DataError(f"{path} holds object (pickled) arrays, which are not loaded; save "
-                            "plain numeric arrays")
-        except Exception as e:  # zipfile, EOF, pickle and format errors all mean "not an .npz"
-            raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})")
+        parts = _read_npz(path)
         where = [f"{path} (train)", f"{path} (test)"]
-    xtr, ytr = _check_pair(parts[0], parts[1], where[0])
-    xte, yte = _check_pair(parts[2], parts[3], where[1])
+    return checked_arrays(*parts, where=where, path=path)
+
+
+def _read_npz(path: Path) -> list[np.ndarray]:
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not a readable .npz file (expected a zip archive written by "
+                        "numpy.savez)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in NAMES if k not in z]
+            if missing:
+                raise DataError(f"{path} lacks {', '.join(missing)} (expected x_train, "
+                                "y_train, x_test, y_test)")
+            parts = [z[k] for k in NAMES]
+        bad = [k for k, v in zip(NAMES, parts) if not isinstance(v, np.ndarray)]
+        if bad:
+            raise DataError(f"{path}: {bad[0]} is not a numpy array (expected numpy.savez output)")
+    except DataError:
+        raise
+    except ValueError:
+        raise DataError(f"{path} holds object (pickled) arrays, which are not loaded; save "
+                        "plain numeric arrays")
+    except Exception as e:  # zipfile, EOF, pickle and format errors all mean "not an .npz"
+        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})")
+    return parts
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise DataError(f"{path.parent} has x_train.npy but no {path.name} (expected x_train, "
+                        "y_train, x_test and y_test .npy files)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError:
+        raise DataError(f"{path} holds an object (pickled) array, which is not loaded; save a "
+                        "plain numeric array")
+    except Exception as e:
+        raise DataError(f"{path} is not a readable .npy file ({type(e).__name__}: {e})")
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of a CSV: one example per row, the label in the column named 'label'
+    (when the first row is a header) or else the last column. Values that are all whole numbers
+    above 1 are read as 8-bit pixels; others must be in [0, 1]."""
+    if not path.exists():
+        raise DataError(f"{path.parent} has train.csv but no {path.name}")
+    try:
+        with path.open() as f:
+            first = f.readline().strip().split(",")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {path}: {e}")
+    try:
+        [float(v) for v in first]
+        header = None
+    except ValueError:
+        header = [h.strip().strip('"') for h in first]
+    try:
+        table = np.loadtxt(path, delimiter=",", skiprows=1 if header else 0, ndmin=2,
+                           dtype=np.float64)
+    except ValueError as e:
+        raise DataError(f"{path}: not a table of numbers ({e})")
+    col = header.index("label") if header and "label" in header else table.shape[1] - 1
+    if table.shape[1] < 2:
+        raise DataError(f"{path}: needs feature columns and a label column, found "
+                        f"{table.shape[1]} column")
+    x, y = np.delete(table, col, axis=1), table[:, col]
+    if np.all(x == np.round(x)) and x.max(initial=0) > 1:
+        x = x.astype(np.int64)
+    return x, y
+
+
+def checked_arrays(x_train, y_train, x_test, y_test, where=("train", "test"),
+                   path=None) -> tuple[np.ndarray, ...]:
+    """The four arrays checked (shapes, counts, integer labels, matching widths, pixel range) and
+    scaled to float32 in [0, 1]; every source of data, files or arrays, passes through here."""
+    xtr, ytr = _check_pair(np.asarray(x_train), np.asarray(y_train), where[0])
+    xte, yte = _check_pair(np.asarray(x_test), np.asarray(y_test), where[1])
     check_classes(ytr, where[0])
     if yte.max() > ytr.max():
         raise DataError(f"{where[1]}: test labels include class {int(yte.max())}, but training "
                         f"labels only go up to {int(ytr.max())}")
     if xtr.shape[1] != xte.shape[1]:
-        raise DataError(f"{path}: train images have {xtr.shape[1]} features, test images "
-                        f"{xte.shape[1]}; they must match")
+        raise DataError(f"{path or where[1]}: train images have {xtr.shape[1]} features, test "
+                        f"images {xte.shape[1]}; they must match")
     return _scale(xtr, where[0]), ytr, _scale(xte, where[1]), yte
 
 
@@ -264,6 +341,12 @@ def _torchvision_set(name: str) -> tuple[np.ndarray, ...]:
     return sets[0].astype(np.float32) / 255, sets[1], sets[2].astype(np.float32) / 255, sets[3]
 
 
+def validation_size(requested: Optional[int], n_train: int) -> int:
+    """Images held out for validation: as asked, else one sixth of the training set, at most 10,000
+    (MNIST's 60,000 give 10,000)."""
+    return requested if requested is not None else min(10000, n_train // 6)
+
+
 def read_arrays(cfg) -> tuple[tuple[np.ndarray, ...], str]:
     """The configured dataset's (x_train, y_train, x_test, y_test) as arrays, and its name."""
     if cfg.data:
@@ -271,26 +354,51 @@ def read_arrays(cfg) -> tuple[tuple[np.ndarray, ...], str]:
     return _torchvision_set(cfg.dataset), cfg.dataset
 
 
-def check_sizes(cfg, n_images: int, name: str) -> int:
-    """The training images left after the validation split (and --train-size); checked in the
+def check_sizes(val_size: Optional[int], train_size: Optional[int], n_images: int,
+                name: str) -> tuple[int, int]:
+    """(validation images, training images left after the split and --train-size); checked in the
     order the options apply, so the first one that does not fit is the one named."""
-    if cfg.val_size >= n_images:
-        raise OptionError("--val-size", f"{cfg.val_size:,} leaves no training images: {name} has "
+    n_val = validation_size(val_size, n_images)
+    if n_val >= n_images:
+        raise OptionError("--val-size", f"{n_val:,} leaves no training images: {name} has "
                           f"{n_images:,} training images")
-    left = n_images - cfg.val_size
-    if cfg.train_size is not None and cfg.train_size > left:
-        raise OptionError("--train-size", f"{cfg.train_size:,} exceeds the {left:,} training "
+    if n_val == 0:
+        raise OptionError("--val-size", f"{name} has {n_images:,} training images, too few to "
+                          "hold any out for validation (need at least 6, or --val-size)")
+    left = n_images - n_val
+    if train_size is not None and train_size > left:
+        raise OptionError("--train-size", f"{train_size:,} exceeds the {left:,} training "
                           f"images left after the validation split of {name}")
-    return left if cfg.train_size is None else cfg.train_size
+    return n_val, (left if train_size is None else train_size)
 
 
 def load(cfg, device: torch.device) -> Data:
     """Load the configured dataset, split off validation, take the training subset, move to device."""
     (xtr, ytr, xte, yte), name = read_arrays(cfg)
+    return split(xtr, ytr, xte, yte, name=name, val_size=cfg.val_size, train_size=cfg.train_size,
+                 seed=cfg.seed, device=device)
+
+
+def from_arrays(x_train, y_train, x_test, y_test, *, val_size: Optional[int] = None,
+                train_size: Optional[int] = None, seed: int = 0, device="cpu",
+                name: str = "arrays") -> Data:
+    """A `Data` from arrays or tensors (N x features..., labels 0..C-1), through the same checks,
+    scaling and seeded validation split as files."""
+    def host(a):
+        return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    xtr, ytr, xte, yte = checked_arrays(*(host(a) for a in (x_train, y_train, x_test, y_test)),
+                                        where=("x_train/y_train", "x_test/y_test"))
+    return split(xtr, ytr, xte, yte, name=name, val_size=val_size, train_size=train_size,
+                 seed=seed, device=torch.device(device))
+
+
+def split(xtr, ytr, xte, yte, *, name: str, val_size: Optional[int], train_size: Optional[int],
+          seed: int, device: torch.device) -> Data:
+    """The seeded validation split and training subset of checked arrays, as device tensors."""
     n_classes = int(max(ytr.max(), yte.max())) + 1
-    n_train = check_sizes(cfg, len(xtr), name)
-    perm = torch.randperm(len(xtr), generator=generator(cfg.seed, "split")).numpy()
-    val_idx, train_idx = perm[:cfg.val_size], perm[cfg.val_size:][:n_train]
+    n_val, n_train = check_sizes(val_size, train_size, len(xtr), name)
+    perm = torch.randperm(len(xtr), generator=generator(seed, "split")).numpy()
+    val_idx, train_idx = perm[:n_val], perm[n_val:][:n_train]
     side = int(round(xtr.shape[1] ** 0.5))
 
     def t(a, dtype=torch.float32):

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .config import ConfigError, field_types, from_dict, load_json, to_dict
+from .schema import not_one_of
 
 PROVENANCE_KEYS = ("provenance", "resumed")  # what a config.json holds beside the settings
 
@@ -37,10 +38,19 @@ class ListParam(click.ParamType):
             self.fail(str(e), param, ctx)
         for v in out:
             if self.choices and v not in self.choices:
-                self.fail(f"{v!r} is not one of {', '.join(self.choices)}", param, ctx)
+                self.fail(not_one_of(v, self.choices), param, ctx)
         if not out:
             self.fail("needs at least one value", param, ctx)
         return out
+
+
+class Choice(click.Choice):
+    """click.Choice whose error names the nearest choices instead of listing them all."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value not in self.choices:
+            self.fail(not_one_of(value, self.choices), param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def flag(name: str) -> str:
@@ -71,7 +81,7 @@ def options_from(cls, exclude: tuple[str, ...] = ()):
                 kw["type"] = click.Path(exists=True)
                 f = click.option(flag(fld.name), fld.name, **kw)(f)
             else:
-                kw["type"] = click.Choice(choices) if choices else {int: click.INT,
+                kw["type"] = Choice(choices) if choices else {int: click.INT,
                                                                     float: click.FLOAT}.get(tp, str)
                 f = click.option(flag(fld.name), fld.name, **kw)(f)
         return f
@@ -88,7 +98,8 @@ def config_option(cls):
             d = load_json(value)
             from_dict(cls, {k: v for k, v in d.items() if k not in PROVENANCE_KEYS})
         except ConfigError as e:
-            where = f"{value}: {e.name!r} " if e.name != "config" else ""
+            where = (f"{value}: " + (f"{e.name!r} " if repr(e.name) not in str(e) else "")
+                     if e.name != "config" else "")
             raise click.BadParameter(f"{where}{e}", ctx=ctx, param=param)
         ctx.default_map = {**(ctx.default_map or {}),
                            **{k: (",".join(map(str, v)) if isinstance(v, list) else v)

@@ -98,7 +98,7 @@ def markdown(rep: dict) -> str:
                                     sizes.get("classes", "classes")]))
         pe = cfg["pretrain_epochs"]
         L += [f"- **Data:** {cfg.get('data') or cfg['dataset']}; {n_train} training images "
-              f"(after a seeded {cfg['val_size']:,}-image validation split"
+              f"(after a seeded {sizes.get('val', cfg['val_size']):,}-image validation split"
               + (f", a seeded subset of {cfg['train_size']:,}" if cfg.get("train_size") else "")
               + f"); {sizes.get('test', '?'):,} test images."
               + (" Pretraining uses every training image, without labels; fine-tuning only the "

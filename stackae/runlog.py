@@ -243,7 +243,8 @@ class RunLog:
 
     def progress(self, line: str) -> None:
         if not self.quiet:
-            print(line, file=sys.stderr, flush=True)
+            from .progress import say  # a live bar when one is open (progress.py)
+            say(line)
 
     def close(self) -> None:
         try:

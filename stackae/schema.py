@@ -4,6 +4,7 @@ checks (`check`, `ConfigError`), and the JSON round trip that refuses unknown ke
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import typing
 from dataclasses import field
@@ -101,7 +102,8 @@ def from_dict(cls, d: dict, *, ignore: tuple[str, ...] = ()):
     types = field_types(cls)
     unknown = sorted(set(d) - set(types) - set(ignore))
     if unknown:
-        raise ConfigError(unknown[0], f"unknown setting {unknown[0]!r} (known: {', '.join(types)})")
+        raise ConfigError(unknown[0],
+                          f"unknown setting {unknown[0]!r}{did_you_mean(unknown[0], types)}")
     kwargs = {}
     for name, tp in types.items():
         if name in d:
@@ -110,8 +112,28 @@ def from_dict(cls, d: dict, *, ignore: tuple[str, ...] = ()):
             vals = kwargs[name] if isinstance(kwargs[name], tuple) else (kwargs[name],)
             for v in vals:
                 if choices and v not in choices:
-                    raise ConfigError(name, f"{v!r} is not one of {', '.join(choices)}")
+                    raise ConfigError(name, not_one_of(v, choices))
     return cls(**kwargs)
+
+
+def did_you_mean(word, known) -> str:
+    """'; did you mean 'a' or 'b'?' for the nearest known names, '' when none is near."""
+    near = difflib.get_close_matches(str(word), list(known), n=3, cutoff=0.6)
+    if not near and "_" not in str(word):  # a flag spelled with dashes
+        near = difflib.get_close_matches(str(word).replace("-", "_"), list(known), n=3, cutoff=0.6)
+    if not near:
+        return ""
+    names = [repr(n) for n in near]
+    return "; did you mean " + (", ".join(names[:-1]) + " or " if len(names) > 1 else "") \
+        + names[-1] + "?"
+
+
+def not_one_of(value, choices) -> str:
+    """One line for a value outside a fixed set: the nearest choices, else all when they are few."""
+    hint = did_you_mean(value, choices)
+    if hint or len(choices) > 12:
+        return f"{value!r} is not a known choice{hint}"
+    return f"{value!r} is not one of {', '.join(choices)}"
 
 
 def load_json(path: str | Path) -> dict:

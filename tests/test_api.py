@@ -1,0 +1,187 @@
+"""The public Python API (stackae.__all__), used only as a user would, on small data."""
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import stackae
+from conftest import invoke, make_idx_folder
+
+README = Path(__file__).parent.parent / "README.md"
+FAST = dict(layers=(16,), epochs=1, device="cpu", quiet=True)
+
+
+def small(n_train=300, n_test=100, classes=3, seed=0):
+    """Learnable synthetic images (one bright patch per class) as uint8 arrays."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in (n_train, n_test):
+        y = rng.integers(0, classes, n)
+        x = rng.integers(0, 60, (n, 8, 8)).astype(np.uint8)
+        for c in range(classes):
+            x[y == c, :4, 2 * c:2 * c + 3] = 250
+        out += [x, y]
+    return tuple(out)
+
+
+def test_import_is_cheap_and_every_public_name_resolves():
+    code = "import sys, stackae; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+    for name in stackae.__all__:
+        assert getattr(stackae, name) is not None
+
+
+def test_readme_python_api_runs_as_written(tmp_path, monkeypatch):
+    section = README.read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md (Python API)", "exec"), namespace)
+    assert isinstance(namespace["encoder"], torch.nn.Sequential)
+    assert namespace["codes"].shape == (5, 64)
+    assert 0 <= namespace["run"].test_error < 0.5
+    assert len(namespace["grid"].records) == 8 and (tmp_path / "my-stack.pt").exists()
+
+
+def test_stack_from_arrays_saves_loads_and_builds_modules(tmp_path):
+    data = small()
+    stack = stackae.pretrain_stack(data, out=tmp_path / "p", **{**FAST, "layers": (16, 8)})
+    assert stack.widths == [16, 8] and len(stack.metrics) == 2
+    assert stack.metrics[0]["layer"] == 1 and stack.metrics[0]["val_recon_loss"] > 0
+    assert stack.config.layers == (16, 8)
+    enc = stack.encoder
+    assert isinstance(enc, torch.nn.Sequential) and enc(torch.rand(4, 64)).shape == (4, 8)
+    clf = stack.classifier(n_classes=7)
+    assert clf(torch.rand(4, 64)).shape == (4, 7)
+    assert torch.equal(clf[0].weight, enc[0].weight)  # the pretrained layer, not a fresh one
+    stack.save(tmp_path / "copy.pt")
+    again = stackae.load_stack(tmp_path / "copy.pt")
+    assert torch.equal(again.encoder[2].weight, enc[2].weight)
+    assert stackae.load_stack(tmp_path / "p").path == tmp_path / "p" / "stack.pt"
+
+
+def test_finetune_from_stack_and_random_and_load_model(tmp_path):
+    data = small()
+    stack = stackae.pretrain_stack(data, out=tmp_path / "p", **FAST)
+    pre = stackae.finetune_classifier(stack, data, out=tmp_path / "f", epochs=2, labels=30,
+                                      device="cpu", quiet=True)
+    rand = stackae.finetune_classifier("random", data, like=stack, out=tmp_path / "r", epochs=1,
+                                       device="cpu", quiet=True)
+    assert pre.result["labels"] == 30 and rand.result["init"] == "random:default"
+    model = stackae.load_model(tmp_path / "f" / "model.pt")
+    assert isinstance(model, torch.nn.Sequential) and not model.training
+    x = torch.rand(5, 64)
+    assert torch.equal(model(x), pre.model(x))
+    # the same folder resumed is reported, not redone
+    assert stackae.finetune_classifier(stack, data, out=tmp_path / "f", resume=True,
+                                       quiet=True).test_error == pre.test_error
+
+
+def test_every_data_source_gives_the_same_data(tmp_path):
+    xtr, ytr, xte, yte = small(n_train=120, n_test=30)
+    np.savez(tmp_path / "d.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    (tmp_path / "npy").mkdir()
+    for name, a in zip(("x_train", "y_train", "x_test", "y_test"), (xtr, ytr, xte, yte)):
+        np.save(tmp_path / "npy" / f"{name}.npy", a)
+    (tmp_path / "csv").mkdir()  # train.csv with a header and its label first; test.csv bare, last
+    header = "label," + ",".join(f"p{i}" for i in range(64))
+    np.savetxt(tmp_path / "csv" / "train.csv", np.column_stack([ytr, xtr.reshape(120, -1)]),
+               fmt="%d", delimiter=",", header=header, comments="")
+    np.savetxt(tmp_path / "csv" / "test.csv", np.column_stack([xte.reshape(30, -1), yte]),
+               fmt="%d", delimiter=",")
+    sources = [(xtr, ytr, xte, yte), (torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte),
+                                      torch.tensor(yte)),
+               tmp_path / "d.npz", tmp_path / "npy", str(tmp_path / "csv")]
+    ref = stackae.load_data(sources[0], seed=3)
+    assert ref.val_x.shape == (20, 64) and ref.train_x.shape == (100, 64)  # one sixth held out
+    for source in sources[1:]:
+        d = stackae.load_data(source, seed=3)
+        assert torch.equal(d.train_x, ref.train_x) and torch.equal(d.val_y, ref.val_y)
+        assert torch.equal(d.test_x, ref.test_x) and d.n_classes == 3
+
+
+def test_bad_arrays_and_files_fail_in_one_line(tmp_path):
+    xtr, ytr, xte, yte = small(n_train=60, n_test=20)
+    cases = [((xtr, ytr[:-1], xte, yte), "60 images but 59 labels"),
+             ((xtr.astype(np.float32), ytr, xte, yte), "float pixels must be in"),
+             ((xtr, ytr, xte.reshape(20, -1)[:, :10], yte), "64 features, test images 10"),
+             ((xtr, ytr, xte), "must be (x_train, y_train, x_test, y_test)")]
+    for data, message in cases:
+        with pytest.raises(stackae.DataError, match=re.escape(message)):
+            stackae.load_data(data)
+    (tmp_path / "npy").mkdir()
+    np.save(tmp_path / "npy" / "x_train.npy", xtr)
+    with pytest.raises(stackae.DataError, match="no y_train.npy"):
+        stackae.load_data(tmp_path / "npy")
+    with pytest.raises(stackae.DataError, match="did you mean 'mnist'"):
+        stackae.load_data("mnsit")
+
+
+def test_small_data_set_runs_with_default_flags(tmp_path):
+    """About 1,500 images: no --val-size needed (250 are held out), the report says so."""
+    folder = make_idx_folder(tmp_path / "d", n_train=1500, n_test=300, gz=True)
+    r = invoke("pretrain", "--data", folder, "--layers", "16", "--epochs", "1", "--device", "cpu",
+               "--quiet", "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    r = invoke("finetune", "--data", folder, "--init", tmp_path / "p" / "stack.pt", "--epochs",
+               "2", "--device", "cpu", "--quiet", "--out", tmp_path / "f")
+    assert r.exit_code == 0 and "1250 labels" in r.output, r.output
+
+
+def test_ablation_fits_default_budgets_to_small_data(tmp_path, capsys):
+    data = small(n_train=600, n_test=60)
+    grid = stackae.run_ablation(data, out=tmp_path / "a", layers=(8,), seeds=(0,),
+                                pretrain_epochs=1, finetune_epochs=1, min_epoch_examples=0,
+                                device="cpu")
+    assert "label budgets 1000, 10000 dropped: the data have 500 training images" in \
+        capsys.readouterr().err
+    assert grid.config.labels == ("100", "all") and grid.finished
+    assert {r["budget"] for r in grid.records} == {"100", "all"}
+    assert "500 training images (after a seeded 100-image validation split" in \
+        (tmp_path / "a" / "REPORT.md").read_text()
+    assert stackae.load_ablation(tmp_path / "a").report["conditions"]
+    pd = pytest.importorskip("pandas")
+    frame = grid.dataframe()
+    assert isinstance(frame, pd.DataFrame) and len(frame) == 4
+    for labels, message in ((("1000",), "budget 1000 exceeds the 500 training images"),
+                            (("2", "all"), "budget 2 is below the 3 classes")):
+        with pytest.raises(stackae.ConfigError, match=message):
+            stackae.run_ablation(data, out=tmp_path / "b", labels=labels, device="cpu")
+        assert not (tmp_path / "b").exists()  # nothing written
+
+
+def test_unknown_settings_and_values_name_the_nearest(tmp_path):
+    with pytest.raises(stackae.ConfigError, match="unknown setting 'epoch'; did you mean 'epochs'"):
+        stackae.pretrain_stack(small(), epoch=3)
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"lerning_rate": 0.1}')
+    r = invoke("finetune", "--config", cfg)
+    assert r.exit_code == 2 and "unknown setting 'lerning_rate'" in r.output
+    assert "known:" not in r.output  # one short line, not every setting
+    r = invoke("pretrain", "--dataset", "fashion-mnst")
+    assert r.exit_code == 2 and "did you mean 'fashion-mnist'?" in r.output
+    r = invoke("ablate", "--inits", "denoising,randon")
+    assert r.exit_code == 2 and "did you mean 'random'?" in r.output
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_plain_lines_elsewhere_nothing_when_quiet():
+    from stackae.progress import Progress
+    term, pipe, quiet = Terminal(), io.StringIO(), Terminal()
+    for stream, q in ((term, False), (pipe, False), (quiet, True)):
+        with Progress(3, "epoch", q, stream=stream) as p:
+            for e in (1, 2, 3):
+                p.line(f"epoch {e}/3  loss 0.5")
+    assert pipe.getvalue() == "".join(f"epoch {e}/3  loss 0.5\n" for e in (1, 2, 3))
+    assert "3/3" in term.getvalue() and "epoch 3/3  loss 0.5" in term.getvalue()
+    assert quiet.getvalue() == ""
