@@ -342,7 +342,8 @@ def test_report_skips_results_lines_it_cannot_use(tmp_path):
 
 def test_on_50_images_the_ablation_names_the_validation_size(tmp_path, capsys, monkeypatch):
     data = npz(tmp_path / "d.npz", np.arange(50) % 2, n=50)
-    code, _, err = run_main(["ablate", "--data", data, "--out", tmp_path / "g"], capsys, monkeypatch)
+    code, _, err = run_main(["ablate", "--data", data, "--val-size", "10000", "--out",
+                             tmp_path / "g"], capsys, monkeypatch)
     one_line(code, err, 2, "'--val-size': 10,000 leaves no training images")
 
 
