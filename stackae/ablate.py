@@ -1,6 +1,6 @@
 """Running an ablation grid (grid.py): its cells' pretraining and fine-tuning, resumable, in shards.
 
-    stackae ablate                                # denoising vs random, 8 seeds, 100/1000/10000/all labels
+    stackae ablate                                # denoising vs xavier, 8 seeds, 100/1000/10000/all labels
     stackae ablate --preset full --out runs/ablate/full --shard 2/4
     stackae ablate --preset full --out runs/ablate/gpu --seed-batch 8   # at most 8 networks at once
 

@@ -182,7 +182,7 @@ def shard_param(ctx, param, value):
 
 @cli.command(epilog="""\b
 Examples:
-  stackae ablate                                   # denoising vs random, ~5 min on 2 CPU cores
+  stackae ablate                                   # denoising vs xavier, ~5 min on 2 CPU cores
   stackae ablate --inits denoising,rbm,random,xavier --seeds 0,1,2,3,4,5 --labels 100,all
   stackae ablate --preset full --out runs/ablate/full --dry-run
   stackae ablate --preset full --out runs/ablate/full --shard 2/4   # one of 4 machines
