@@ -43,21 +43,9 @@ DATASET_SIZES = {"mnist": (60000, 10000, 784, 10), "fashion-mnist": (60000, 1000
 
 def data_sizes(cfg: AblateConfig) -> dict:
     """Training/validation/test image counts, input width and classes, without loading a known
-    dataset (user files are read once to count them)."""
-    if cfg.data:
-        from .data import read_user_data
-        xtr, ytr, xte, yte = read_user_data(cfg.data)
-        total, n_test, width = len(xtr), len(xte), xtr.shape[1]
-        classes = int(max(ytr.max(), yte.max())) + 1
-    else:
-        total, n_test, width, classes = DATASET_SIZES[cfg.dataset]
-    from .data import validation_size
-    n_val = validation_size(cfg.val_size, total)
-    n_train = max(total - n_val, 0)
-    if cfg.train_size is not None:
-        n_train = min(n_train, cfg.train_size)
-    return {"train": n_train, "val": n_val, "test": n_test, "input_dim": width,
-            "classes": classes}
+    dataset (user files are read once to count them); sizes that do not fit are refused."""
+    from .checks import data_sizes as checked
+    return checked(cfg, (), known=DATASET_SIZES)
 
 
 def estimate(cfg: AblateConfig, cells: list[Cell], sizes: dict) -> dict:

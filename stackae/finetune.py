@@ -12,7 +12,6 @@ reports the test error at the epoch of best validation error, and the curves.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from .config import FinetuneConfig
 from .network import Stacked
+from . import train
 from .train import Streams, autocast, check_finite, make_optimizer
 
 # settings that may differ between networks trained together; every other one must agree
@@ -30,11 +30,7 @@ CURVES = ("train_loss", "train_error", "val_loss", "val_error", "test_error")
 
 
 def check_lockstep(cfgs: list[FinetuneConfig], idxs: list) -> None:
-    for f in dataclasses.fields(FinetuneConfig):
-        values = {str(getattr(c, f.name)) for c in cfgs}
-        if f.name not in PER_NETWORK and len(values) > 1:
-            raise ValueError(f"networks fine-tuned together must share {f.name}; "
-                             f"got {sorted(values)}")
+    train.check_lockstep(cfgs, PER_NETWORK, "networks fine-tuned")
     if len({len(i) for i in idxs}) > 1:
         raise ValueError("networks fine-tuned together must have as many labelled examples each")
 

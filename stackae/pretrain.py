@@ -11,7 +11,6 @@ run resumed with --resume reloads finished layers.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -22,14 +21,7 @@ from .checkpoint import layer_checkpoint, load_layer, save, stack_checkpoint
 from .config import PretrainConfig
 from .runlog import write_json
 from .seeding import seed_for
-from .train import Streams, autocast, check_finite, make_optimizer, stacked
-
-
-def check_lockstep(cfgs: list[PretrainConfig]) -> None:
-    for f in dataclasses.fields(PretrainConfig):
-        values = {str(getattr(c, f.name)) for c in cfgs}
-        if f.name != "seed" and len(values) > 1:
-            raise ValueError(f"stacks pretrained together must share {f.name}; got {sorted(values)}")
+from .train import Streams, autocast, check_finite, check_lockstep, make_optimizer, stacked
 
 
 @torch.no_grad()
@@ -157,7 +149,7 @@ def pretrain(cfgs: list[PretrainConfig], datas: list, outs: list[Path], logs: li
     """Train every layer in turn for every stack, freezing each, and write each stack's checkpoint
     into its folder. Finished layers found there (a resumed run) are loaded instead of retrained;
     a layer is trained only for the stacks that lack it."""
-    check_lockstep(cfgs)
+    check_lockstep(cfgs, ("seed",), "stacks pretrained")
     cfg, K = cfgs[0], len(cfgs)
     device = datas[0].train_x.device
     x = stacked([d.train_x for d in datas])

@@ -7,12 +7,22 @@ slice trained beside others equals the same network trained alone (K = 1).
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 from contextlib import nullcontext
 
 import torch
 
 from .runlog import Diverged  # noqa: F401  (raised here by check_finite)
 from .seeding import generator
+
+
+def check_lockstep(cfgs: list, may_differ: tuple, what: str) -> None:
+    """Networks trained in one loop share every setting but those in `may_differ`."""
+    for f in dataclasses.fields(cfgs[0]):
+        values = {str(getattr(c, f.name)) for c in cfgs}
+        if f.name not in may_differ and len(values) > 1:
+            raise ValueError(f"{what} together must share {f.name}; got {sorted(values)}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,9 +55,15 @@ class Streams:
     CPU generator gives them on every machine), `rand`/`randn` on the device."""
 
     def __init__(self, seeds, name: str, device: torch.device):
-        self.host = [generator(s, name) for s in seeds]
-        self.dev = [generator(s, f"{name}/device", device) for s in seeds]
-        self.device = device
+        self.seeds, self.name, self.device = list(seeds), name, device
+
+    @functools.cached_property
+    def host(self) -> list[torch.Generator]:  # made on first use: a stream uses one side or both
+        return [generator(s, self.name) for s in self.seeds]
+
+    @functools.cached_property
+    def dev(self) -> list[torch.Generator]:
+        return [generator(s, f"{self.name}/device", self.device) for s in self.seeds]
 
     def orders(self, n: int, repeats: int = 1) -> torch.Tensor:
         """(K, repeats * n): each slice's `repeats` permutations of range(n), end to end."""

@@ -1,12 +1,13 @@
 import gzip
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from stackae.cli import cli
+from stackae.cli import cli, main
 
 # A small slice of the real bundled MNIST keeps CLI runs to about a second each.
 SLICE = ["--train-size", "1000", "--val-size", "500", "--device", "cpu"]
@@ -24,6 +25,15 @@ def data_cache(tmp_path_factory):
         os.environ.pop("STACKAE_DATA", None)
     else:
         os.environ["STACKAE_DATA"] = old
+
+
+def run_main(args, capsys, monkeypatch):
+    """Run the CLI's main() as the console script does; returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["stackae", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    cap = capsys.readouterr()
+    return e.value.code, cap.out, cap.err
 
 
 def invoke(*args):

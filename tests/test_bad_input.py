@@ -9,16 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SLICE, invoke, make_idx_folder, write_idx
-from stackae.cli import main
-
-
-def run_main(args, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["stackae", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        main()
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
+from conftest import SLICE, invoke, make_idx_folder, run_main, write_idx
 
 
 class Evil:

@@ -15,21 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SLICE, invoke, make_idx_folder, write_idx
-from stackae.cli import main
+from conftest import SLICE, invoke, make_idx_folder, run_main, write_idx
 
 PY = [sys.executable, "-m", "stackae"]
 TINY_GRID = ["--layers", "16", "--train-size", "300", "--val-size", "200", "--device", "cpu",
              "--pretrain-epochs", "1", "--finetune-epochs", "2", "--min-epoch-examples", "300",
              "--labels", "20", "-q"]
-
-
-def run_main(args, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["stackae", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        main()
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
 
 
 def one_line(code, err, expect_code, *texts):
