@@ -66,6 +66,8 @@ def test_parse_shard():
     (["--seeds", "1,1"], "--seeds"),
     (["--pretrain-lr", "0"], "--pretrain-lr"),
     (["--finetune-lr", "0"], "--finetune-lr"),
+    (["--input-dropout", "1.5"], "--input-dropout"),
+    (["--max-norm", "-1"], "--max-norm"),
     (["--inits", "sparse", "--activation", "relu"], "--sparsity-penalty"),
 ])
 def test_bad_options_are_usage_errors_naming_the_option(args, option, tmp_path):
