@@ -1,6 +1,6 @@
 """stackae: greedy layer-wise autoencoder pretraining, compared honestly with random init.
 
-The Python API (stackae/api.py; the `stackae` commands call the same functions):
+The Python API (stackae/api.py; the `stackae` commands are a thin layer over these functions):
 
     stack = stackae.pretrain_stack(data, layers=(256, 128), epochs=2)   # -> Stack
     run = stackae.finetune_classifier(stack, data, labels=1000)         # -> Classifier
@@ -13,8 +13,9 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "pretrain_stack": "api", "finetune_classifier": "api", "run_ablation": "api",
-    "load_stack": "api", "load_model": "api", "load_ablation": "api", "load_data": "api",
-    "Stack": "api", "Classifier": "api", "Ablation": "api",
+    "plan_ablation": "api", "load_data": "api",
+    "load_stack": "artifacts", "load_model": "artifacts", "load_ablation": "artifacts",
+    "Stack": "artifacts", "Classifier": "artifacts", "Ablation": "artifacts",
     "Data": "data", "PretrainConfig": "config", "FinetuneConfig": "config",
     "AblateConfig": "config", "ConfigError": "schema", "DataError": "data",
     "CheckpointError": "checkpoint",

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_stack, read
-from .config import ACTIVATIONS, PretrainConfig, to_dict
+from .config import ACTIVATIONS, AblateConfig, PretrainConfig, to_dict
 from .data import OptionError, check_budget, check_sizes, read_arrays
 from .runlog import finished_layers
 
@@ -37,6 +37,21 @@ def data_sizes(cfg, budgets=(), known: dict | None = None) -> dict:
         check_budget(None if str(b).lower() == "all" else int(b), n_train, classes)
     return {"train": n_train, "val": n_val, "test": n_test, "input_dim": width,
             "classes": classes}
+
+
+def fitted_budgets(cfg: AblateConfig, sizes: dict, say=None) -> AblateConfig:
+    """The default label budgets (MNIST's) without those larger than a small data set, saying so;
+    budgets a user chose are checked as they are (data_sizes)."""
+    if cfg.labels != AblateConfig().labels:
+        return cfg
+    large = [b for b in cfg.labels if b != "all" and int(b) > sizes["train"]]
+    if not large:
+        return cfg
+    keep = tuple(b for b in cfg.labels if b not in large)
+    if say:
+        say(f"label budgets {', '.join(large)} dropped: the data have {sizes['train']:,} training "
+            f"images (budgets {', '.join(keep)} kept)")
+    return dataclasses.replace(cfg, labels=keep)
 
 
 def available_memory(device: torch.device) -> int | None:

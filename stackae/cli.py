@@ -15,10 +15,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import FinetuneConfig, PretrainConfig, to_dict
-from .config import AblateConfig
-from .options import (build_config, checked_folder, common_run_options, config_option,
-                      friendly_errors, options_from, resumed_config)
+from .config import AblateConfig, FinetuneConfig, PretrainConfig
+from .options import common_run_options, config_option, friendly_errors, options_from
 
 
 def out_default(kind: str) -> Path:
@@ -49,27 +47,17 @@ Examples:
 @friendly_errors
 def pretrain(ctx, out, resume, quiet, **kwargs):
     """Train a stack of autoencoders one layer at a time, freezing each."""
+    from .api import pretrain_stack
+    from .train import Diverged
     out = out or out_default("pretrain")
-    resuming = checked_folder(out, resume)
-    cfg = (resumed_config(PretrainConfig, kwargs, out, ctx) if resuming
-           else build_config(PretrainConfig, kwargs))
-    from . import checks, claims
-    from .data import load
-    from .runner import run_pretrain
-    from .train import Diverged, resolve_device
-    device = device_or_usage_error(cfg.device, resolve_device)
-    data = load(cfg, device)  # everything the run needs is checked before the folder exists
-    checks.check_memory(cfg.layers, data.input_dim, 0, len(data.train_x) + len(data.val_x), device)
-    if resuming:
-        checks.check_layers(out, cfg)
-    with claims.run_folder(out, to_dict(cfg), device, resuming):
-        try:
-            summary = run_pretrain(cfg, out, device, quiet=quiet, data=data)
-        except KeyboardInterrupt:
-            raise click.ClickException(f"interrupted; finished layers are kept in {out}. Continue "
-                                       f"with: {again('pretrain', out)}")
-        except Diverged as e:
-            raise click.ClickException(f"{e}{after_divergence(cfg, out)}")
+    try:
+        stack = pretrain_stack(out=out, resume=resume, quiet=quiet, **given(ctx, kwargs))
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; finished layers are kept in {out}. Continue "
+                                   f"with: {again('pretrain', out)}")
+    except Diverged as e:
+        raise click.ClickException(f"{e}{after_divergence(out)}")
+    summary = stack.summary
     for m in summary["layers"]:
         click.echo(f"layer {m['layer']} ({m['objective']}, {m['width']} units): val recon loss "
                    f"{m['val_recon_loss']:.4f}")
@@ -79,14 +67,23 @@ def pretrain(ctx, out, resume, quiet, **kwargs):
     click.echo(f"stack: {summary['stack']}  ({summary['seconds']:.1f}s)")
 
 
+def given(ctx, kwargs: dict) -> dict:
+    """The settings this command line names (flags, --config, --preset), not click's defaults:
+    they make a new run's config over the defaults, or must agree with a resumed run's."""
+    return {k: v for k, v in kwargs.items()
+            if ctx.get_parameter_source(k) not in (None, click.core.ParameterSource.DEFAULT)}
+
+
 def again(command: str, out: Path, *extra: str) -> str:
     """The shell command that continues a run (quoted, so a path with spaces survives)."""
     return shlex.join(["stackae", command, "--out", str(out), "--resume", *extra])
 
 
-def after_divergence(cfg, out: Path) -> str:
+def after_divergence(out: Path) -> str:
     """The resume that retries the diverged layer with a tenth of its learning rate."""
+    from .api import _saved
     from .checks import finished_count
+    cfg = _saved(PretrainConfig, out)
     n = len(cfg.layers)
     k = finished_count(out, n)
     if k >= n:
@@ -94,13 +91,6 @@ def after_divergence(cfg, out: Path) -> str:
     lrs = [cfg.per_layer("lr", j) for j in range(n)]
     lrs[k] /= 10
     return f". Continue with: {again('pretrain', out, '--lr', ','.join(f'{v:g}' for v in lrs))}"
-
-
-def device_or_usage_error(name, resolve):
-    try:
-        return resolve(name)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="'--device'")
 
 
 @cli.command(epilog="""\b
@@ -117,40 +107,18 @@ Examples:
 @friendly_errors
 def finetune(ctx, out, resume, quiet, **kwargs):
     """Fine-tune a classifier from a pretrained stack or from random init."""
+    from .api import finetune_classifier
     out = out or out_default("finetune")
-    resuming = checked_folder(out, resume)
-    cfg = (resumed_config(FinetuneConfig, kwargs, out, ctx) if resuming
-           else build_config(FinetuneConfig, kwargs))
-    if cfg.init != "random" and not Path(cfg.init).exists():
-        raise click.BadParameter(f"{cfg.init} does not exist (expected a stack.pt or 'random')",
-                                 param_hint="'--init'")
-    if resuming:
-        if (out / "result.json").exists():
-            click.echo(f"already finished: {out / 'result.json'}")
-            return
-    from . import checks, claims
-    from .data import check_budget, load
-    from .runner import run_finetune
-    from .train import resolve_device
-    device = device_or_usage_error(cfg.device, resolve_device)
-    data = load(cfg, device)  # everything the run needs is checked before the folder exists
-    check_budget(cfg.label_budget, len(data.train_x), data.n_classes)
-    for stack in (cfg.init, cfg.like):
-        if stack and stack != "random":
-            checks.check_stack(stack, data.input_dim)
-    if cfg.init == "random" and not cfg.like:
-        checks.check_memory(cfg.layers, data.input_dim, data.n_classes, 0, device)
-    with claims.run_folder(out, to_dict(cfg), device, resuming):
-        try:
-            result = run_finetune(cfg, out, device, quiet=quiet, data=data)
-        except KeyboardInterrupt:
-            raise click.ClickException(f"interrupted; continue (it redoes this fine-tune) with: "
-                                       f"{again('finetune', out)}")
+    try:
+        run = finetune_classifier(out=out, resume=resume, quiet=quiet, **given(ctx, kwargs))
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; continue (it redoes this fine-tune) with: "
+                                   f"{again('finetune', out)}")
+    result = run.result
     click.echo(f"test error {100 * result['test_error']:.2f}% at best validation epoch "
                f"{result['best_epoch']} ({result['init']}, {result['labels']} labels, "
                f"{result['seconds']:.1f}s)")
     click.echo(f"result: {out / 'result.json'}")
-
 
 
 def preset_option(f):
@@ -216,80 +184,67 @@ Examples:
 def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slurm_partition,
            slurm_time, slurm_gpus, slurm_cpus, wait, **kwargs):
     """Compare initializations over seeds and label budgets, paired by seed, then report."""
+    from . import api
     out = out or out_default("ablate")
-    if executor == "slurm" and importlib.util.find_spec("submitit") is None:
+    settings = given(ctx, kwargs)
+    if dry_run:
+        click.echo("\n".join(api.plan_ablation(out=out, resume=resume, shard=shard, **settings)))
+        return
+    if executor == "slurm":
+        submit_to_slurm(out, resume, shard, quiet, settings, jobs, slurm_partition, slurm_time,
+                        slurm_gpus, slurm_cpus, wait)
+        return
+    try:
+        grid = api.run_ablation(out=out, resume=resume, shard=shard, quiet=quiet, **settings)
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; finished cells are kept in {out}. "
+                                   f"Continue with: {again('ablate', out)}")
+    finished_or_waiting(grid)
+
+
+def submit_to_slurm(out, resume, shard, quiet, settings, jobs, partition, time_min, gpus, cpus,
+                    wait) -> None:
+    """The grid's cells as a SLURM job array (through submitit); with `wait`, then the report."""
+    if importlib.util.find_spec("submitit") is None:
         raise click.BadParameter("slurm needs submitit, which is not installed: "
                                  "pip install 'stackae[slurm]'", param_hint="'--executor'")
-    # a shard joins a grid that other shards may have started, with the same settings
-    resuming = checked_folder(out, resume or shard is not None) and resume
-    cfg = (resumed_config(AblateConfig, kwargs, out, ctx) if resuming
-           else build_config(AblateConfig, kwargs))
-    from . import ablate as A
-    from . import checks, claims
-    from .grid import expand, shard as shard_of
-    from .runlog import write_json
-    from .train import resolve_device
-    local = executor == "local"
-    # SLURM jobs pick their device on their node; the submitting machine may have no GPU
-    device = device_or_usage_error(cfg.device, resolve_device) if local else cfg.device
-    # a local run loads its data here, so that data it cannot use stop it before the folder exists
-    known = A.DATASET_SIZES if dry_run or not local else None
-    if cfg.labels == AblateConfig().labels and not resuming:  # MNIST's budgets on small data
-        from .api import fitted_budgets
-        cfg = fitted_budgets(cfg, checks.data_sizes(cfg, (), known=known),
-                             None if quiet else A.stderr_say)
-    sizes = checks.data_sizes(cfg, cfg.labels, known=known)
-    if local:
-        checks.check_memory(cfg.layers, sizes["input_dim"], sizes["classes"],
-                            sizes["train"] + sizes["val"], device)
-    cells = expand(cfg)
-    mine = shard_of(cells, *shard) if shard else cells
-    if dry_run:
-        click.echo("\n".join(A.describe_plan(cfg, out, cells, mine, sizes)))
+    from .api import _grid, _start
+    from .artifacts import Ablation
+    from .slurm import default_jobs, submit
+    g = _grid(None, None, settings, out, resume, shard, quiet, local=False)
+    _start(g)
+    submitted = submit(g.out, g.mine, jobs or default_jobs(g.mine), partition=partition,
+                       time_min=time_min, gpus=gpus, cpus=cpus)
+    click.echo(f"submitted {len(submitted)} jobs ({', '.join(j.job_id for j in submitted)}); "
+               f"logs in {g.out / 'slurm'}")
+    if not wait:
+        click.echo(f"when they finish: stackae report {g.out}")
         return
-    if out.exists():
-        checks.check_grid_stacks(out, cfg, mine)
-    claims.join_grid(out, to_dict(cfg), device, resume,
-                     lambda: write_json(out / "grid.json", A.plan(cfg, out, cells, sizes)))
-    say = (lambda line: None) if quiet else A.stderr_say
-    if executor == "slurm":
-        from .slurm import default_jobs, submit
-        submitted = submit(out, mine, jobs or default_jobs(mine), partition=slurm_partition,
-                           time_min=slurm_time, gpus=slurm_gpus, cpus=slurm_cpus)
-        click.echo(f"submitted {len(submitted)} jobs ({', '.join(j.job_id for j in submitted)}); "
-                   f"logs in {out / 'slurm'}")
-        if not wait:
-            click.echo(f"when they finish: stackae report {out}")
-            return
-        for j in submitted:
-            try:
-                j.result()
-            except Exception as e:  # submitit re-raises the job's failure with its log's tail
-                raise click.ClickException(f"job {j.job_id} failed ({type(e).__name__}); see "
-                                           f"{out / 'slurm'}")
-    else:
-        with claims.cells_to_run(out, mine) as (free, busy):
-            if busy:
-                click.echo(f"{len(busy)} of this run's cells are being run by another process; "
-                           f"they are left to it", err=True)
-            try:
-                counts = A.run_cells(cfg, out, free, device, say)
-            except KeyboardInterrupt:
-                raise click.ClickException(f"interrupted; finished cells are kept in {out}. "
-                                           f"Continue with: {again('ablate', out)}")
-        if counts["skipped"]:
-            say(f"{counts['skipped']} cells were already finished")
-    left = [c.id for c in cells if not A.finished(out, c)]
-    if left:
-        click.echo(f"{len(cells) - len(left)} of {len(cells)} cells finished; when the other shards "
-                   f"finish: stackae report {out}")
+    for j in submitted:
+        try:
+            j.result()
+        except Exception as e:  # submitit re-raises the job's failure with its log's tail
+            raise click.ClickException(f"job {j.job_id} failed ({type(e).__name__}); see "
+                                       f"{g.out / 'slurm'}")
+    grid = Ablation(g.out)
+    if grid.finished:
+        grid.write_report()
+    finished_or_waiting(grid)
+
+
+def finished_or_waiting(grid) -> None:
+    """The report's summary, or how many cells other shards still have to finish."""
+    if not grid.finished:
+        done, total = len(grid.records), len(grid.cells)
+        click.echo(f"{done} of {total} cells finished; when the other shards finish: "
+                   f"stackae report {grid.folder}")
         return
-    echo_report(out)
+    echo_report(grid.folder, grid.report)
 
 
 def echo_report(folder: Path, rep: dict | None = None) -> None:
     """The report's summary on stdout (writing the report first unless `rep` is given)."""
-    from .api import load_ablation
+    from .artifacts import load_ablation
     rep = rep or load_ablation(folder).write_report()
     for c in rep["conditions"]:
         depth = f" depth {c['depth']}" if len(rep["depths"]) > 1 else ""

@@ -1,8 +1,8 @@
 """click options generated from the config dataclasses, and the checks every run command shares.
 
 One option per config field (type, default and help from the field), `--config FILE` read eagerly
-into click's default_map so explicit flags still win, and the resume rule: on `--resume` the run
-folder's config.json rules and flags given now must agree with it.
+into click's default_map so explicit flags still win, and the one-line errors every command
+shares. What a run does with its settings (checks, folders, resuming) is the API's (api.py).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .config import ConfigError, field_types, from_dict, load_json, to_dict
+from .config import ConfigError, field_types, from_dict, load_json
 from .schema import not_one_of
 
 PROVENANCE_KEYS = ("provenance", "resumed")  # what a config.json holds beside the settings
@@ -110,14 +110,6 @@ def config_option(cls):
                         help="JSON file of settings (e.g. a run's config.json); flags override it.")
 
 
-def build_config(cls, kwargs: dict):
-    """The frozen config from parsed options; a bad value is a usage error naming the option."""
-    try:
-        return from_dict(cls, {k: v for k, v in kwargs.items() if k in field_types(cls)})
-    except ConfigError as e:
-        raise click.BadParameter(str(e), param_hint=f"'{flag(e.name)}'")
-
-
 def friendly_errors(f):
     """Known failures become one line: an option that does not fit the data or the folder is a
     usage error (exit 2, naming it); bad data, a bad checkpoint or a run problem exit 1."""
@@ -129,6 +121,8 @@ def friendly_errors(f):
         from .runlog import RunError
         try:
             return f(*args, **kwargs)
+        except ConfigError as e:  # a setting's value: a usage error naming its option
+            raise click.BadParameter(str(e), param_hint=f"'{flag(e.name)}'")
         except (DataError, CheckpointError, RunError) as e:
             if getattr(e, "option", None):
                 raise click.BadParameter(str(e), param_hint=f"'{e.option}'")
@@ -150,70 +144,3 @@ def common_run_options(f):
     f = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Run folder to create [default: runs/<command>/<date-time>].")(f)
     return f
-
-
-def checked_folder(out: Path, resume: bool) -> bool:
-    """True when resuming; an --out that exists without --resume is a usage error."""
-    from .runlog import RunError, prepare_folder
-    try:
-        return prepare_folder(out, resume)
-    except RunError as e:
-        raise click.BadParameter(str(e), param_hint="'--out'")
-
-
-COMMANDS = {"pretrain": "PretrainConfig", "finetune": "FinetuneConfig", "ablate": "AblateConfig"}
-
-
-def saved_config(cls, out: Path):
-    """The settings in a run folder's config.json; a folder of another command is a usage error,
-    a damaged config.json a runtime one."""
-    from . import config as C
-    from .runlog import RunError
-    path = out / "config.json"
-    try:
-        settings = {k: v for k, v in load_json(path).items() if k not in PROVENANCE_KEYS}
-    except ConfigError as e:
-        raise RunError(f"cannot resume: {e}")
-    try:
-        return from_dict(cls, settings)
-    except ConfigError as e:
-        for command, name in COMMANDS.items():
-            if name != cls.__name__ and parses(getattr(C, name), settings):
-                raise click.BadParameter(f"{out} holds a `stackae {command}` run; resume it with "
-                                         f"stackae {command} --out {out} --resume",
-                                         param_hint="'--out'")
-        raise RunError(f"cannot resume: {path} is damaged ({e})")
-
-
-def parses(cls, settings: dict) -> bool:
-    try:
-        from_dict(cls, settings)
-    except ConfigError:
-        return False
-    return True
-
-
-def resumed_config(cls, kwargs: dict, out: Path, ctx):
-    """On --resume, the folder's config rules and flags given now must agree with it, except that
-    a pretraining may change per-layer settings of the layers it has not finished. The flags are
-    checked against the folder's settings, not the defaults (--lr 0.01,0.001 fits a 2-layer run)."""
-    from .checks import finished_count, refused_change, shown
-    from .config import PretrainConfig
-    saved = saved_config(cls, out)
-    finished = finished_count(out, len(saved.layers)) if cls is PretrainConfig else 0
-    changes = {}
-    for name in field_types(cls):
-        src = ctx.get_parameter_source(name)
-        if src in (click.core.ParameterSource.DEFAULT, None) or kwargs[name] == getattr(saved,
-                                                                                        name):
-            continue
-        why = (refused_change(saved, name, kwargs[name], finished) if cls is PretrainConfig
-               else f"differs from the run being resumed ({shown(to_list(getattr(saved, name)))})")
-        if why:
-            raise click.BadParameter(f"{why} in {out / 'config.json'}", param_hint=f"'{flag(name)}'")
-        changes[name] = kwargs[name]
-    return build_config(cls, {**to_dict(saved), **changes})
-
-
-def to_list(v):
-    return list(v) if isinstance(v, tuple) else v

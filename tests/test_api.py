@@ -149,9 +149,9 @@ def test_ablation_fits_default_budgets_to_small_data(tmp_path, capsys):
     pd = pytest.importorskip("pandas")
     frame = grid.dataframe()
     assert isinstance(frame, pd.DataFrame) and len(frame) == 4
-    for labels, message in ((("1000",), "budget 1000 exceeds the 500 training images"),
-                            (("2", "all"), "budget 2 is below the 3 classes")):
-        with pytest.raises(stackae.ConfigError, match=message):
+    for labels, message in ((("1000",), "1000 exceeds the 500 training images"),
+                            (("2", "all"), "2 is smaller than the 3 classes")):
+        with pytest.raises(stackae.DataError, match=message):
             stackae.run_ablation(data, out=tmp_path / "b", labels=labels, device="cpu")
         assert not (tmp_path / "b").exists()  # nothing written
 

@@ -5,6 +5,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 import stackae
 from stackae.options import options_from
 
@@ -70,3 +72,32 @@ def test_a_new_pretraining_setting_reaches_the_pretraining_runs():
     cfg = config_with_extra_line(anchor, '    warmup: int = opt(0, "Pretraining warm-up steps.")\n')
     grid = cfg.AblateConfig(warmup=5)
     assert grid.pretrain_config("denoising", 0, 2).warmup == 5
+
+
+@pytest.mark.parametrize("command,function", [("pretrain", "pretrain_stack"),
+                                              ("finetune", "finetune_classifier"),
+                                              ("ablate", "run_ablation"),
+                                              ("ablate --dry-run", "plan_ablation")])
+def test_each_command_is_a_call_of_the_api(command, function, tmp_path, monkeypatch):
+    """The command line parses and prints; the run itself is the API function, given exactly
+    the settings the command line names (flags and --config), not click's defaults."""
+    import stackae.api
+    from click.testing import CliRunner
+    from stackae.cli import cli
+    calls = []
+
+    class Called(Exception):
+        pass
+
+    def record(*args, **kwargs):
+        calls.append(kwargs)
+        raise Called
+    monkeypatch.setattr(stackae.api, function, record)
+    config = tmp_path / "c.json"
+    config.write_text('{"val_size": 300}')
+    r = CliRunner().invoke(cli, [*command.split(), "--config", str(config), "--train-size", "500",
+                                 "--out", str(tmp_path / "r")])
+    assert isinstance(r.exception, Called) and len(calls) == 1
+    settings = {k: v for k, v in calls[0].items() if k not in ("out", "resume", "quiet", "shard")}
+    assert settings == {"val_size": 300, "train_size": 500}
+    assert calls[0]["out"] == tmp_path / "r"
