@@ -173,13 +173,14 @@ def recorded_ids(out: Path) -> set[str]:
     return ids
 
 
-def record(cell: Cell, result: dict) -> dict:
-    """The results.jsonl line of a finished cell (everything the report's tables need)."""
+def record(cell: Cell, result: dict, folder: str | None = None) -> dict:
+    """The results.jsonl line of a finished cell (everything the report's tables need); `folder`
+    is the cell's folder relative to the results file (default runs/finetune/<id>)."""
     keys = ("labels", "test_error", "best_val_error", "best_epoch", "epochs_run", "seconds")
     return {"id": cell.id, "init": cell.init,
             "kind": "pretrained" if cell.pretrain else "random", "depth": cell.depth,
             "budget": cell.budget, "seed": cell.seed, **{k: result[k] for k in keys},
-            "pretrain": cell.pretrain, "folder": f"runs/finetune/{cell.id}"}
+            "pretrain": cell.pretrain, "folder": folder or f"runs/finetune/{cell.id}"}
 
 
 @contextmanager
@@ -264,26 +265,33 @@ def finetune_groups(cfg: AblateConfig, cells: list[Cell], cap: int) -> list[list
     return list(groups.values())
 
 
-def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None) -> dict:
+def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
+              trial: Path | None = None) -> dict:
     """Run the cells not yet finished. Cells that share a depth, label budget and architecture
     train together (every arm and seed at once, up to the batch cap); each still gets its own
     folder, result.json and results line, the same however it was batched. A cell folder without
-    result.json (a killed run) is deleted and redone."""
+    result.json (a killed run) is deleted and redone. A tuning `trial` folder holds the cells'
+    folders and results.jsonl instead of `out`; their stacks are still `out`'s."""
     from .data import label_subset, load
     from .runner import run_finetunes
     say = say or (lambda line: None)
     out = Path(out)
-    have_line = recorded_ids(out)
+    place = trial or out / "runs" / "finetune"  # the cells' folders
+    lines = (trial or out) / "results.jsonl"
+
+    def where(cell):
+        return (place / cell.id).relative_to(lines.parent).as_posix()
+    have_line = recorded_ids(lines.parent)
     counts = {"ran": 0, "skipped": 0}
     position = {c.id: k for k, c in enumerate(cells, 1)}
     todo = []
     for cell in cells:
-        folder = out / "runs" / "finetune" / cell.id
+        folder = place / cell.id
         if (folder / "result.json").exists():
             counts["skipped"] += 1
             if cell.id not in have_line:  # killed between result.json and its line
-                append_result(out / "results.jsonl",
-                              record(cell, json.loads((folder / "result.json").read_text())))
+                append_result(lines, record(cell, json.loads((folder / "result.json")
+                                                               .read_text()), where(cell)))
         else:
             todo.append(cell)
     cap = batch_cap(cfg, device)
@@ -309,7 +317,7 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None)
             subsets = {k: v for k, v in subsets.items() if k[0] in seeds}
         ensure_stacks(cfg, out, whole, data, device, say, cap)
         for group in chunks(whole, cap):
-            folders = [out / "runs" / "finetune" / c.id for c in group]
+            folders = [place / c.id for c in group]
             for folder in folders:
                 if folder.exists():
                     shutil.rmtree(folder)
@@ -323,10 +331,12 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None)
                                              for c in group],
                                     labelled=[subset(c.seed, c.budget) for c in group])
             for cell, result in zip(group, results):
-                append_result(out / "results.jsonl", record(cell, result))
+                append_result(lines, record(cell, result, where(cell)))
                 counts["ran"] += 1
-                say(f"[{position[cell.id]}/{len(cells)}] {cell.id}: test error "
-                    f"{100 * result['test_error']:.2f}% ({result['seconds']:.1f}s"
+                err = ("test error", result["test_error"]) if result["test_error"] is not None \
+                    else ("validation error", result["best_val_error"])
+                say(f"[{position[cell.id]}/{len(cells)}] {cell.id}: {err[0]} "
+                    f"{100 * err[1]:.2f}% ({result['seconds']:.1f}s"
                     + (f", {len(group)} networks together)" if len(group) > 1 else ")"))
     return counts
 

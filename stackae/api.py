@@ -20,6 +20,7 @@ pretraining may change per-layer settings of the layers it has not finished.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import shutil
 import tempfile
 import time
@@ -37,7 +38,8 @@ from .progress import Progress, say
 from .runlog import RunError
 from .schema import coerce, did_you_mean
 
-__all__ = ["pretrain_stack", "finetune_classifier", "run_ablation", "plan_ablation", "load_data",
+__all__ = ["pretrain_stack", "finetune_classifier", "run_ablation", "plan_ablation", "run_tuning",
+           "load_data",
            "load_stack", "load_model", "load_ablation", "Stack", "Classifier", "Ablation"]
 
 ARRAYS = "(arrays in memory)"  # what config.json says when the data came as arrays
@@ -380,6 +382,63 @@ def run_ablation(data=None, config=None, *, out=None, resume: bool = False, shar
                 bar.line(line)
                 bar.update(sum(A.finished(g.out, c) for c in todo))
             A.run_cells(g.cfg, g.out, free, g.device, progress)
+    ablation = Ablation(g.out)
+    if ablation.finished:
+        ablation.write_report()
+    return ablation
+
+
+def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials: int | None = None,
+               space=None, tune_seeds=None, quiet: bool = False, **settings) -> Ablation:
+    """Tune every arm on the same budget, then run the grid with each arm's choice (stackae tune).
+
+    For each arm and label budget, `trials` (default 20) settings drawn from `space` (a dict, a
+    JSON file or JSON text; default the fine-tuning learning rate from a tenth to ten times the
+    grid's) are fine-tuned on `tune_seeds` (default the grid's first two seeds) and judged on
+    validation error only; the best then runs over every seed as a paired ablation whose report
+    states the space, the budget and each choice. `resume=True` continues where it stopped, to
+    the same choices. `data` and `settings` as for `run_ablation`."""
+    import json as _json
+
+    from . import tune as T
+    from .runlog import write_json
+    g = _grid(data, config, settings, out, resume, None, quiet)
+    path = g.out / "tune.json"
+    saved = _json.loads(path.read_text()) if g.resuming and path.exists() else {}
+    if isinstance(space, (str, Path)):
+        space = T.read_space(space)
+    asked = {"space": space, "trials": trials,
+             "tune_seeds": None if tune_seeds is None else [int(s) for s in tune_seeds]}
+    for name, value in asked.items():
+        if saved and value is not None and value != saved[name]:
+            raise ConfigError(name, f"{_json.dumps(value)} differs from the tuning being resumed "
+                                    f"({_json.dumps(saved[name])} in {path})")
+    trials = saved.get("trials") or trials or 20
+    seeds = tuple(saved.get("tune_seeds") or asked["tune_seeds"] or g.cfg.seeds[:2])
+    space = saved.get("space") or space or T.default_space(g.cfg)
+    if trials < 1:
+        raise ConfigError("trials", f"must be at least 1, got {trials}")
+    T.distributions(space, g.cfg)  # checked before the folder exists
+    _start(g)
+    if not path.exists():
+        from .ablate import command
+        write_json(path, {**T.tune_setup(space, trials, seeds),
+                          "command": "stackae tune " + command(g.cfg, g.out).split(" ", 2)[2]
+                          + f" --trials {trials} --space {shlex.quote(_json.dumps(space))}"
+                          + f" --tune-seeds {','.join(map(str, seeds))}"})
+    n = len(g.cfg.inits) * len(g.cfg.labels)
+    with claims.locked(g.out / "tune", "tuning in"), \
+            Progress(n * trials + len(g.cells), "run", quiet) as bar:
+        done = [0]
+
+        def progress(line):
+            bar.line(line)
+            done[0] += 1
+            bar.update(done[0])
+        choices = T.tune(g.cfg, g.out, space, trials, seeds, g.device, progress)
+        write_json(path, {**_json.loads(path.read_text()), "choices": choices})
+        with claims.cells_to_run(g.out, g.cells) as (free, busy):
+            T.final(g.cfg, g.out, free, choices, g.device, bar.line)
     ablation = Ablation(g.out)
     if ablation.finished:
         ablation.write_report()

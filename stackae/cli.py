@@ -115,9 +115,10 @@ def finetune(ctx, out, resume, quiet, **kwargs):
         raise click.ClickException(f"interrupted; continue (it redoes this fine-tune) with: "
                                    f"{again('finetune', out)}")
     result = run.result
-    click.echo(f"test error {100 * result['test_error']:.2f}% at best validation epoch "
-               f"{result['best_epoch']} ({result['init']}, {result['labels']} labels, "
-               f"{result['seconds']:.1f}s)")
+    error = (f"test error {100 * result['test_error']:.2f}%" if result["test_error"] is not None
+             else f"validation error {100 * result['best_val_error']:.2f}% (test not read)")
+    click.echo(f"{error} at best validation epoch {result['best_epoch']} ({result['init']}, "
+               f"{result['labels']} labels, {result['seconds']:.1f}s)")
     click.echo(f"result: {out / 'result.json'}")
 
 
@@ -199,6 +200,54 @@ def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slur
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; finished cells are kept in {out}. "
                                    f"Continue with: {again('ablate', out)}")
+    finished_or_waiting(grid)
+
+
+@cli.command(epilog="""\b
+Examples:
+  stackae tune --trials 20 --out runs/tune/demo      # the fine-tuning lr, every arm and budget
+  stackae tune --space '{"finetune_lr": {"low": 0.01, "high": 1, "log": true}, "dropout": [0, 0.2, 0.5]}'
+  stackae tune --preset full --space space.json --tune-seeds 0,1,2 --out runs/tune/full
+  stackae tune --out runs/tune/demo --resume          # after an interruption
+""")
+@config_option(AblateConfig)
+@preset_option
+@options_from(AblateConfig)
+@common_run_options
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Trials per arm and label budget, the same for every arm [default: 20].")
+@click.option("--space", metavar="JSON|FILE", default=None,
+              help="Search space: fine-tuning settings, each a range {\"low\": a, \"high\": b} "
+                   "(\"log\": true, \"step\": s optional) or a list of values [default: "
+                   "finetune_lr from a tenth to ten times --finetune-lr, log scale].")
+@click.option("--tune-seeds", default=None, metavar="INT,...",
+              help="Seeds each trial fine-tunes, judged on their mean validation error "
+                   "[default: the first two of --seeds].")
+@click.pass_context
+@friendly_errors
+def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, **kwargs):
+    """Tune every arm on the same budget (validation error only), then compare the choices.
+
+    For each arm and label budget, --trials settings from --space (Optuna's TPE) fine-tune the
+    tuning seeds without reading the test set; the best of each then runs over every seed and
+    budget as a paired ablation, whose report states the space, the budget and each choice.
+    Pretraining settings are not tuned: the stacks are pretrained once and shared.
+    """
+    from . import api
+    if importlib.util.find_spec("optuna") is None:
+        raise click.ClickException("stackae tune needs optuna, which is not installed: "
+                                   "pip install 'stackae[tune]'")
+    seeds = None
+    if tune_seeds is not None:
+        from .schema import coerce
+        seeds = coerce("tune_seeds", tuple[int, ...], tune_seeds)
+    out = out or out_default("tune")
+    try:
+        grid = api.run_tuning(out=out, resume=resume, quiet=quiet, trials=trials, space=space,
+                              tune_seeds=seeds, **given(ctx, kwargs))
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; finished trials and cells are kept in {out}. "
+                                   f"Continue with: {again('tune', out)}")
     finished_or_waiting(grid)
 
 

@@ -160,6 +160,9 @@ class FinetuneConfig(DataConfig):
     freeze_encoder: bool = opt(False, "Train only the head (a linear probe of the encoder).")
     precision: str = opt("float32", "Compute precision: bfloat16 autocasts matmuls.",
                          choices=("float32", "bfloat16"))
+    read_test: bool = opt(True, "Measure test error (each epoch; the result is that of the best "
+                          "validation epoch). stackae tune turns it off for its trials, so no "
+                          "choice ever sees the test set.")
 
     def __post_init__(self):
         super().__post_init__()

@@ -4,7 +4,8 @@ selection on its own validation error.
     stackae finetune --init runs/pretrain/demo/stack.pt --out runs/finetune/demo-pre
     stackae finetune --init random --like runs/pretrain/demo/stack.pt --out runs/finetune/demo-rand
 
-A single run is K = 1; `stackae ablate` trains every arm and seed of a label budget together. The
+With read_test off (stackae tune's trials) the test set is never evaluated and test_error is
+None. A single run is K = 1; `stackae ablate` trains every arm and seed of a label budget together. The
 K networks share their settings (all but seed and init) and shape, and nothing else: each has its
 own data split, labelled subset, batch order, dropout masks, model selection and early stopping,
 so a network trained beside others ends as it would alone (tests/test_stacked.py). result.json
@@ -175,20 +176,25 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
             f"fine-tuning diverged: seed {cfgs[running[j]].seed} ({inits[running[j]]}), epoch "
             f"{epoch} has a non-finite loss; try a smaller --lr (now {cfg.lr:g})"))
         val_loss, val_error = evaluate(net, val_x, val_y, on_val, amp)
-        _, test_error = evaluate(net, test_x, test_y, on_test, amp)
+        test_error = (evaluate(net, test_x, test_y, on_test, amp)[1] if cfg.read_test
+                      else torch.full_like(val_error, math.nan))
         stats = torch.stack([total_loss / seen, wrong / seen, val_loss, val_error, test_error])
         stats = stats.tolist()  # one host sync per epoch
+        if not cfg.read_test:
+            stats[CURVES.index("test_error")] = [None] * K
         dt = time.perf_counter() - t0
         improved = torch.zeros(K, dtype=torch.bool)
         for k in running:
             values = {c: stats[j][k] for j, c in enumerate(CURVES)}
             improved[k] = sel[k].update(epoch, values)
-            logs[k].scalars(epoch, {**{f"finetune/{c}": v for c, v in values.items()},
+            logs[k].scalars(epoch, {**{f"finetune/{c}": v for c, v in values.items()
+                                       if v is not None},
                                     "finetune/epoch_seconds": dt,
                                     "finetune/lr": opt.param_groups[0]["lr"]}, stage="finetune")
+            test = (f"test err {values['test_error']:.4f}  " if cfg.read_test else "")
             logs[k].progress(f"epoch {epoch}/{cfg.epochs}  loss {values['train_loss']:.4f}  train "
                              f"err {values['train_error']:.4f}  val err {values['val_error']:.4f}  "
-                             f"test err {values['test_error']:.4f}  {dt:.1f}s")
+                             f"{test}{dt:.1f}s")
             if sel[k].stopped:
                 logs[k].progress(f"early stop: no better validation error for {cfg.patience} "
                                  "epochs")
@@ -199,8 +205,9 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
                     q.copy_(torch.where(keep.view(-1, *[1] * (p.dim() - 1)), p, q))
     if cfg.epochs == 0:  # the initial networks are the results
         _, val_error = evaluate(net, val_x, val_y, on_val, amp)
-        _, test_error = evaluate(net, test_x, test_y, on_test, amp)
-        for s, v, t in zip(sel, val_error.tolist(), test_error.tolist()):
+        test_error = (evaluate(net, test_x, test_y, on_test, amp)[1].tolist() if cfg.read_test
+                      else [None] * K)
+        for s, v, t in zip(sel, val_error.tolist(), test_error):
             s.best.update(val_error=v, test_error=t)
     seconds = (time.perf_counter() - t_start) / K  # each network's share, so sums stay right
     for k, model in enumerate(models):

@@ -255,6 +255,8 @@ def build(folder: Path) -> tuple[dict, dict]:
            "comparisons": comparisons, "warnings": warnings, "setup": info,
            "cells": {"planned": len(planned), "finished": len(done),
                      "missing": sorted(set(planned) - done)}}
+    if (folder / "tune.json").exists():  # a stackae tune folder: its space and choices
+        rep["tuning"] = json.loads((folder / "tune.json").read_text())
     return rep, seen
 
 

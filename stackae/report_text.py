@@ -130,8 +130,12 @@ def markdown(rep: dict) -> str:
                  f"{' with uncommitted changes' if p.get('git_dirty') else ''}{cells}.")
     L.append(f"- **Compute:** {s['pretrain_runs']} pretraining runs, {s['pretrain_seconds']:.0f} s; "
              f"{rep['cells']['finished']} fine-tunes, {s['finetune_seconds']:.0f} s.")
+    if rep.get("tuning"):
+        L += tuning_text(rep["tuning"])
     L += ["", "## Reproduce", "", "```"]
-    if s["command"]:
+    if rep.get("tuning", {}).get("command"):
+        L.append(rep["tuning"]["command"])
+    elif s["command"]:
         L.append(s["command"])
     L += [f"stackae report {rep['folder']}", "```", "",
           "The command names only what differs from this stackae version's defaults; "
@@ -145,3 +149,26 @@ def markdown(rep: dict) -> str:
     if rep["cells"]["missing"]:
         L += [f"Missing cells: {', '.join(rep['cells']['missing'])}.", ""]
     return "\n".join(L)
+
+
+def tuning_text(t: dict) -> list[str]:
+    """The tuning section: the search space, the budget per arm, and each arm's choice."""
+    L = ["", "## Tuning (stackae tune)", "",
+         f"Every arm had the same budget: {t['trials']} trials at each label budget, each trial "
+         f"fine-tuning seeds {', '.join(map(str, t['tune_seeds']))} and judged on their mean "
+         "validation error (Optuna's TPE sampler); the test set was read only by the runs above, "
+         "with the chosen settings. The settings in Setup are the starting point; the table gives "
+         "what each arm ran with.", "",
+         "Search space: " + "; ".join(f"`{k}` " + (
+             f"{v['low']:g} to {v['high']:g}" + (" (log)" if v.get("log") else "")
+             + (f" step {v['step']:g}" if v.get("step") else "")
+             if isinstance(v, dict) else "one of " + ", ".join(map(str, v)))
+             for k, v in t["space"].items()) + ".", "",
+         "| arm | labels | chosen settings | validation error % | trial |", "|---|---|---|---|---|"]
+    for arm, per_budget in t.get("choices", {}).items():
+        for budget, c in per_budget.items():
+            chosen = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in c["settings"].items())
+            L.append(f"| {arm} | {budget} | {chosen} | {pct(c['val_error'])} | "
+                     f"{c['trial'] + 1} of {t['trials']} |")
+    return L

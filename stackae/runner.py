@@ -118,7 +118,8 @@ def run_finetunes(cfgs: list[FinetuneConfig], outs: list[Path], device: torch.de
                            [n.log for n in nets])
         for net, r, extra in zip(nets, results, hparams or [{}] * len(nets)):
             net.log.hparams({**hparams_of(net.cfg), **extra},
-                            {"hparam/test_error": r["test_error"],
+                            {**({"hparam/test_error": r["test_error"]}
+                                if r["test_error"] is not None else {}),
                              "hparam/best_val_error": r["best_val_error"]})
     finally:
         for net in nets:

@@ -1,0 +1,223 @@
+"""Equal-budget tuning: every arm of a grid gets the same number of trials at every label budget,
+each trial judged on validation error alone, before the chosen settings run as a paired ablation.
+
+    stackae tune --trials 20 --space space.json --out runs/tune/demo
+
+The search space is a JSON object of grid settings that only fine-tuning uses (learning rate,
+batch size, epochs, dropout, weight decay, ...):
+
+    {"finetune_lr": {"low": 0.01, "high": 1.0, "log": true},
+     "finetune_batch_size": [20, 64, 128],
+     "dropout": {"low": 0.0, "high": 0.5}}
+
+A range of an integer setting draws integers (`step` optional), a list draws one of its values.
+Optuna's TPE sampler proposes the trials through its ask/tell interface; a study is rebuilt from
+the finished trials before every proposal (with a seed fixed by the trial's number), so an
+interrupted tuning resumes to the same choices. A trial fine-tunes the arm on the tuning seeds
+with the test set never evaluated (read_test off); arms whose trials draw the same settings (the
+sampler's random start, seeded alike for every arm) train together as one K-network loop; the grid's stacks are pretrained once and
+shared by every trial and by the final runs. Then each (arm, budget) runs over all seeds with its
+chosen settings, test error read once per cell, and the folder is an ordinary ablation folder.
+
+    <out>/tune.json                          space, trials per arm and budget, tuning seeds; choices
+    <out>/tune/n<budget>/trials.jsonl        one line per finished trial of an arm: its settings,
+                                             the mean validation error and each seed's
+    <out>/tune/n<budget>/trial-<k>/          trial k of every arm: settings.json (arm -> settings),
+                                             the cells' folders and results.jsonl
+    <out>/runs/, results.jsonl, REPORT.md    the final paired ablation, as `stackae ablate` writes
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from .config import PER_CELL, NOT_SWEPT, AblateConfig, ConfigError, PretrainConfig, FinetuneConfig
+from .config import field_types, grid_name
+from .grid import Cell, expand
+from .runlog import write_json
+from .schema import did_you_mean
+
+SPACE_HELP = ("a JSON object of settings, each a range {\"low\": a, \"high\": b} (optionally "
+              "\"log\": true, \"step\": s) or a list of values")
+
+
+def tunable() -> list[str]:
+    """The grid settings only fine-tuning uses: changing one leaves every stack as it is."""
+    def names(stage, cls):
+        return {grid_name(stage, f.name) for f in dataclasses.fields(cls)
+                if f.name not in PER_CELL and f.name not in NOT_SWEPT}
+    shared = names("pretrain", PretrainConfig)
+    keep = names("finetune", FinetuneConfig) - shared - {"read_test"}
+    return sorted(keep & {f.name for f in dataclasses.fields(AblateConfig)})
+
+
+def default_space(cfg: AblateConfig) -> dict:
+    """The fine-tuning learning rate, from a tenth to ten times the grid's, on a log scale."""
+    return {"finetune_lr": {"low": cfg.finetune_lr / 10, "high": cfg.finetune_lr * 10,
+                            "log": True}}
+
+
+def distributions(space: dict, cfg: AblateConfig) -> dict:
+    """Optuna distributions for `space`, every bound checked as a setting of the grid."""
+    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
+                                      IntDistribution)
+    if not isinstance(space, dict) or not space:
+        raise ConfigError("space", f"expected {SPACE_HELP}")
+    types, allowed, out = field_types(AblateConfig), tunable(), {}
+    for name, spec in space.items():
+        if name not in allowed:
+            why = ("is a pretraining setting (a stack is shared by every trial and budget)"
+                   if name in types else "is not a setting")
+            raise ConfigError("space", f"{name!r} {why}; tunable: fine-tuning settings such as "
+                              f"finetune_lr, finetune_batch_size, dropout"
+                              f"{did_you_mean(name, allowed)}")
+        tp = types[name]
+        if isinstance(spec, list) and spec:
+            values = [tuple(v) if isinstance(v, list) else v for v in spec]
+            out[name] = CategoricalDistribution(values)
+        elif isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log",
+                                                                          "step"}:
+            if tp not in (int, float):
+                raise ConfigError("space", f"{name!r} takes a list of values, not a range")
+            try:
+                kind = IntDistribution if tp is int else FloatDistribution
+                out[name] = kind(spec["low"], spec["high"], log=bool(spec.get("log", False)),
+                                 step=spec.get("step", 1 if tp is int else None))
+            except (ValueError, TypeError) as e:
+                raise ConfigError("space", f"{name!r}: {e}")
+            values = [spec["low"], spec["high"]]
+        else:
+            raise ConfigError("space", f"{name!r}: expected a range {{\"low\": a, \"high\": b}} "
+                              f"or a non-empty list of values, got {json.dumps(spec)}")
+        for v in values:  # each bound or value must make a valid grid
+            try:
+                dataclasses.replace(cfg, **{name: v})
+            except ConfigError as e:
+                raise ConfigError("space", f"{name!r}: {v!r} is not a valid value ({e})")
+            except TypeError:
+                raise ConfigError("space", f"{name!r}: {v!r} is not a valid value")
+    return out
+
+
+def read_space(value) -> dict:
+    """--space: a JSON file or JSON text."""
+    text = value
+    if not str(value).lstrip().startswith("{"):
+        try:
+            text = Path(value).read_text()
+        except OSError as e:
+            raise ConfigError("space", f"cannot read {value}: {e.strerror}; expected a JSON file "
+                              f"or JSON text")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError("space", f"is not valid JSON ({e.msg} at line {e.lineno}); expected "
+                          f"{SPACE_HELP}")
+
+
+def trials_of(folder: Path, arm: str) -> list[dict]:
+    """The finished trials of one arm at one budget (folder), in order of their numbers."""
+    path, found = folder / "trials.jsonl", {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                if rec["arm"] == arm:
+                    found[rec["number"]] = rec
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass
+    return [found[k] for k in sorted(found)]
+
+
+def propose(dists: dict, done: list[dict], number: int, seed: int) -> dict:
+    """Trial `number`'s settings: TPE over the finished trials, seeded by the trial's number."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize",
+                                sampler=optuna.samplers.TPESampler(seed=seed * 1000 + number))
+    for t in done:
+        study.add_trial(optuna.trial.create_trial(
+            params={k: (tuple(v) if isinstance(v, list) else v) for k, v in t["settings"].items()},
+            distributions=dists, value=t["val_error"]))
+    params = study.ask(dists).params
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+
+
+def trial_config(cfg: AblateConfig, arms: list, budget: str, seeds, settings: dict) -> AblateConfig:
+    return dataclasses.replace(cfg, inits=tuple(arms), labels=(budget,), seeds=tuple(seeds),
+                               read_test=False,
+                               **{k: (tuple(v) if isinstance(v, list) else v)
+                                  for k, v in settings.items()})
+
+
+def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, device,
+         say) -> dict:
+    """Run every (arm, budget)'s trials not yet finished; return the choices (tune.json's). Trial k
+    of every arm at a budget runs at once, and arms whose proposals agree (the sampler's random
+    start draws the same settings for every arm) train together as one K-network loop."""
+    from .ablate import append_result, run_cells
+    dists = distributions(space, cfg)
+    choices = {}
+    for budget in cfg.labels:
+        folder = out / "tune" / f"n{budget}"
+        done = {arm: trials_of(folder, arm) for arm in cfg.inits}
+        for number in range(min(len(d) for d in done.values()), trials):
+            trial = folder / f"trial-{number:03d}"
+            asked = trial / "settings.json"  # arm -> settings, written before the trial runs
+            proposals = json.loads(asked.read_text()) if asked.exists() else {}
+            arms = [a for a in cfg.inits if len(done[a]) <= number]
+            for arm in arms:
+                if arm not in proposals:
+                    proposals[arm] = propose(dists, done[arm], number, cfg.seeds[0])
+            trial.mkdir(parents=True, exist_ok=True)
+            write_json(asked, proposals)
+            groups = {}
+            for arm in arms:
+                groups.setdefault(json.dumps(proposals[arm], sort_keys=True), []).append(arm)
+            for together in groups.values():
+                tcfg = trial_config(cfg, together, budget, seeds, proposals[together[0]])
+                cells = [Cell(a, depth, budget, s) for s in seeds for depth in cfg.depth_list
+                         for a in together]
+                run_cells(tcfg, out, cells, device, lambda line: None, trial=trial)
+            for arm in arms:
+                errors = [json.loads((trial / Cell(arm, d, budget, s).id / "result.json")
+                                     .read_text())["best_val_error"]
+                          for s in seeds for d in cfg.depth_list]
+                value = sum(errors) / len(errors)
+                rec = {"arm": arm, "number": number, "settings": proposals[arm],
+                       "val_error": value if math.isfinite(value) else 1.0, "per_seed": errors}
+                append_result(folder / "trials.jsonl", rec)
+                done[arm].append(rec)
+                best = min(done[arm], key=lambda t: (t["val_error"], t["number"]))
+                say(f"tune {arm} at {budget} labels: trial {number + 1}/{trials} validation "
+                    f"error {100 * value:.2f}% ({shown(proposals[arm])}); best so far "
+                    f"{100 * best['val_error']:.2f}%")
+        for arm in cfg.inits:
+            best = min(done[arm][:trials], key=lambda t: (t["val_error"], t["number"]))
+            choices.setdefault(arm, {})[budget] = {"settings": best["settings"],
+                                                  "trial": best["number"],
+                                                  "val_error": best["val_error"]}
+    return choices
+
+
+def shown(settings: dict) -> str:
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in settings.items())
+
+
+def final(cfg: AblateConfig, out: Path, cells: list[Cell], choices: dict, device, say) -> None:
+    """Each (arm, budget)'s cells over every seed with its chosen settings, test read once."""
+    from .ablate import run_cells
+    for budget in cfg.labels:
+        for arm in cfg.inits:
+            mine = [c for c in cells if c.init == arm and c.budget == budget]
+            if mine:
+                chosen = {k: (tuple(v) if isinstance(v, list) else v)
+                          for k, v in choices[arm][budget]["settings"].items()}
+                run_cells(dataclasses.replace(cfg, **chosen), out, mine, device, say)
+
+
+def tune_setup(space: dict, trials: int, seeds: tuple) -> dict:
+    return {"space": space, "trials": trials, "tune_seeds": list(seeds)}

@@ -1,0 +1,95 @@
+"""stackae tune: every arm gets the same trials, chosen on validation error alone; the test set is
+read only by the final runs; an interrupted tuning resumes to the same choices."""
+import json
+
+import pytest
+
+import stackae
+from conftest import run_main
+
+pytest.importorskip("optuna")
+
+SMALL = dict(train_size=600, val_size=300, layers=(12,), seeds=(0, 1), labels=("100", "all"),
+             pretrain_epochs=(1,), finetune_epochs=2, min_epoch_examples=0, device="cpu")
+SPACE = {"finetune_lr": {"low": 0.01, "high": 1.0, "log": True}, "dropout": [0.0, 0.2]}
+
+
+def trials(folder, budget):
+    lines = (folder / "tune" / f"n{budget}" / "trials.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path):
+    out = tmp_path / "t"
+    grid = stackae.run_tuning(out=out, trials=3, space=SPACE, tune_seeds=(0,), quiet=True,
+                              **SMALL)
+    tuned = json.loads((out / "tune.json").read_text())
+    for budget in ("100", "all"):
+        recs = trials(out, budget)
+        for arm in ("denoising", "xavier"):
+            mine = [r for r in recs if r["arm"] == arm]
+            assert [r["number"] for r in mine] == [0, 1, 2]  # the same number of trials
+            best = min(mine, key=lambda r: (r["val_error"], r["number"]))
+            assert tuned["choices"][arm][budget]["settings"] == best["settings"]
+            for r in mine:  # a trial's cells never evaluated the test set
+                res = json.loads((out / "tune" / f"n{budget}" / f"trial-{r['number']:03d}" /
+                                  f"{arm}-d1-n{budget}-s0" / "result.json").read_text())
+                assert res["test_error"] is None and set(res["curves"]["test_error"]) == {None}
+                assert r["val_error"] == pytest.approx(res["best_val_error"])
+            # every final cell ran with its arm's choice, and read the test set
+            for seed in (0, 1):
+                cell = out / "runs" / "finetune" / f"{arm}-d1-n{budget}-s{seed}"
+                cfg = json.loads((cell / "config.json").read_text())
+                assert cfg["lr"] == pytest.approx(best["settings"]["finetune_lr"])
+                assert cfg["dropout"] == best["settings"]["dropout"]
+                assert json.loads((cell / "result.json").read_text())["test_error"] is not None
+    assert grid.finished and len(grid.records) == 8
+    report = (out / "REPORT.md").read_text()
+    assert "## Tuning (stackae tune)" in report and "3 trials at each label budget" in report
+    assert grid.report["tuning"]["choices"] == tuned["choices"]
+
+
+def test_an_interrupted_tuning_resumes_to_the_same_choices(tmp_path, monkeypatch):
+    import stackae.ablate as A
+    whole = tmp_path / "whole"
+    stackae.run_tuning(out=whole, trials=3, space=SPACE, tune_seeds=(0, 1), quiet=True, **SMALL)
+    real, calls = A.run_cells, []
+
+    def dies_on_the_fourth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(A, "run_cells", dies_on_the_fourth)
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        stackae.run_tuning(out=cut, trials=3, space=SPACE, tune_seeds=(0, 1), quiet=True,
+                           **SMALL)
+    monkeypatch.setattr(A, "run_cells", real)
+    assert not (cut / "REPORT.md").exists()
+    stackae.run_tuning(out=cut, resume=True, quiet=True)  # the folder's settings and space
+    for budget in ("100", "all"):
+        def key(r):
+            return (r["arm"], r["number"])
+        assert sorted(map(json.dumps, sorted(trials(cut, budget), key=key))) == \
+            sorted(map(json.dumps, sorted(trials(whole, budget), key=key)))
+    assert json.loads((cut / "tune.json").read_text())["choices"] == \
+        json.loads((whole / "tune.json").read_text())["choices"]
+    with pytest.raises(stackae.ConfigError, match="differs from the tuning being resumed"):
+        stackae.run_tuning(out=cut, resume=True, trials=5, quiet=True)
+
+
+@pytest.mark.parametrize("space,words", [
+    ('{"pretrain_lr": {"low": 0.01, "high": 0.1}}', "'pretrain_lr' is a pretraining setting"),
+    ('{"finetune_lrr": [0.1]}', "did you mean 'finetune_lr'"),
+    ('{"dropout": {"low": 0.0, "high": 1.5}}', "'dropout': 1.5 is not a valid value"),
+    ('{"finetune_lr": 0.1}', "expected a range"),
+    ('{"finetune_lr": [0.1,', "is not valid JSON"),
+])
+def test_a_bad_search_space_is_one_line_and_writes_nothing(space, words, tmp_path, capsys,
+                                                           monkeypatch):
+    code, _, err = run_main(["tune", "--train-size", "600", "--val-size", "300", "--labels", "all",
+                             "--device", "cpu",
+                             "--space", space, "--out", tmp_path / "t"], capsys, monkeypatch)
+    assert code == 2 and "'--space'" in err and words in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "t").exists()
