@@ -1,4 +1,5 @@
-"""The `stackae` command line: thin click commands that build a config and call the library.
+"""The `stackae` command line: thin click commands that parse flags, call the API (api.py) with
+the settings they name, and print the outcome.
 
 Options are generated from the config dataclasses (options.py), so defaults and help live in one
 place. Settings flow one way: defaults -> --config FILE -> explicit flags. torch is imported
@@ -29,7 +30,8 @@ def cli():
     """Greedy layer-wise autoencoder pretraining, measured against random init.
 
     pretrain a stack, finetune it (or the same network from random init), ablate over seeds and
-    label budgets, and report the comparison with its uncertainty.
+    label budgets (or tune every arm on the same budget first), and report the comparison with
+    its uncertainty.
     """
 
 

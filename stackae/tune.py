@@ -135,8 +135,10 @@ def propose(dists: dict, done: list[dict], number: int, seed: int) -> dict:
     """Trial `number`'s settings: TPE over the finished trials, seeded by the trial's number."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import numpy as np
+    mixed = int(np.random.SeedSequence([seed, number]).generate_state(1)[0])  # well spread
     study = optuna.create_study(direction="minimize",
-                                sampler=optuna.samplers.TPESampler(seed=seed * 1000 + number))
+                                sampler=optuna.samplers.TPESampler(seed=mixed))
     for t in done:
         study.add_trial(optuna.trial.create_trial(
             params={k: (tuple(v) if isinstance(v, list) else v) for k, v in t["settings"].items()},
