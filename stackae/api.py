@@ -429,16 +429,23 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
     n = len(g.cfg.inits) * len(g.cfg.labels)
     with claims.locked(g.out / "tune", "tuning in"), \
             Progress(n * trials + len(g.cells), "run", quiet) as bar:
-        done = [0]
+        done = [sum(min(len(T.trials_of(g.out / "tune" / f"n{b}", a)), trials)
+                    for b in g.cfg.labels for a in g.cfg.inits)]  # finished before a resume
+        bar.update(done[0])
 
-        def progress(line):
+        def progress(line):  # one line per finished trial of an arm
             bar.line(line)
             done[0] += 1
-            bar.update(done[0])
+            bar.update(min(done[0], n * trials))
         choices = T.tune(g.cfg, g.out, space, trials, seeds, g.device, progress)
         write_json(path, {**_json.loads(path.read_text()), "choices": choices})
+        from .ablate import finished
+
+        def final_progress(line):  # the bar counts finished trials, then finished cells
+            bar.line(line)
+            bar.update(n * trials + sum(finished(g.out, c) for c in g.cells))
         with claims.cells_to_run(g.out, g.cells) as (free, busy):
-            T.final(g.cfg, g.out, free, choices, g.device, bar.line)
+            T.final(g.cfg, g.out, free, choices, g.device, final_progress)
     ablation = Ablation(g.out)
     if ablation.finished:
         ablation.write_report()
