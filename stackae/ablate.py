@@ -18,6 +18,7 @@ together, as one K-network loop (--seed-batch caps K).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -266,12 +267,14 @@ def finetune_groups(cfg: AblateConfig, cells: list[Cell], cap: int) -> list[list
 
 
 def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
-              trial: Path | None = None) -> dict:
+              trial: Path | None = None, per_arm: dict | None = None) -> dict:
     """Run the cells not yet finished. Cells that share a depth, label budget and architecture
     train together (every arm and seed at once, up to the batch cap); each still gets its own
     folder, result.json and results line, the same however it was batched. A cell folder without
     result.json (a killed run) is deleted and redone. A tuning `trial` folder holds the cells'
-    folders and results.jsonl instead of `out`; their stacks are still `out`'s."""
+    folders and results.jsonl instead of `out`; their stacks are still `out`'s. `per_arm` gives
+    an arm its own fine-tuning learning rate (`{"xavier": {"finetune_lr": 0.3}}`), with which it
+    still trains beside the other arms."""
     from .data import label_subset, load
     from .runner import run_finetunes
     say = say or (lambda line: None)
@@ -323,7 +326,8 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
                     shutil.rmtree(folder)
             stacks = [out / "runs" / "pretrain" / c.pretrain / "stack.pt" if c.pretrain else None
                       for c in group]
-            fcfgs = [cfg.finetune_config(c.init, c.seed, c.depth, c.budget, str(s) if s else None)
+            fcfgs = [dataclasses.replace(cfg, **(per_arm or {}).get(c.init, {})).finetune_config(
+                         c.init, c.seed, c.depth, c.budget, str(s) if s else None)
                      for c, s in zip(group, stacks)]
             results = run_finetunes(fcfgs, folders, device, [data(c.seed) for c in group],
                                     quiet=True,

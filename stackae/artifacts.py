@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from . import checkpoint
+
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
 from .config import AblateConfig, PretrainConfig, from_dict
 
 
@@ -67,6 +70,27 @@ class Stack:
         return assemble(self.checkpoint, input_dim=self.input_dim,
                         n_classes=n_classes or int(self.checkpoint["n_classes"]), dropout=dropout,
                         seed=seed)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` (N x features) encoded through every layer and decoded back down through each
+        layer's decoder: the deep autoencoder's reconstruction, in the input space (after
+        `unroll_epochs`, the unrolled autoencoder's)."""
+        layers = self.checkpoint["layers"]
+        if any(layer.get("standardize") for layer in layers):
+            raise checkpoint.CheckpointError("reconstruct does not support stacks with Gaussian "
+                                             "RBM layers (standardised inputs)")
+        h = x.reshape(len(x), -1).float()
+        for layer in layers:
+            h = ACTIVATIONS[layer["activation"]](h @ layer["weight"].T + layer["bias"])
+        for j in reversed(range(len(layers))):
+            layer = layers[j]
+            w = layer["decoder_weight"] if "decoder_weight" in layer else layer["weight"].T
+            h = h @ w.T + layer["decoder_bias"]
+            below = "sigmoid" if j == 0 else layers[j - 1]["activation"]  # stacks before "output"
+            if layer.get("output", "sigmoid" if below == "sigmoid" else "linear") == "sigmoid":
+                h = torch.sigmoid(h)
+        return h
 
     def __repr__(self) -> str:
         widths = "-".join(map(str, [self.input_dim, *self.widths]))

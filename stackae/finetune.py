@@ -26,7 +26,7 @@ from . import train
 from .train import Streams, autocast, check_finite, make_optimizer
 
 # settings that may differ between networks trained together; every other one must agree
-PER_NETWORK = ("seed", "init", "init_scheme", "like")
+PER_NETWORK = ("seed", "init", "init_scheme", "like", "lr")
 CURVES = ("train_loss", "train_error", "val_loss", "val_error", "test_error")
 
 
@@ -121,8 +121,14 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
         net.requires_grad_(False)
         for p in net.head():
             p.requires_grad_(True)
-    opt = make_optimizer(cfg.optimizer, [p for p in net.parameters() if p.requires_grad], cfg.lr,
-                         cfg.momentum, cfg.weight_decay)
+    # Networks with different learning rates (tuning trials) share one optimizer at rate 1 whose
+    # step each network's rate then scales: SGD's and Adam's steps are proportional to the rate,
+    # so network k moves as it would alone at its own rate.
+    lrs = torch.tensor([c.lr for c in cfgs], device=device)
+    scaled = len(set(lrs.tolist())) > 1
+    trained = [p for p in net.parameters() if p.requires_grad]
+    opt = make_optimizer(cfg.optimizer, trained, 1.0 if scaled else cfg.lr, cfg.momentum,
+                         cfg.weight_decay)
     n = len(idxs[0])
     schedule = make_schedule(cfg, opt, n)
     # labelled sets, validation and test sets: one copy per distinct data split
@@ -164,7 +170,13 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
                                    reduction="none").view(K, -1).mean(1)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # slice k of every gradient is network k's own
+            if scaled:
+                before = [p.detach().clone() for p in trained]
             opt.step()
+            if scaled:
+                with torch.no_grad():
+                    for p, q in zip(trained, before):
+                        p.copy_(torch.lerp(q, p, lrs.view(-1, *[1] * (p.dim() - 1))))
             schedule.step()
             if cfg.max_norm:
                 net.cap_norms(cfg.max_norm)
@@ -174,7 +186,7 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
         running = [k for k in range(K) if not sel[k].stopped]
         check_finite(total_loss[running], lambda j: (
             f"fine-tuning diverged: seed {cfgs[running[j]].seed} ({inits[running[j]]}), epoch "
-            f"{epoch} has a non-finite loss; try a smaller --lr (now {cfg.lr:g})"))
+            f"{epoch} has a non-finite loss; try a smaller --lr (now {cfgs[running[j]].lr:g})"))
         val_loss, val_error = evaluate(net, val_x, val_y, on_val, amp)
         test_error = (evaluate(net, test_x, test_y, on_test, amp)[1] if cfg.read_test
                       else torch.full_like(val_error, math.nan))
@@ -190,7 +202,8 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
             logs[k].scalars(epoch, {**{f"finetune/{c}": v for c, v in values.items()
                                        if v is not None},
                                     "finetune/epoch_seconds": dt,
-                                    "finetune/lr": opt.param_groups[0]["lr"]}, stage="finetune")
+                                    "finetune/lr": opt.param_groups[0]["lr"] * (
+                                        cfgs[k].lr if scaled else 1)}, stage="finetune")
             test = (f"test err {values['test_error']:.4f}  " if cfg.read_test else "")
             logs[k].progress(f"epoch {epoch}/{cfg.epochs}  loss {values['train_loss']:.4f}  train "
                              f"err {values['train_error']:.4f}  val err {values['val_error']:.4f}  "

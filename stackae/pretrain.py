@@ -201,7 +201,8 @@ def pretrain(cfgs: list[PretrainConfig], datas: list, outs: list[Path], logs: li
     summaries = []
     for i, (c, d, out) in enumerate(zip(cfgs, datas, outs)):
         entries = [{"width": layer.n_out, "activation": layer.activation,
-                    "objective": c.per_layer("objective", k), **layer.export(i)}
+                    "objective": c.per_layer("objective", k), "output": layer.output,
+                    "standardize": layer.standardize, **layer.export(i)}
                    for k, layer in enumerate(layers)]
         save(Path(out) / "stack.pt", stack_checkpoint(c, d, entries, metrics[i], unrolled[i]))
         summary = {"stack": str(Path(out) / "stack.pt"), "input_dim": d.input_dim,

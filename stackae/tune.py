@@ -14,8 +14,10 @@ A range of an integer setting draws integers (`step` optional), a list draws one
 Optuna's TPE sampler proposes the trials through its ask/tell interface; a study is rebuilt from
 the finished trials before every proposal (with a seed fixed by the trial's number), so an
 interrupted tuning resumes to the same choices. A trial fine-tunes the arm on the tuning seeds
-with the test set never evaluated (read_test off); arms whose trials draw the same settings (the
-sampler's random start, seeded alike for every arm) train together as one K-network loop; the grid's stacks are pretrained once and
+with the test set never evaluated (read_test off); trial k of every arm runs at once, and arms
+whose proposals differ at most in the learning rate train together as one K-network loop (each
+network's step scaled to its own rate; the sampler's random start, seeded alike for every arm,
+proposes the same settings to every arm); the grid's stacks are pretrained once and
 shared by every trial and by the final runs. Then each (arm, budget) runs over all seeds with its
 chosen settings, test error read once per cell, and the folder is an ordinary ablation folder.
 
@@ -157,8 +159,8 @@ def trial_config(cfg: AblateConfig, arms: list, budget: str, seeds, settings: di
 def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, device,
          say) -> dict:
     """Run every (arm, budget)'s trials not yet finished; return the choices (tune.json's). Trial k
-    of every arm at a budget runs at once, and arms whose proposals agree (the sampler's random
-    start draws the same settings for every arm) train together as one K-network loop."""
+    of every arm at a budget runs at once; arms whose proposals differ at most in the learning
+    rate train together as one K-network loop."""
     from .ablate import append_result, run_cells
     dists = distributions(space, cfg)
     choices = {}
@@ -175,14 +177,18 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
                     proposals[arm] = propose(dists, done[arm], number, cfg.seeds[0])
             trial.mkdir(parents=True, exist_ok=True)
             write_json(asked, proposals)
-            groups = {}
+            groups = {}  # arms whose proposals differ at most in the learning rate
             for arm in arms:
-                groups.setdefault(json.dumps(proposals[arm], sort_keys=True), []).append(arm)
+                rest = {k: v for k, v in proposals[arm].items() if k != "finetune_lr"}
+                groups.setdefault(json.dumps(rest, sort_keys=True), []).append(arm)
             for together in groups.values():
                 tcfg = trial_config(cfg, together, budget, seeds, proposals[together[0]])
                 cells = [Cell(a, depth, budget, s) for s in seeds for depth in cfg.depth_list
                          for a in together]
-                run_cells(tcfg, out, cells, device, lambda line: None, trial=trial)
+                per_arm = {a: {"finetune_lr": proposals[a]["finetune_lr"]} for a in together
+                           if "finetune_lr" in proposals[a]}
+                run_cells(tcfg, out, cells, device, lambda line: None, trial=trial,
+                          per_arm=per_arm)
             for arm in arms:
                 errors = [json.loads((trial / Cell(arm, d, budget, s).id / "result.json")
                                      .read_text())["best_val_error"]

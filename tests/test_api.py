@@ -185,3 +185,18 @@ def test_progress_is_a_bar_on_a_terminal_plain_lines_elsewhere_nothing_when_quie
     assert pipe.getvalue() == "".join(f"epoch {e}/3  loss 0.5\n" for e in (1, 2, 3))
     assert "3/3" in term.getvalue() and "epoch 3/3  loss 0.5" in term.getvalue()
     assert quiet.getvalue() == ""
+
+
+def test_a_stack_reconstructs_its_inputs_as_the_unrolled_autoencoder_scored_them(tmp_path):
+    """Stack.reconstruct runs the encoders up and the decoders down: its cross-entropy on the
+    validation images is the unrolled autoencoder's own validation loss."""
+    import torch.nn.functional as F
+    split = dict(train_size=400, val_size=200, seed=3)
+    stack = stackae.pretrain_stack("mnist", out=tmp_path / "p", layers=(16, 8, 4),
+                                   objective=("rbm", "denoising", "plain"), epochs=1,
+                                   unroll_epochs=1, device="cpu", quiet=True, **split)
+    data = stackae.load_data("mnist", **split)
+    r = stack.reconstruct(data.val_x)
+    assert r.shape == data.val_x.shape and 0 <= float(r.min()) and float(r.max()) <= 1
+    loss = F.binary_cross_entropy(r.double(), data.val_x.double(), reduction="sum") / len(r)
+    assert float(loss) == pytest.approx(stack.summary["unrolled"]["val_recon_loss"], rel=1e-4)

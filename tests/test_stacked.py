@@ -66,11 +66,13 @@ def stack(tmp_path_factory, datas):
     return load_stack(out / "stack.pt", datas[0].input_dim)
 
 
-def both_ways(datas, stack=None, inits=None, **over):
-    """Each network fine-tuned alone (K = 1), then all together (K = 3)."""
+def both_ways(datas, stack=None, inits=None, lrs=None, **over):
+    """Each network fine-tuned alone (K = 1), then all together (K = 3); `lrs` gives each
+    network its own learning rate (as tuning trials have)."""
     settings = dict(SPLIT, layers=(32, 16), labels="100", epochs=3, batch_size=32,
                     min_epoch_examples=300)
-    cfgs = [FinetuneConfig(**{**settings, **over}, seed=s) for s in SEEDS]
+    cfgs = [FinetuneConfig(**{**settings, **over, **({"lr": lrs[k]} if lrs else {})}, seed=s)
+            for k, s in enumerate(SEEDS)]
     idxs = [label_subset(d.train_y, c.label_budget, d.n_classes, c.seed)
             for c, d in zip(cfgs, datas)]
     schemes = inits or ["default"] * len(cfgs)
@@ -152,12 +154,24 @@ def test_dropout_masks_are_each_networks_own(datas):
         assert all(math.isfinite(v) for v in loss) and loss[1] < loss[0]  # a valid run: it learns
 
 
-def test_networks_that_differ_in_more_than_seed_and_init_are_refused(datas):
-    cfgs = [FinetuneConfig(**SPLIT, layers=(8,), labels="100", seed=s, lr=lr)
-            for s, lr in ((0, 0.1), (1, 0.2))]
+@pytest.mark.parametrize("optimizer,lrs,schedule", [("sgd", (0.05, 0.2, 0.5), "constant"),
+                                                    ("adam", (3e-4, 1e-3, 3e-3), "cosine")])
+def test_networks_with_their_own_learning_rates_match_separate_runs(datas, stack, optimizer, lrs,
+                                                                    schedule):
+    """Tuning trials that differ only in the learning rate train as one K: each network's step is
+    scaled to its own rate, and it ends as it would alone."""
+    runs = both_ways(datas, stack, lrs=lrs, optimizer=optimizer, lr_schedule=schedule,
+                     weight_decay=1e-4)
+    assert_same_runs(*runs)
+    assert [r["lrs"][0] for r in runs[1]] != pytest.approx([runs[1][0]["lrs"][0]] * 3)
+
+
+def test_networks_that_differ_in_more_than_seed_init_and_lr_are_refused(datas):
+    cfgs = [FinetuneConfig(**SPLIT, layers=(8,), labels="100", seed=s, momentum=m)
+            for s, m in ((0, 0.9), (1, 0.5))]
     models = [assemble(None, input_dim=784, n_classes=10, widths=(8,), activation="sigmoid")
               for _ in range(2)]
-    with pytest.raises(ValueError, match="lr"):
+    with pytest.raises(ValueError, match="momentum"):
         finetune(cfgs, datas[:2], models, ["x"] * 2, [torch.arange(100)] * 2, [Silent()] * 2)
 
 

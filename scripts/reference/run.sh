@@ -21,10 +21,17 @@
 #               dropout 0.5, 5 seeds                 1 h 43 min measured + 14 min pretraining
 #   objectives  plain, denoising, sparse, contractive, RBM vs random, all labels, 3 seeds
 #                                                          1 h 39 min measured (18 cells)
+#   deep-autoencoder  784-1000-500-250-30 RBM stack, unrolled and fine-tuned, beside PCA-30
+#               (squared reconstruction error per test image), and the 2-D codes beside PCA's:
+#               scripts/reference/deep_autoencoder.py        see runs/reference/deep-autoencoder
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for name in "${@:-classic budgets budgets-large modern modern-long objectives}"; do
+for name in "${@:-classic budgets budgets-large modern modern-long objectives deep-autoencoder}"; do
   for n in $name; do
-    stackae ablate --config "scripts/reference/$n.json" --out "runs/reference/$n" --resume
+    if [ "$n" = deep-autoencoder ]; then
+      python scripts/reference/deep_autoencoder.py --out runs/reference/deep-autoencoder
+    else
+      stackae ablate --config "scripts/reference/$n.json" --out "runs/reference/$n" --resume
+    fi
   done
 done
