@@ -83,9 +83,9 @@ def again(command: str, out: Path, *extra: str) -> str:
 
 def after_divergence(out: Path) -> str:
     """The resume that retries the diverged layer with a tenth of its learning rate."""
-    from .api import _saved
+    from .resolve import saved_config
     from .checks import finished_count
-    cfg = _saved(PretrainConfig, out)
+    cfg = saved_config(PretrainConfig, out)
     n = len(cfg.layers)
     k = finished_count(out, n)
     if k >= n:
@@ -259,11 +259,11 @@ def submit_to_slurm(out, resume, shard, quiet, settings, jobs, partition, time_m
     if importlib.util.find_spec("submitit") is None:
         raise click.BadParameter("slurm needs submitit, which is not installed: "
                                  "pip install 'stackae[slurm]'", param_hint="'--executor'")
-    from .api import _grid, _start
+    from .resolve import prepare_grid, start_grid
     from .artifacts import Ablation
     from .slurm import default_jobs, submit
-    g = _grid(None, None, settings, out, resume, shard, quiet, local=False)
-    _start(g)
+    g = prepare_grid(None, None, settings, out, resume, shard, quiet, local=False)
+    start_grid(g)
     submitted = submit(g.out, g.mine, jobs or default_jobs(g.mine), partition=partition,
                        time_min=time_min, gpus=gpus, cpus=cpus)
     click.echo(f"submitted {len(submitted)} jobs ({', '.join(j.job_id for j in submitted)}); "

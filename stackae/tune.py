@@ -37,7 +37,7 @@ from pathlib import Path
 
 from .config import PER_CELL, NOT_SWEPT, AblateConfig, ConfigError, PretrainConfig, FinetuneConfig
 from .config import field_types, grid_name
-from .grid import Cell, expand
+from .grid import Cell
 from .runlog import write_json
 from .schema import did_you_mean
 
