@@ -127,7 +127,7 @@ images (after the seeded validation split every stackae run uses).
 | 784-1000-500-250-30 deep autoencoder (RBM-pretrained, unrolled, fine-tuned) | {results['autoencoder30']:.2f} | {PUBLISHED['autoencoder']:.2f} |
 | PCA, 30 components | {results['pca30']:.2f} | {PUBLISHED['pca']:.2f} |
 | logistic PCA, 30 components | not run | {PUBLISHED['logistic_pca']:.2f} |
-| 784-1000-500-250-2 deep autoencoder | {results.get('autoencoder2', float('nan')):.2f} | |
+| 784-1000-500-250-2 deep autoencoder | {f"{results['autoencoder2']:.2f}" if ae2 else "not run (--no-2d)"} | |
 | PCA, 2 components | {results['pca2']:.2f} | |
 
 Recipe here: RBMs (CD-1, Adam lr {args.lr}) for {args.rbm_epochs} epochs per layer, then the
