@@ -128,6 +128,9 @@ def run_ablation(data=None, config=None, *, out=None, resume: bool = False, shar
     (shards share `out` and may run at once; each cell runs in one process)."""
     from . import ablate as A
     g = R.prepare_grid(data, config, settings, out, resume, shard, quiet)
+    if (g.out / "tune.json").exists():  # its cells run with each arm's tuned settings
+        raise claims.ClaimError(f"{g.out} holds a `stackae tune` run; resume it with stackae tune "
+                                f"--out {g.out} --resume")
     R.start_grid(g)
     with claims.cells_to_run(g.out, g.mine) as (free, busy):
         todo = [c for c in free if not A.finished(g.out, c)]
@@ -173,11 +176,21 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
         if saved and value is not None and value != saved[name]:
             raise ConfigError(name, f"{_json.dumps(value)} differs from the tuning being resumed "
                                     f"({_json.dumps(saved[name])} in {path})")
-    trials = saved.get("trials") or trials or 20
-    seeds = tuple(saved.get("tune_seeds") or asked["tune_seeds"] or g.cfg.seeds[:2])
+    if g.resuming and not saved and (g.out / "results.jsonl").exists():
+        raise claims.ClaimError(f"{g.out} holds a `stackae ablate` run (its cells ran untuned); "
+                                f"resume it with stackae ablate --out {g.out} --resume")
+    trials = next(v for v in (saved.get("trials"), trials, 20) if v is not None)
+    seeds = next(tuple(v) for v in (saved.get("tune_seeds"), asked["tune_seeds"],
+                                    g.cfg.seeds[:2]) if v is not None)
     space = saved.get("space") or space or T.default_space(g.cfg)
     if trials < 1:
         raise ConfigError("trials", f"must be at least 1, got {trials}")
+    if not seeds:
+        raise ConfigError("tune_seeds", "needs at least one seed")
+    try:  # the tuning seeds must make a valid grid of their own
+        T.trial_config(g.cfg, list(g.cfg.inits), g.cfg.labels[0], seeds, {})
+    except ConfigError as e:
+        raise ConfigError("tune_seeds", str(e))
     T.distributions(space, g.cfg)  # checked before the folder exists
     R.start_grid(g)
     if not path.exists():

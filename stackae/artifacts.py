@@ -113,12 +113,14 @@ class Classifier:
         self.model = load_model(self.folder / "model.pt")
 
     @property
-    def test_error(self) -> float:
-        """Test error at the epoch of best validation error."""
+    def test_error(self) -> float | None:
+        """Test error at the epoch of best validation error (None when run with read_test off)."""
         return self.result["test_error"]
 
     def __repr__(self) -> str:
-        return (f"Classifier(test_error={self.test_error:.4f}, labels={self.result['labels']}, "
+        error = (f"test_error={self.test_error:.4f}" if self.test_error is not None
+                 else f"best_val_error={self.result['best_val_error']:.4f}")
+        return (f"Classifier({error}, labels={self.result['labels']}, "
                 f"init={self.result['init']!r}, folder={str(self.folder)!r})")
 
 

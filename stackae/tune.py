@@ -38,7 +38,7 @@ from pathlib import Path
 from .config import PER_CELL, NOT_SWEPT, AblateConfig, ConfigError, PretrainConfig, FinetuneConfig
 from .config import field_types, grid_name
 from .grid import Cell
-from .runlog import write_json
+from .runlog import Diverged, write_json
 from .schema import did_you_mean
 
 SPACE_HELP = ("a JSON object of settings, each a range {\"low\": a, \"high\": b} (optionally "
@@ -163,7 +163,7 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
     rate train together as one K-network loop."""
     from .ablate import append_result, run_cells
     dists = distributions(space, cfg)
-    choices = {}
+    choices, diverged = {}, set()
     for budget in cfg.labels:
         folder = out / "tune" / f"n{budget}"
         done = {arm: trials_of(folder, arm) for arm in cfg.inits}
@@ -187,21 +187,35 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
                          for a in together]
                 per_arm = {a: {"finetune_lr": proposals[a]["finetune_lr"]} for a in together
                            if "finetune_lr" in proposals[a]}
-                run_cells(tcfg, out, cells, device, lambda line: None, trial=trial,
-                          per_arm=per_arm)
+                try:
+                    run_cells(tcfg, out, cells, device, lambda line: None, trial=trial,
+                              per_arm=per_arm)
+                except Diverged:  # find which arm blew up: each alone
+                    for a in together:
+                        try:
+                            run_cells(trial_config(cfg, [a], budget, seeds, proposals[a]), out,
+                                      [c for c in cells if c.init == a], device,
+                                      lambda line: None, trial=trial)
+                        except Diverged:
+                            diverged.add((number, a))
             for arm in arms:
-                errors = [json.loads((trial / Cell(arm, d, budget, s).id / "result.json")
-                                     .read_text())["best_val_error"]
-                          for s in seeds for d in cfg.depth_list]
-                value = sum(errors) / len(errors)
+                if (number, arm) in diverged:  # scored as the worst possible error
+                    errors, value = None, 1.0
+                else:
+                    errors = [json.loads((trial / Cell(arm, d, budget, s).id / "result.json")
+                                         .read_text())["best_val_error"]
+                              for s in seeds for d in cfg.depth_list]
+                    value = sum(errors) / len(errors)
                 rec = {"arm": arm, "number": number, "settings": proposals[arm],
-                       "val_error": value if math.isfinite(value) else 1.0, "per_seed": errors}
+                       "val_error": value if math.isfinite(value) else 1.0, "per_seed": errors,
+                       "diverged": (number, arm) in diverged}
                 append_result(folder / "trials.jsonl", rec)
                 done[arm].append(rec)
                 best = min(done[arm], key=lambda t: (t["val_error"], t["number"]))
-                say(f"tune {arm} at {budget} labels: trial {number + 1}/{trials} validation "
-                    f"error {100 * value:.2f}% ({shown(proposals[arm])}); best so far "
-                    f"{100 * best['val_error']:.2f}%")
+                outcome = ("diverged (scored 100%)" if rec["diverged"]
+                           else f"validation error {100 * value:.2f}%")
+                say(f"tune {arm} at {budget} labels: trial {number + 1}/{trials} {outcome} "
+                    f"({shown(proposals[arm])}); best so far {100 * best['val_error']:.2f}%")
         for arm in cfg.inits:
             best = min(done[arm][:trials], key=lambda t: (t["val_error"], t["number"]))
             choices.setdefault(arm, {})[budget] = {"settings": best["settings"],

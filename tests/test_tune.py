@@ -93,3 +93,47 @@ def test_a_bad_search_space_is_one_line_and_writes_nothing(space, words, tmp_pat
                              "--space", space, "--out", tmp_path / "t"], capsys, monkeypatch)
     assert code == 2 and "'--space'" in err and words in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "t").exists()
+
+
+def test_a_diverging_trial_scores_worst_and_tuning_goes_on(tmp_path):
+    out = tmp_path / "t"
+    grid = stackae.run_tuning(out=out, trials=4, tune_seeds=(0,), quiet=True,
+                              space={"finetune_lr": [1e-3, 1e30]}, finetune_optimizer="adam",
+                              **{**SMALL, "labels": ("all",), "activation": "relu"})
+    recs = trials(out, "all")
+    blown = [r for r in recs if r["diverged"]]
+    assert blown and all(r["val_error"] == 1.0 and r["settings"]["finetune_lr"] == 1e30
+                         for r in blown)
+    assert all(r["val_error"] < 1.0 for r in recs if not r["diverged"])
+    choices = json.loads((out / "tune.json").read_text())["choices"]
+    assert all(c["all"]["settings"]["finetune_lr"] == 1e-3 for c in choices.values())
+    assert grid.finished
+
+
+@pytest.mark.parametrize("command,words", [
+    (["ablate", "--no-read-test"], "'--read-test': a grid reports every cell's test error"),
+    (["tune", "--tune-seeds", "0,0"], "'--tune-seeds': has a repeated value"),
+    (["tune", "--tune-seeds", ""], "'--tune-seeds'"),
+])
+def test_grid_options_that_cannot_work_are_refused_before_any_folder(command, words, tmp_path,
+                                                                     capsys, monkeypatch):
+    code, _, err = run_main([*command, "--train-size", "600", "--val-size", "300", "--labels",
+                             "all", "--device", "cpu", "--out", tmp_path / "g"], capsys,
+                            monkeypatch)
+    assert code == 2 and words in err, err
+    assert not (tmp_path / "g").exists()
+
+
+def test_tune_and_ablate_folders_do_not_resume_each_other(tmp_path, capsys, monkeypatch):
+    small = ["--train-size", "600", "--val-size", "300", "--labels", "all", "--layers", "8",
+             "--seeds", "0,1", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--device",
+             "cpu", "-q"]
+    code, _, _ = run_main(["ablate", *small, "--out", tmp_path / "a"], capsys, monkeypatch)
+    assert code == 0
+    code, _, err = run_main(["tune", "--out", tmp_path / "a", "--resume"], capsys, monkeypatch)
+    assert code == 2 and "holds a `stackae ablate` run" in err, err
+    code, _, _ = run_main(["tune", *small, "--trials", "1", "--out", tmp_path / "t"], capsys,
+                          monkeypatch)
+    assert code == 0
+    code, _, err = run_main(["ablate", "--out", tmp_path / "t", "--resume"], capsys, monkeypatch)
+    assert code == 2 and "holds a `stackae tune` run" in err, err
