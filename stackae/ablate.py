@@ -272,7 +272,8 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
     train together (every arm and seed at once, up to the batch cap); each still gets its own
     folder, result.json and results line, the same however it was batched. A cell folder without
     result.json (a killed run) is deleted and redone. A tuning `trial` folder holds the cells'
-    folders and results.jsonl instead of `out`; their stacks are still `out`'s. `per_arm` gives
+    folders and results.jsonl instead of `out` (their stacks are still `out`'s), and its cells
+    never read the test set. `per_arm` gives
     an arm its own fine-tuning learning rate (`{"xavier": {"finetune_lr": 0.3}}`), with which it
     still trains beside the other arms."""
     from .data import label_subset, load
@@ -326,8 +327,10 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
                     shutil.rmtree(folder)
             stacks = [out / "runs" / "pretrain" / c.pretrain / "stack.pt" if c.pretrain else None
                       for c in group]
-            fcfgs = [dataclasses.replace(cfg, **(per_arm or {}).get(c.init, {})).finetune_config(
-                         c.init, c.seed, c.depth, c.budget, str(s) if s else None)
+            fcfgs = [dataclasses.replace(
+                         dataclasses.replace(cfg, **(per_arm or {}).get(c.init, {})).finetune_config(
+                             c.init, c.seed, c.depth, c.budget, str(s) if s else None),
+                         read_test=trial is None)
                      for c, s in zip(group, stacks)]
             results = run_finetunes(fcfgs, folders, device, [data(c.seed) for c in group],
                                     quiet=True,

@@ -19,7 +19,6 @@ pretraining may change per-layer settings of the layers it has not finished.
 """
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import torch
@@ -161,44 +160,17 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
     validation error only; the best then runs over every seed as a paired ablation whose report
     states the space, the budget and each choice. `resume=True` continues where it stopped, to
     the same choices. `data` and `settings` as for `run_ablation`."""
-    import json as _json
+    import json
 
     from . import tune as T
     from .runlog import write_json
     g = R.prepare_grid(data, config, settings, out, resume, None, quiet)
-    path = g.out / "tune.json"
-    saved = _json.loads(path.read_text()) if g.resuming and path.exists() else {}
-    if isinstance(space, (str, Path)):
-        space = T.read_space(space)
-    asked = {"space": space, "trials": trials,
-             "tune_seeds": None if tune_seeds is None else [int(s) for s in tune_seeds]}
-    for name, value in asked.items():
-        if saved and value is not None and value != saved[name]:
-            raise ConfigError(name, f"{_json.dumps(value)} differs from the tuning being resumed "
-                                    f"({_json.dumps(saved[name])} in {path})")
-    if g.resuming and not saved and (g.out / "results.jsonl").exists():
-        raise claims.ClaimError(f"{g.out} holds a `stackae ablate` run (its cells ran untuned); "
-                                f"resume it with stackae ablate --out {g.out} --resume")
-    trials = next(v for v in (saved.get("trials"), trials, 20) if v is not None)
-    seeds = next(tuple(v) for v in (saved.get("tune_seeds"), asked["tune_seeds"],
-                                    g.cfg.seeds[:2]) if v is not None)
-    space = saved.get("space") or space or T.default_space(g.cfg)
-    if trials < 1:
-        raise ConfigError("trials", f"must be at least 1, got {trials}")
-    if not seeds:
-        raise ConfigError("tune_seeds", "needs at least one seed")
-    try:  # the tuning seeds must make a valid grid of their own
-        T.trial_config(g.cfg, list(g.cfg.inits), g.cfg.labels[0], seeds, {})
-    except ConfigError as e:
-        raise ConfigError("tune_seeds", str(e))
-    T.distributions(space, g.cfg)  # checked before the folder exists
+    chosen = T.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds)
+    space, trials, seeds = chosen["space"], chosen["trials"], tuple(chosen["tune_seeds"])
     R.start_grid(g)
+    path = g.out / "tune.json"
     if not path.exists():
-        from .ablate import command
-        write_json(path, {**T.tune_setup(space, trials, seeds),
-                          "command": "stackae tune " + command(g.cfg, g.out).split(" ", 2)[2]
-                          + f" --trials {trials} --space {shlex.quote(_json.dumps(space))}"
-                          + f" --tune-seeds {','.join(map(str, seeds))}"})
+        write_json(path, {**chosen, "command": T.command(g.cfg, g.out, chosen)})
     n = len(g.cfg.inits) * len(g.cfg.labels)
     with claims.locked(g.out / "tune", "tuning in"), \
             Progress(n * trials + len(g.cells), "run", quiet) as bar:
@@ -211,7 +183,7 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
             done[0] += 1
             bar.update(min(done[0], n * trials))
         choices = T.tune(g.cfg, g.out, space, trials, seeds, g.device, progress)
-        write_json(path, {**_json.loads(path.read_text()), "choices": choices})
+        write_json(path, {**json.loads(path.read_text()), "choices": choices})
         from .ablate import finished
 
         def final_progress(line):  # the bar counts finished trials, then finished cells

@@ -216,7 +216,8 @@ ABLATE_PRESETS = {
 PREFIXED = {"pretrain": ("epochs", "lr", "optimizer", "batch_size"),
             "finetune": ("epochs", "lr", "lr_schedule", "optimizer", "batch_size")}
 PER_CELL = ("seed", "objective", "init", "init_scheme", "like", "labels")  # set by the cell
-NOT_SWEPT = ("loss", "persistent", "rbm_visible", "unroll_epochs", "freeze_encoder")  # defaults
+NOT_SWEPT = ("loss", "persistent", "rbm_visible", "unroll_epochs", "freeze_encoder",  # defaults
+             "read_test")  # a grid reports every test error; tune's trials turn it off
 STAGES = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
 
 

@@ -4,12 +4,12 @@ selection on its own validation error.
     stackae finetune --init runs/pretrain/demo/stack.pt --out runs/finetune/demo-pre
     stackae finetune --init random --like runs/pretrain/demo/stack.pt --out runs/finetune/demo-rand
 
-With read_test off (stackae tune's trials) the test set is never evaluated and test_error is
-None. A single run is K = 1; `stackae ablate` trains every arm and seed of a label budget together. The
-K networks share their settings (all but seed and init) and shape, and nothing else: each has its
-own data split, labelled subset, batch order, dropout masks, model selection and early stopping,
-so a network trained beside others ends as it would alone (tests/test_stacked.py). result.json
-reports the test error at the epoch of best validation error, and the curves.
+A single run is K = 1; `stackae ablate` trains every arm and seed of a label budget together. The
+K networks share their settings (all but seed, init and learning rate) and shape, and nothing
+else: each has its own data split, labelled subset, batch order, dropout masks, model selection
+and early stopping, so a network trained beside others ends as it would alone
+(tests/test_stacked.py). result.json reports the test error at the epoch of best validation
+error (None with read_test off, as in stackae tune's trials), and the curves.
 """
 from __future__ import annotations
 

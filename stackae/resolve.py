@@ -216,10 +216,6 @@ def prepare_grid(data, config, settings: dict, out, resume: bool, shard, quiet: 
         saved = out / "data.npz"
         where = {} if resuming and saved.exists() else {"data": str(saved)}
     cfg = config_for(AblateConfig, {**given, **where}, out if resuming else None)
-    if not cfg.read_test:
-        raise ConfigError("read_test", "a grid reports every cell's test error, so it must read "
-                          "the test set; --no-read-test is for single fine-tuning runs (stackae "
-                          "tune turns it off for its trials by itself)")
     device = device_of(cfg) if local else cfg.device
     known = A.DATASET_SIZES if dry_run or not local else None
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,11 +33,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shlex
 from pathlib import Path
 
 from .config import PER_CELL, NOT_SWEPT, AblateConfig, ConfigError, PretrainConfig, FinetuneConfig
 from .config import field_types, grid_name
 from .grid import Cell
+from .claims import ClaimError
 from .runlog import Diverged, write_json
 from .schema import did_you_mean
 
@@ -51,7 +53,7 @@ def tunable() -> list[str]:
         return {grid_name(stage, f.name) for f in dataclasses.fields(cls)
                 if f.name not in PER_CELL and f.name not in NOT_SWEPT}
     shared = names("pretrain", PretrainConfig)
-    keep = names("finetune", FinetuneConfig) - shared - {"read_test"}
+    keep = names("finetune", FinetuneConfig) - shared
     return sorted(keep & {f.name for f in dataclasses.fields(AblateConfig)})
 
 
@@ -142,18 +144,20 @@ def propose(dists: dict, done: list[dict], number: int, seed: int) -> dict:
     study = optuna.create_study(direction="minimize",
                                 sampler=optuna.samplers.TPESampler(seed=mixed))
     for t in done:
-        study.add_trial(optuna.trial.create_trial(
-            params={k: (tuple(v) if isinstance(v, list) else v) for k, v in t["settings"].items()},
-            distributions=dists, value=t["val_error"]))
+        study.add_trial(optuna.trial.create_trial(params=from_json(t["settings"]),
+                                                  distributions=dists, value=t["val_error"]))
     params = study.ask(dists).params
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
 
 
+def from_json(settings: dict) -> dict:
+    """Settings read back from JSON: lists become the tuples the configs hold."""
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items()}
+
+
 def trial_config(cfg: AblateConfig, arms: list, budget: str, seeds, settings: dict) -> AblateConfig:
     return dataclasses.replace(cfg, inits=tuple(arms), labels=(budget,), seeds=tuple(seeds),
-                               read_test=False,
-                               **{k: (tuple(v) if isinstance(v, list) else v)
-                                  for k, v in settings.items()})
+                               **from_json(settings))
 
 
 def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, device,
@@ -236,10 +240,44 @@ def final(cfg: AblateConfig, out: Path, cells: list[Cell], choices: dict, device
         for arm in cfg.inits:
             mine = [c for c in cells if c.init == arm and c.budget == budget]
             if mine:
-                chosen = {k: (tuple(v) if isinstance(v, list) else v)
-                          for k, v in choices[arm][budget]["settings"].items()}
+                chosen = from_json(choices[arm][budget]["settings"])
                 run_cells(dataclasses.replace(cfg, **chosen), out, mine, device, say)
 
 
-def tune_setup(space: dict, trials: int, seeds: tuple) -> dict:
-    return {"space": space, "trials": trials, "tune_seeds": list(seeds)}
+def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds) -> dict:
+    """tune.json's space, trials and tuning seeds: those given (None = not given) agree with a
+    resumed tuning's, the rest come from it or the defaults; all checked before any folder."""
+    path = out / "tune.json"
+    saved = json.loads(path.read_text()) if resuming and path.exists() else {}
+    if resuming and not saved and (out / "results.jsonl").exists():
+        raise ClaimError(f"{out} holds a `stackae ablate` run (its cells ran untuned); resume it "
+                         f"with stackae ablate --out {out} --resume")
+    if isinstance(space, (str, Path)):
+        space = read_space(space)
+    asked = {"space": space, "trials": trials,
+             "tune_seeds": None if seeds is None else [int(s) for s in seeds]}
+    for name, value in asked.items():
+        if saved and value is not None and value != saved[name]:
+            raise ConfigError(name, f"{json.dumps(value)} differs from the tuning being resumed "
+                                    f"({json.dumps(saved[name])} in {path})")
+    chosen = {name: next(v for v in (saved.get(name), asked[name], default) if v is not None)
+              for name, default in (("space", default_space(cfg)), ("trials", 20),
+                                    ("tune_seeds", list(cfg.seeds[:2])))}
+    if chosen["trials"] < 1:
+        raise ConfigError("trials", f"must be at least 1, got {chosen['trials']}")
+    if not chosen["tune_seeds"]:
+        raise ConfigError("tune_seeds", "needs at least one seed")
+    try:  # the tuning seeds must make a valid grid of their own
+        trial_config(cfg, list(cfg.inits), cfg.labels[0], chosen["tune_seeds"], {})
+    except ConfigError as e:
+        raise ConfigError("tune_seeds", str(e))
+    distributions(chosen["space"], cfg)
+    return chosen
+
+
+def command(cfg: AblateConfig, out: Path, chosen: dict) -> str:
+    """The `stackae tune` command line that reruns this tuning into `out`."""
+    from .ablate import command as grid_command
+    return ("stackae tune " + grid_command(cfg, out).split(" ", 2)[2]
+            + f" --trials {chosen['trials']} --space {shlex.quote(json.dumps(chosen['space']))}"
+            + f" --tune-seeds {','.join(map(str, chosen['tune_seeds']))}")
