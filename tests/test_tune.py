@@ -137,3 +137,13 @@ def test_tune_and_ablate_folders_do_not_resume_each_other(tmp_path, capsys, monk
     assert code == 0
     code, _, err = run_main(["ablate", "--out", tmp_path / "t", "--resume"], capsys, monkeypatch)
     assert code == 2 and "holds a `stackae tune` run" in err, err
+
+
+def test_finetune_without_reading_the_test_set(tmp_path, capsys, monkeypatch):
+    code, out, _ = run_main(["finetune", "--train-size", "600", "--val-size", "300", "--layers",
+                             "8", "--epochs", "1", "--no-read-test", "--device", "cpu", "-q",
+                             "--out", tmp_path / "f"], capsys, monkeypatch)
+    assert code == 0 and "(test not read)" in out and "test error" not in out
+    result = json.loads((tmp_path / "f" / "result.json").read_text())
+    assert result["test_error"] is None and 0 < result["best_val_error"] < 1
+    assert "best_val_error=" in repr(stackae.artifacts.Classifier(tmp_path / "f"))
