@@ -202,14 +202,19 @@ def locked(path: Path):
 
 def batch_cap(cfg: AblateConfig, device) -> int:
     """The most networks one loop trains: --seed-batch when given; else all on a GPU (bounded by
-    its free memory) and 8 on a CPU, where larger K no longer pays (scripts/bench.py)."""
+    its free memory). On a CPU at most 8, and few enough that one layer's K-stacked weight
+    gradient stays within 32 MiB: glibc's malloc hands larger blocks back to the system when
+    freed, so a larger gradient is mapped anew at every step, which costs more than batching
+    saves (a 9 x 1000 x 1000 gradient takes 6x as long per network as an 8 x 1000 x 1000 one;
+    scripts/bench.py --ks)."""
     if cfg.seed_batch:
         return cfg.seed_batch
+    widths = (784,) + cfg.layers + (10,)
     if getattr(device, "type", device) != "cuda":
-        return 8
+        largest = 4 * max(a * b for a, b in zip(widths, widths[1:]))
+        return max(1, min(8, 32 * 2**20 // largest))
     import torch
     free, _ = torch.cuda.mem_get_info(device)
-    widths = (784,) + cfg.layers + (10,)
     per_net = 4 * 4 * sum(a * b for a, b in zip(widths, widths[1:]))  # weights, grads, 2 states
     per_net += 4 * 2 * max(cfg.finetune_batch_size, cfg.pretrain_batch_size) * sum(widths)
     return max(1, int(0.5 * free / per_net))
