@@ -279,8 +279,9 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
     result.json (a killed run) is deleted and redone. A tuning `trial` folder holds the cells'
     folders and results.jsonl instead of `out` (their stacks are still `out`'s), and its cells
     never read the test set. `per_arm` gives
-    an arm its own fine-tuning learning rate (`{"xavier": {"finetune_lr": 0.3}}`), with which it
-    still trains beside the other arms."""
+    an arm its own values of settings that may differ within one K (tune.PER_ARM:
+    `{"xavier": {"finetune_lr": 0.3, "dropout": 0.5}}`), with which it still trains beside the
+    other arms."""
     from .data import label_subset, load
     from .runner import run_finetunes
     say = say or (lambda line: None)

@@ -216,6 +216,9 @@ ABLATE_PRESETS = {
 PREFIXED = {"pretrain": ("epochs", "lr", "optimizer", "batch_size"),
             "finetune": ("epochs", "lr", "lr_schedule", "optimizer", "batch_size")}
 PER_CELL = ("seed", "objective", "init", "init_scheme", "like", "labels")  # set by the cell
+# fine-tuning settings that may differ between the K networks of one loop (every other one must
+# agree): what a cell sets, and what the step can apply per network (tuning trials)
+PER_NETWORK = ("seed", "init", "init_scheme", "like", "lr", "dropout", "input_dropout", "max_norm")
 NOT_SWEPT = ("loss", "persistent", "rbm_visible", "unroll_epochs", "freeze_encoder",  # defaults
              "read_test")  # a grid reports every test error; tune's trials turn it off
 STAGES = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}

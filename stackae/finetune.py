@@ -20,13 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import FinetuneConfig
+from .config import PER_NETWORK, FinetuneConfig
 from .network import Stacked
 from . import train
 from .train import Streams, autocast, check_finite, make_optimizer
 
-# settings that may differ between networks trained together; every other one must agree
-PER_NETWORK = ("seed", "init", "init_scheme", "like", "lr")
 CURVES = ("train_loss", "train_error", "val_loss", "val_error", "test_error")
 
 
@@ -90,6 +88,14 @@ def unique_stack(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
             torch.tensor(which, device=tensors[0].device))
 
 
+def dropout_masks(streams: Streams, rates: list[float], batch: int, width: int) -> torch.Tensor:
+    """(K, batch, width) inverted-dropout masks, network k's drawn from its own stream at its own
+    rate; a network at rate 0 draws nothing (its stream moves as it would alone) and keeps all."""
+    u = streams.rand(batch, width, only=[p > 0 for p in rates])
+    p = torch.tensor(rates, device=u.device).view(-1, 1, 1)
+    return (u >= p) / torch.tensor([1 - r for r in rates], device=u.device).view(-1, 1, 1)
+
+
 @torch.no_grad()
 def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, which: torch.Tensor, amp,
              examples: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,9 +149,11 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
     test_x, on_test = unique_stack([d.test_x for d in datas])
     test_y = unique_stack([d.test_y for d in datas])[0]
     batches = Streams([c.seed for c in cfgs], "batches", device)
-    dropout = (Streams([c.seed for c in cfgs], "dropout", device)
-               if cfg.dropout or cfg.input_dropout else None)
-    rates = [cfg.input_dropout] + [cfg.dropout] * len(net.widths)  # inputs, then hidden layers
+    # dropout rates per layer (inputs, then hidden layers) and max-norm caps, one per network
+    rates = [[c.input_dropout for c in cfgs]] + [[c.dropout for c in cfgs]] * len(net.widths)
+    dropout = Streams([c.seed for c in cfgs], "dropout", device) if any(map(any, rates)) else None
+    caps = (torch.tensor([c.max_norm or math.inf for c in cfgs], device=device)
+            if any(c.max_norm for c in cfgs) else None)
     rows = which[:, None]
     amp = autocast(cfg.precision, device)
     sel = [Selection(cfg.patience) for _ in cfgs]
@@ -160,8 +168,8 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
         wrong = torch.zeros(K, device=device)
         for b in order.split(cfg.batch_size, dim=1):
             masks = None
-            if dropout is not None:  # inverted dropout, each network's masks from its own stream
-                masks = [(dropout.rand(b.shape[1], w) >= p) / (1 - p) if p else None
+            if dropout is not None:
+                masks = [dropout_masks(dropout, p, b.shape[1], w) if any(p) else None
                          for p, w in zip(rates, [x.shape[2]] + net.widths)]
             yb = y[rows, b]
             with amp:
@@ -178,8 +186,8 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
                     for p, q in zip(trained, before):
                         p.copy_(torch.lerp(q, p, lrs.view(-1, *[1] * (p.dim() - 1))))
             schedule.step()
-            if cfg.max_norm:
-                net.cap_norms(cfg.max_norm)
+            if caps is not None:
+                net.cap_norms(caps)
             total_loss += loss.detach() * b.shape[1]
             wrong += (logits.detach().argmax(-1) != yb).sum(1)
         seen = order.shape[1]

@@ -122,7 +122,7 @@ class Stacked(nn.Module):
 
     def __init__(self, models: list[nn.Sequential]):
         super().__init__()
-        shapes = {repr(m) for m in models}
+        shapes = {repr([m for m in model if not isinstance(m, nn.Dropout)]) for model in models}
         if len(shapes) > 1:
             raise ValueError("networks trained together must have the same architecture")
         self.activations = activations_of(models[0])
@@ -154,8 +154,10 @@ class Stacked(nn.Module):
         return affine(x, self.weights[-1], self.biases[-1])
 
     @torch.no_grad()
-    def cap_norms(self, c: float) -> None:
-        """Max-norm: scale down each hidden unit's incoming weight vector whose L2 norm exceeds c."""
+    def cap_norms(self, c) -> None:
+        """Max-norm: scale down each hidden unit's incoming weight vector whose L2 norm exceeds c
+        (one cap, or a (K,) tensor of one per network; inf leaves a network uncapped)."""
+        c = torch.as_tensor(c, device=self.weights[0].device).view(-1, 1, 1)
         for w in self.weights[:-1]:  # unit j's incoming weights are w[k, :, j]
             w.mul_((c / w.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1))
 

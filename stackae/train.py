@@ -70,10 +70,13 @@ class Streams:
         return torch.stack([torch.cat([torch.randperm(n, generator=g) for _ in range(repeats)])
                             for g in self.host]).to(self.device)
 
-    def rand(self, *shape, dtype=torch.float32) -> torch.Tensor:
-        """(K, *shape) uniforms in [0, 1), slice k from stream k."""
+    def rand(self, *shape, dtype=torch.float32, only=None) -> torch.Tensor:
+        """(K, *shape) uniforms in [0, 1), slice k from stream k; with `only` (K booleans), the
+        slices not named draw nothing and get zeros."""
         return torch.stack([torch.rand(shape, generator=g, device=self.device, dtype=dtype)
-                            for g in self.dev])
+                            if only is None or only[k] else
+                            torch.zeros(shape, device=self.device, dtype=dtype)
+                            for k, g in enumerate(self.dev)])
 
     def randn(self, *shape, dtype=torch.float32) -> torch.Tensor:
         return torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=dtype)

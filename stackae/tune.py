@@ -15,10 +15,10 @@ Optuna's TPE sampler proposes the trials through its ask/tell interface; a study
 the finished trials before every proposal (with a seed fixed by the trial's number), so an
 interrupted tuning resumes to the same choices. A trial fine-tunes the arm on the tuning seeds
 with the test set never evaluated (read_test off); trial k of every arm runs at once, and arms
-whose proposals differ at most in the learning rate train together as one K-network loop (each
-network's step scaled to its own rate; the sampler's random start, seeded alike for every arm,
-proposes the same settings to every arm); the grid's stacks are pretrained once and
-shared by every trial and by the final runs. Then each (arm, budget) runs over all seeds with its
+whose proposals differ at most in settings one loop applies per network (tune.PER_ARM: learning
+rate, dropout, input dropout, max-norm) train together as one K-network loop (the sampler's
+random start, seeded alike for every arm, proposes the same settings to every arm); the grid's
+stacks are pretrained once and shared by every trial and by the final runs. Then each (arm, budget) runs over all seeds with its
 chosen settings, test error read once per cell, and the folder is an ordinary ablation folder.
 
     <out>/tune.json                          space, trials per arm and budget, tuning seeds; choices
@@ -36,12 +36,16 @@ import math
 import shlex
 from pathlib import Path
 
-from .config import PER_CELL, NOT_SWEPT, AblateConfig, ConfigError, PretrainConfig, FinetuneConfig
+from .config import PER_CELL, PER_NETWORK, NOT_SWEPT, AblateConfig, ConfigError, PretrainConfig
+from .config import FinetuneConfig
 from .config import field_types, grid_name
 from .grid import Cell
 from .claims import ClaimError
 from .runlog import Diverged, write_json
 from .schema import did_you_mean
+
+# tuned settings in which the arms of a trial may differ and still train as one K
+PER_ARM = {grid_name("finetune", n) for n in PER_NETWORK} - set(PER_CELL)
 
 SPACE_HELP = ("a JSON object of settings, each a range {\"low\": a, \"high\": b} (optionally "
               "\"log\": true, \"step\": s) or a list of values")
@@ -181,16 +185,16 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
                     proposals[arm] = propose(dists, done[arm], number, cfg.seeds[0])
             trial.mkdir(parents=True, exist_ok=True)
             write_json(asked, proposals)
-            groups = {}  # arms whose proposals differ at most in the learning rate
+            groups = {}  # arms whose proposals differ at most in settings one K lets differ
             for arm in arms:
-                rest = {k: v for k, v in proposals[arm].items() if k != "finetune_lr"}
+                rest = {k: v for k, v in proposals[arm].items() if k not in PER_ARM}
                 groups.setdefault(json.dumps(rest, sort_keys=True), []).append(arm)
             for together in groups.values():
                 tcfg = trial_config(cfg, together, budget, seeds, proposals[together[0]])
                 cells = [Cell(a, depth, budget, s) for s in seeds for depth in cfg.depth_list
                          for a in together]
-                per_arm = {a: {"finetune_lr": proposals[a]["finetune_lr"]} for a in together
-                           if "finetune_lr" in proposals[a]}
+                per_arm = {a: {k: v for k, v in proposals[a].items() if k in PER_ARM}
+                           for a in together}
                 try:
                     run_cells(tcfg, out, cells, device, lambda line: None, trial=trial,
                               per_arm=per_arm)

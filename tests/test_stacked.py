@@ -66,12 +66,14 @@ def stack(tmp_path_factory, datas):
     return load_stack(out / "stack.pt", datas[0].input_dim)
 
 
-def both_ways(datas, stack=None, inits=None, lrs=None, **over):
+def both_ways(datas, stack=None, inits=None, lrs=None, per=None, **over):
     """Each network fine-tuned alone (K = 1), then all together (K = 3); `lrs` gives each
-    network its own learning rate (as tuning trials have)."""
+    network its own learning rate, `per` its own value of other settings (as tuning trials have:
+    {"dropout": (0.1, 0, 0.5)})."""
     settings = dict(SPLIT, layers=(32, 16), labels="100", epochs=3, batch_size=32,
                     min_epoch_examples=300)
-    cfgs = [FinetuneConfig(**{**settings, **over, **({"lr": lrs[k]} if lrs else {})}, seed=s)
+    per = {**(per or {}), **({"lr": lrs} if lrs else {})}
+    cfgs = [FinetuneConfig(**{**settings, **over, **{n: v[k] for n, v in per.items()}}, seed=s)
             for k, s in enumerate(SEEDS)]
     idxs = [label_subset(d.train_y, c.label_budget, d.n_classes, c.seed)
             for c, d in zip(cfgs, datas)]
@@ -164,6 +166,19 @@ def test_networks_with_their_own_learning_rates_match_separate_runs(datas, stack
                      weight_decay=1e-4)
     assert_same_runs(*runs)
     assert [r["lrs"][0] for r in runs[1]] != pytest.approx([runs[1][0]["lrs"][0]] * 3)
+
+
+def test_networks_with_their_own_dropout_and_max_norm_match_separate_runs(datas, stack):
+    """Tuning trials that differ in dropout, input dropout and max-norm train as one K too; a
+    network without dropout draws no masks, so its stream and result are those it has alone."""
+    per = {"dropout": (0.3, 0.0, 0.5), "input_dropout": (0.0, 0.2, 0.1),
+           "max_norm": (0.0, 0.3, 0.5), "lr": (0.1, 0.2, 0.05)}
+    runs = both_ways(datas, stack, per=per)
+    assert_same_runs(*runs)
+    for model, cap in zip(runs[2], per["max_norm"]):
+        hidden = [m.weight for m in model if isinstance(m, torch.nn.Linear)][:-1]
+        norm = torch.cat([w.norm(dim=1) for w in hidden]).max()
+        assert (cap - 1e-4 < norm <= cap + 1e-5) if cap else (norm > 0.5)  # capped, or free
 
 
 def test_networks_that_differ_in_more_than_seed_init_and_lr_are_refused(datas):

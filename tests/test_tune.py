@@ -49,6 +49,35 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path):
     assert grid.report["tuning"]["choices"] == tuned["choices"]
 
 
+def test_arms_whose_proposals_differ_in_lr_and_dropout_train_as_one_k(tmp_path, monkeypatch):
+    import stackae.ablate as A
+    import stackae.tune as T
+    real, calls, proposed = A.run_cells, [], []
+
+    def varied(*args):  # the arms' first proposals are equal (the same seeded start): vary them
+        proposed.append(1)
+        return {**real_propose(*args), "dropout": (0.0, 0.2)[len(proposed) % 2]}
+    real_propose = T.propose
+    monkeypatch.setattr(T, "propose", varied)
+
+    def recorded(cfg, out, cells, *args, trial=None, per_arm=None, **kwargs):
+        if trial is not None:
+            calls.append((trial.name, {c.init for c in cells}, per_arm))
+        return real(cfg, out, cells, *args, trial=trial, per_arm=per_arm, **kwargs)
+    monkeypatch.setattr(A, "run_cells", recorded)
+    stackae.run_tuning(out=tmp_path / "t", trials=3, space=SPACE, tune_seeds=(0,), quiet=True,
+                       **{**SMALL, "labels": ("100",)})
+    assert [name for name, _, _ in calls] == ["trial-000", "trial-001", "trial-002"]
+    for name, arms, per_arm in calls:  # one loop per trial, each arm with its own proposal
+        assert arms == {"denoising", "xavier"}
+        assert per_arm["denoising"]["dropout"] != per_arm["xavier"]["dropout"]
+        for arm in arms:
+            cell = tmp_path / "t" / "tune" / "n100" / name / f"{arm}-d1-n100-s0"
+            cfg = json.loads((cell / "config.json").read_text())
+            assert (cfg["lr"], cfg["dropout"]) == (per_arm[arm]["finetune_lr"],
+                                                   per_arm[arm]["dropout"])
+
+
 def test_an_interrupted_tuning_resumes_to_the_same_choices(tmp_path, monkeypatch):
     import stackae.ablate as A
     whole = tmp_path / "whole"
