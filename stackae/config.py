@@ -83,6 +83,9 @@ class PretrainConfig(DataConfig):
                              "end to end for this many epochs (0 = off).")
     precision: str = opt("float32", "Compute precision: bfloat16 autocasts matmuls.",
                          choices=("float32", "bfloat16"))
+    compile: bool = opt(False, "Compile the training step with torch.compile (on CUDA in mode "
+                        "reduce-overhead: replayed as a CUDA graph); the first step pays the "
+                        "compilation, about 30 s on a CPU. RBM layers run eagerly.")
 
     def __post_init__(self):
         super().__post_init__()
@@ -160,6 +163,9 @@ class FinetuneConfig(DataConfig):
     freeze_encoder: bool = opt(False, "Train only the head (a linear probe of the encoder).")
     precision: str = opt("float32", "Compute precision: bfloat16 autocasts matmuls.",
                          choices=("float32", "bfloat16"))
+    compile: bool = opt(False, "Compile the training step with torch.compile (on CUDA in mode "
+                        "reduce-overhead: replayed as a CUDA graph); the first step pays the "
+                        "compilation, about 30 s on a CPU. RBM layers run eagerly.")
     read_test: bool = opt(True, "Measure test error (each epoch; the result is that of the best "
                           "validation epoch). stackae tune turns it off for its trials, so no "
                           "choice ever sees the test set.")

@@ -23,7 +23,7 @@ from torch import nn
 from .config import PER_NETWORK, FinetuneConfig
 from .network import Stacked
 from . import train
-from .train import Streams, autocast, check_finite, make_optimizer
+from .train import Streams, autocast, check_finite, compiled, make_optimizer
 
 CURVES = ("train_loss", "train_error", "val_loss", "val_error", "test_error")
 
@@ -158,6 +158,15 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
     amp = autocast(cfg.precision, device)
     sel = [Selection(cfg.patience) for _ in cfgs]
     best = [p.detach().clone() for p in net.parameters()]
+
+    def forward(xb, yb, masks):
+        """(K,) mean losses and (K,) counts of errors of a batch: the step's compiled part."""
+        with amp:
+            logits = net(xb, masks)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(),
+                               reduction="none").view(K, -1).mean(1)
+        return loss, (logits.detach().argmax(-1) != yb).sum(1)
+    step = compiled(forward, cfg.compile, device)
     t_start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         if all(s.stopped for s in sel):
@@ -172,10 +181,8 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
                 masks = [dropout_masks(dropout, p, b.shape[1], w) if any(p) else None
                          for p, w in zip(rates, [x.shape[2]] + net.widths)]
             yb = y[rows, b]
-            with amp:
-                logits = net(x[rows, b], masks)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(),
-                                   reduction="none").view(K, -1).mean(1)
+            full = b.shape[1] == cfg.batch_size
+            loss, batch_wrong = (step if full else forward)(x[rows, b], yb, masks)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # slice k of every gradient is network k's own
             if scaled:
@@ -189,7 +196,7 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
             if caps is not None:
                 net.cap_norms(caps)
             total_loss += loss.detach() * b.shape[1]
-            wrong += (logits.detach().argmax(-1) != yb).sum(1)
+            wrong += batch_wrong
         seen = order.shape[1]
         running = [k for k in range(K) if not sel[k].stopped]
         check_finite(total_loss[running], lambda j: (

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
-from .autoencoders import Layer, corrupt, draw_noise, make_objective
+from .autoencoders import Layer, RBMObjective, corrupt, draw_noise, make_objective
 from .checkpoint import layer_checkpoint, load_layer, save, stack_checkpoint
 from .config import PretrainConfig
 from .runlog import write_json
 from .seeding import seed_for
-from .train import Streams, autocast, check_finite, check_lockstep, make_optimizer, stacked
+from .train import (Streams, autocast, check_finite, check_lockstep, compiled, make_optimizer,
+                    stacked)
 
 
 @torch.no_grad()
@@ -82,6 +83,13 @@ def train_layer(cfgs: list[PretrainConfig], k: int, layer: Layer, x: torch.Tenso
     amp = autocast(cfg.precision, x.device)
     tag = f"pretrain/layer{k + 1}"
     history = [[] for _ in range(K)]
+
+    def forward(xb, draws):
+        """(K,) losses and reconstruction losses of a batch: the step's compiled part."""
+        with amp:
+            return objective(layer, xb, draws, noise)
+    # an RBM's Gibbs chain draws from per-slice generators at every step: not compiled
+    step = compiled(forward, cfg.compile and not isinstance(objective, RBMObjective), x.device)
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         layer.train()
@@ -90,9 +98,9 @@ def train_layer(cfgs: list[PretrainConfig], k: int, layer: Layer, x: torch.Tenso
         draws = objective.draw(noise, n, x.shape[2])  # the epoch's corruption, drawn at once
         for a in range(0, n, cfg.batch_size):
             idx = order[:, a:a + cfg.batch_size]
-            with amp:
-                loss, recon = objective(layer, x[rows, idx],
-                                        tuple(d[:, a:a + cfg.batch_size] for d in draws), noise)
+            full = idx.shape[1] == cfg.batch_size
+            loss, recon = (step if full else forward)(
+                x[rows, idx], tuple(d[:, a:a + cfg.batch_size] for d in draws))
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # slice i of every gradient is stack i's own
             opt.step()
