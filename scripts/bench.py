@@ -5,10 +5,13 @@ PyTorch implementation, in one process on one machine.
     python scripts/bench.py --quick         # reduced sizes, under a minute; a smoke check
     python scripts/bench.py --json bench.json --precision bfloat16
     python scripts/bench.py --device cuda --ks 1,10,20,80 --grid   # the GPU section
+    python scripts/bench.py --steps 20,128 --ks 1,8 --steps-only    # eager against --compile
 
-Fine-tuning is also measured against K, the number of networks one loop trains (--ks), and with
---grid the whole `stackae ablate --preset full` grid is timed as a separate process, beside its
-physical limit (the grid's FLOPs over the measured matmul ceiling).
+Fine-tuning is also measured against K, the number of networks one loop trains (--ks); with
+--steps, the time of one fine-tuning step, eager against compiled (--compile; on CUDA replayed as
+CUDA graphs), at those batch sizes for each K; and with --grid the whole `stackae ablate --preset
+full` grid is timed as a separate process, beside its physical limit (the grid's FLOPs over the
+measured matmul ceiling).
 
 Prints a table and writes JSON. FLOPs are counted from the GEMMs a step performs (forward and
 backward); elementwise work is not counted, so the fraction of the ceiling is a lower bound on how
@@ -239,6 +242,50 @@ def finetune_against_k(ks, x, y, d, widths, Bf, precision, device, ft_flops_per_
     return rows
 
 
+class EpochTimes(NullLog):
+    def __init__(self):
+        self.seconds = []
+
+    def scalars(self, step, values, **k):
+        if "finetune/epoch_seconds" in values:
+            self.seconds.append(values["finetune/epoch_seconds"])
+
+
+def step_times(batches, ks, widths, precision, device, steps: int = 150) -> list[dict]:
+    """Milliseconds per fine-tuning step of K networks (784-widths-10, sigmoid, SGD), eager
+    against compiled: the second of two epochs of `steps` full batches each (the first pays the
+    compilation), evaluation on 100 images. Random data: the time does not depend on it."""
+    from stackae.data import Data
+    rows = []
+    for B in batches:
+        n = B * steps
+        x, y = torch.rand(n, 784, device=device), torch.randint(0, 10, (n,), device=device)
+        d = Data(x, y, x[:100], y[:100], x[:100], y[:100], 10, "mnist", (28, 28))
+        idx = torch.arange(n, device=device)
+        for K in ks:
+            ms = {}
+            for mode in ("eager", "compiled"):
+                cfgs = [FinetuneConfig(epochs=2, batch_size=B, precision=precision, seed=s,
+                                       min_epoch_examples=0, device=str(device),
+                                       compile=mode == "compiled") for s in range(K)]
+                models = [assemble(None, input_dim=784, n_classes=10, widths=widths,
+                                   activation="sigmoid", seed=s) for s in range(K)]
+                logs = [EpochTimes() for _ in range(K)]
+                finetune(cfgs, [d] * K, models, ["random"] * K, [idx] * K, logs)
+                ms[mode] = logs[0].seconds[-1] / steps * 1e3
+            rows.append({"batch": B, "k": K, "eager_ms": ms["eager"],
+                         "compiled_ms": ms["compiled"], "speedup": ms["eager"] / ms["compiled"],
+                         "compiled_samples_per_s": K * B / ms["compiled"] * 1e3})
+    return rows
+
+
+def print_steps(rows) -> None:
+    for r in rows:
+        print(f"fine-tuning step, batch {r['batch']:<4} K={r['k']:<3} eager {r['eager_ms']:7.2f} ms"
+              f"  compiled {r['compiled_ms']:7.2f} ms  ({r['speedup']:.2f}x; "
+              f"{r['compiled_samples_per_s']:,.0f} samples/s)")
+
+
 def whole_grid(device, ceiling_gflops, extra=()) -> dict:
     """`stackae ablate --preset full` from nothing, as a separate process, and its physical limit:
     the grid's FLOPs (from its --dry-run estimate) over the measured matmul ceiling."""
@@ -268,6 +315,9 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, default=Path("bench.json"))
     ap.add_argument("--ks", default=None, help="fine-tuning samples/s against K networks at once "
                     "(default 1,4 with --quick, else 1,8)")
+    ap.add_argument("--steps", default=None, help="also time one fine-tuning step, eager against "
+                    "compiled (--compile), at these batch sizes (e.g. 20,128) for each K of --ks")
+    ap.add_argument("--steps-only", action="store_true", help="measure only --steps")
     ap.add_argument("--grid", action="store_true", help="also time `stackae ablate --preset full` "
                     "end to end (minutes on a GPU, hours on a CPU)")
     ap.add_argument("--target", type=float, default=None,
@@ -276,6 +326,19 @@ def main(argv=None):
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     widths = (256, 256, 128) if args.quick else (1000, 1000, 500)
+    ks = [int(k) for k in (args.ks or ("1,4" if args.quick else "1,8")).split(",")]
+    steps = [int(b) for b in args.steps.split(",")] if args.steps else []
+    if args.steps_only:
+        out = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "precision": args.precision, "widths": list(widths),
+               "steps": step_times(steps or [20, 128], ks, widths, args.precision, device,
+                                   30 if args.quick else 150)}
+        print(f"stackae bench --steps-only  device={out['device']} threads={out['threads']} "
+              f"precision={args.precision} 784-{'-'.join(map(str, widths))}-10")
+        print_steps(out["steps"])
+        args.json.write_text(json.dumps(out, indent=2))
+        print(f"wrote {args.json}")
+        return out
     n = 6000 if args.quick else 60000
     B = args.batch_size or PretrainConfig.batch_size
     Bf = args.batch_size or FinetuneConfig.batch_size
@@ -362,7 +425,6 @@ def main(argv=None):
                        "fraction_of_ceiling": ft_flops / ft_time / 1e9 / ft_ceiling,
                        "textbook_samples_per_s": tb_ft, "speedup": n / ft_time / tb_ft,
                        "note": "epoch time includes validation and test evaluation"}
-    ks = [int(k) for k in (args.ks or ("1,4" if args.quick else "1,8")).split(",")]
     out["finetune_k"] = finetune_against_k(ks, x, y, d, widths, Bf, args.precision, device,
                                            ft_flops / n, ft_ceiling)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -374,6 +436,9 @@ def main(argv=None):
                                  3 if args.quick else 30, name == "textbook", device, B, Bf,
                                  args.precision)
             for name in ("stackae", "textbook")}}
+    if steps:
+        out["steps"] = step_times(steps, ks, widths, args.precision, device,
+                                  30 if args.quick else 150)
     if args.grid:
         out["grid"] = whole_grid(device, ft_ceiling)
     if device.type == "cuda":
@@ -391,6 +456,8 @@ def main(argv=None):
     for r in out["finetune_k"]:
         print(f"fine-tuning K={r['k']:<3} networks at once: {r['samples_per_s']:>10.0f} samples/s "
               f"{r['gflops']:>8.1f} GFLOP/s  {r['fraction_of_ceiling']:>5.0%} of ceiling")
+    if steps:
+        print_steps(out["steps"])
     if args.grid:
         g = out["grid"]
         print(f"whole grid ({g['command']}): {g['seconds']:.0f}s; physical limit "

@@ -205,8 +205,8 @@ def batch_cap(cfg: AblateConfig, device) -> int:
     its free memory). On a CPU at most 8, and few enough that one layer's K-stacked weight
     gradient stays within 32 MiB: glibc's malloc hands larger blocks back to the system when
     freed, so a larger gradient is mapped anew at every step, which costs more than batching
-    saves (a 9 x 1000 x 1000 gradient takes 6x as long per network as an 8 x 1000 x 1000 one;
-    scripts/bench.py --ks)."""
+    saves (at batch 20 a 9 x 1000 x 1000 gradient took 5x as long per network as an 8 x 1000 x
+    1000 one: scripts/layouts.py --cliff)."""
     if cfg.seed_batch:
         return cfg.seed_batch
     widths = (784,) + cfg.layers + (10,)

@@ -22,3 +22,14 @@ def test_bench_quick_writes_every_part(tmp_path):
     assert "layer 1" in r.stdout and "finetune" in r.stdout
     assert [r["k"] for r in d["finetune_k"]] == [1, 4]  # fine-tuning against K networks at once
     assert all(r["samples_per_s"] > 0 and 0 < r["fraction_of_ceiling"] for r in d["finetune_k"])
+
+
+def test_bench_times_a_step_eager_against_compiled(tmp_path):
+    out = tmp_path / "steps.json"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--device",
+                        "cpu", "--steps", "16", "--ks", "2", "--steps-only", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(out.read_text())["steps"]
+    assert (row["batch"], row["k"]) == (16, 2) and row["eager_ms"] > 0 and row["compiled_ms"] > 0
+    assert "compiled" in r.stdout
