@@ -11,6 +11,10 @@
 # the plan and its FLOP count):
 #   classic     sigmoid 784-1000-1000-500, denoising vs random, SGD fine-tuning, 10000 and all
 #               labels, 5 seeds                            1 h 00 min measured (20 cells)
+#   classic-small-batch  the classic regime with the published recipes' small batches: noise
+#               0.1/0.2/0.3 per layer, 15 pretraining epochs, fine-tuning batch 20 with cosine
+#               decay, denoising vs xavier (Glorot) random init, all labels, 5 seeds
+#                                                          see its report (Compute)
 #   budgets     the classic regime at 100 and 1000 labels, denoising vs xavier (Glorot) random
 #               init, 10 seeds                             1 h 05 min measured (40 cells)
 #   budgets-large  the budgets regime at 10000 and all labels, 5 seeds (the classic grid with
@@ -26,7 +30,7 @@
 #               scripts/reference/deep_autoencoder.py        see runs/reference/deep-autoencoder
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for name in "${@:-classic budgets budgets-large modern modern-long objectives deep-autoencoder}"; do
+for name in "${@:-classic classic-small-batch budgets budgets-large modern modern-long objectives deep-autoencoder}"; do
   for n in $name; do
     if [ "$n" = deep-autoencoder ]; then
       python scripts/reference/deep_autoencoder.py --out runs/reference/deep-autoencoder
