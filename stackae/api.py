@@ -48,6 +48,10 @@ def pretrain_stack(data=None, config=None, *, out=None, resume: bool = False, qu
     from .runner import run_pretrain
     cfg, held, out, resuming = R.prepare_run(PretrainConfig, "pretrain", data, config, settings, out,
                                         resume)
+    if resuming and (out / "stack.pt").exists():  # nothing to redo (an unrolled one is costly)
+        if not quiet:
+            say(f"already finished: {out / 'stack.pt'}")
+        return Stack.load(out)
     device = R.device_of(cfg)
     d = R.load_for(cfg, device, held)  # everything the run needs is checked before the folder exists
     checks.check_memory(cfg.layers, d.input_dim, 0, len(d.train_x) + len(d.val_x), device)

@@ -139,6 +139,18 @@ def test_finetune_resume_of_a_finished_run_checks_the_options(tmp_path):
     assert r.exit_code == 0 and "already finished" in r.output
 
 
+def test_pretrain_resume_of_a_finished_run_trains_nothing_again(tmp_path):
+    out = tmp_path / "p"
+    args = ("--layers", "16,8", "--objective", "rbm", "--epochs", "1", "--unroll-epochs", "2")
+    assert invoke("pretrain", *SLICE, *args, "-q", "--out", out).exit_code == 0
+    before = (out / "stack.pt").read_bytes(), (out / "metrics.jsonl").read_text()
+    r = invoke("pretrain", "--out", out, "--resume")
+    assert r.exit_code == 0 and "already finished" in r.output
+    assert ((out / "stack.pt").read_bytes(), (out / "metrics.jsonl").read_text()) == before
+    r = invoke("pretrain", *SLICE, *args[:-1], "3", "-q", "--out", out, "--resume")
+    assert r.exit_code == 2 and "'--unroll-epochs': differs from the run being resumed" in r.output
+
+
 def test_a_resumed_layer_from_another_seed_is_refused(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for out, seed in ((a, 0), (b, 1)):

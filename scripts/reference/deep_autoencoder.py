@@ -39,13 +39,15 @@ def pca(train: torch.Tensor, k: int):
 
 def autoencoder(code: int, args, out: Path) -> stackae.Stack:
     folder = out / f"stack-{code}"
-    if (folder / "stack.pt").exists():
-        return stackae.load_stack(folder)
-    return stackae.pretrain_stack("mnist", out=folder, resume=folder.exists(),
-                                  layers=(1000, 500, 250, code), objective="rbm",
-                                  epochs=args.rbm_epochs, unroll_epochs=args.unroll_epochs,
-                                  batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                  device=args.device, quiet=args.quiet)
+    try:  # a finished stack is loaded, an interrupted one resumed, if trained as asked now
+        return stackae.pretrain_stack("mnist", out=folder, resume=folder.exists(),
+                                      layers=(1000, 500, 250, code), objective="rbm",
+                                      epochs=args.rbm_epochs, unroll_epochs=args.unroll_epochs,
+                                      batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                      device=args.device, quiet=args.quiet)
+    except stackae.ConfigError as e:
+        raise SystemExit(f"error: {folder} holds a stack trained otherwise: {e}; "
+                         "give another --out")
 
 
 def scatter(path: Path, panels: list[tuple[str, torch.Tensor]], labels: torch.Tensor) -> None:
