@@ -215,6 +215,12 @@ def prepare_grid(data, config, settings: dict, out, resume: bool, shard, quiet: 
     if held is not None:
         saved = out / "data.npz"
         where = {} if resuming and saved.exists() else {"data": str(saved)}
+        if saved.exists():  # a resumed or joined grid keeps the arrays it started with
+            with np.load(saved) as have:
+                if not all(np.array_equal(have[k], a) for k, a in zip(NAMES, held)):
+                    raise data_mod.DataError(f"the arrays given are not those {out} was started "
+                                             f"with ({saved}); resume with the same arrays, or "
+                                             f"use another folder")
     cfg = config_for(AblateConfig, {**given, **where}, out if resuming else None)
     device = device_of(cfg) if local else cfg.device
     known = A.DATASET_SIZES if dry_run or not local else None

@@ -154,6 +154,12 @@ def test_ablation_fits_default_budgets_to_small_data(tmp_path, capsys):
         with pytest.raises(stackae.DataError, match=message):
             stackae.run_ablation(data, out=tmp_path / "b", labels=labels, device="cpu")
         assert not (tmp_path / "b").exists()  # nothing written
+    # resumed, the grid keeps the arrays it started with: the same ones again, or a clear refusal
+    again = stackae.run_ablation(data, out=tmp_path / "a", resume=True, quiet=True)
+    assert again.finished and again.records == grid.records
+    with pytest.raises(stackae.DataError, match="not those .* was started with"):
+        stackae.run_ablation(small(n_train=600, n_test=60, seed=1), out=tmp_path / "a",
+                             resume=True)
 
 
 def test_unknown_settings_and_values_name_the_nearest(tmp_path):
