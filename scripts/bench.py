@@ -329,8 +329,9 @@ def main(argv=None):
     ks = [int(k) for k in (args.ks or ("1,4" if args.quick else "1,8")).split(",")]
     steps = [int(b) for b in args.steps.split(",")] if args.steps else []
     if args.steps_only:
-        out = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "precision": args.precision, "widths": list(widths),
+        out = {"device": str(device), "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "precision": args.precision,
+               "widths": list(widths),
                "steps": step_times(steps or [20, 128], ks, widths, args.precision, device,
                                    30 if args.quick else 150)}
         print(f"stackae bench --steps-only  device={out['device']} threads={out['threads']} "

@@ -200,7 +200,7 @@ def locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def batch_cap(cfg: AblateConfig, device) -> int:
+def batch_cap(cfg: AblateConfig, device, input_dim: int = 784, classes: int = 10) -> int:
     """The most networks one loop trains: --seed-batch when given; else all on a GPU (bounded by
     its free memory). On a CPU at most 8, and few enough that one layer's K-stacked weight
     gradient stays within 32 MiB: glibc's malloc hands larger blocks back to the system when
@@ -209,7 +209,7 @@ def batch_cap(cfg: AblateConfig, device) -> int:
     1000 one: scripts/layouts.py --cliff)."""
     if cfg.seed_batch:
         return cfg.seed_batch
-    widths = (784,) + cfg.layers + (10,)
+    widths = (input_dim,) + cfg.layers + (classes,)
     if getattr(device, "type", device) != "cuda":
         largest = 4 * max(a * b for a, b in zip(widths, widths[1:]))
         return max(1, min(8, 32 * 2**20 // largest))
@@ -304,7 +304,6 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
                                                                .read_text()), where(cell)))
         else:
             todo.append(cell)
-    cap = batch_cap(cfg, device)
     datas, subsets = {}, {}
 
     def data(seed):
@@ -313,6 +312,8 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
                                           train_size=cfg.train_size, val_size=cfg.val_size,
                                           seed=seed, device=cfg.device), device)
         return datas[seed]
+    first = data(todo[0].seed) if todo else None
+    cap = batch_cap(cfg, device, *((first.input_dim, first.n_classes) if first else ()))
 
     def subset(seed, budget):  # one tensor per (seed, budget): the arms of a seed share it
         if (seed, budget) not in subsets:

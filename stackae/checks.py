@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_stack, read
-from .config import ACTIVATIONS, AblateConfig, PretrainConfig, to_dict
+from .config import ACTIVATIONS, RUN_ONLY, AblateConfig, PretrainConfig, to_dict
 from .data import OptionError, check_budget, check_sizes, read_arrays
 from .runlog import finished_layers
 
-NOT_COMPARED = ("device",)  # where a stack ran does not change what it is
+NOT_COMPARED = ("device", *RUN_ONLY)  # where and how a stack ran does not change what it is
 
 
 # ---- data and memory ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from .config import RUN_ONLY
 from .runlog import LOCK_NAME, RunError, provenance, read_config, write_json
 
 try:
@@ -81,7 +82,7 @@ def resume_entry(device) -> dict:
 
 
 def first_difference(saved: dict, settings: dict) -> str | None:
-    return next((k for k in settings if saved.get(k) != settings[k]), None)
+    return next((k for k in settings if k not in RUN_ONLY and saved.get(k) != settings[k]), None)
 
 
 def record(folder: Path, settings: dict, device, resuming: bool, shared: bool = False) -> None:

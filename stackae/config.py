@@ -83,9 +83,10 @@ class PretrainConfig(DataConfig):
                              "end to end for this many epochs (0 = off).")
     precision: str = opt("float32", "Compute precision: bfloat16 autocasts matmuls.",
                          choices=("float32", "bfloat16"))
-    compile: bool = opt(False, "Compile the training step with torch.compile (on CUDA in mode "
-                        "reduce-overhead: replayed as a CUDA graph); the first step pays the "
-                        "compilation, about 30 s on a CPU. RBM layers run eagerly.")
+    compile: bool = opt(False, "Compile each layer's training step with torch.compile (on CUDA "
+                        "in mode reduce-overhead: replayed as a CUDA graph); each layer pays its "
+                        "compilation first, about 30 s on a CPU. RBM layers and the unrolled "
+                        "autoencoder run eagerly. Results are the same to float rounding.")
 
     def __post_init__(self):
         super().__post_init__()
@@ -165,7 +166,8 @@ class FinetuneConfig(DataConfig):
                          choices=("float32", "bfloat16"))
     compile: bool = opt(False, "Compile the training step with torch.compile (on CUDA in mode "
                         "reduce-overhead: replayed as a CUDA graph); the first step pays the "
-                        "compilation, about 30 s on a CPU. RBM layers run eagerly.")
+                        "compilation, about 30 s on a CPU. Results are the same to float "
+                        "rounding.")
     read_test: bool = opt(True, "Measure test error (each epoch; the result is that of the best "
                           "validation epoch). stackae tune turns it off for its trials, so no "
                           "choice ever sees the test set.")
@@ -225,6 +227,9 @@ PER_CELL = ("seed", "objective", "init", "init_scheme", "like", "labels")  # set
 # fine-tuning settings that may differ between the K networks of one loop (every other one must
 # agree): what a cell sets, and what the step can apply per network (tuning trials)
 PER_NETWORK = ("seed", "init", "init_scheme", "like", "lr", "dropout", "input_dropout", "max_norm")
+# settings of how a run executes, not of what it computes: a resumed run or a joining shard may
+# change them, and a stack trained either way is the same stack
+RUN_ONLY = ("compile",)
 NOT_SWEPT = ("loss", "persistent", "rbm_visible", "unroll_epochs", "freeze_encoder",  # defaults
              "read_test")  # a grid reports every test error; tune's trials turn it off
 STAGES = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
@@ -343,7 +348,8 @@ GRID_OWN = [
 GRID_LAST = [
     ("seed_batch", int, opt(0, "Most networks to train at once in one loop: the seeds of an "
                             "objective's pretraining, the arms and seeds of a label budget's "
-                            "fine-tuning (0 = as many as fit: all of them on a GPU, 8 on a CPU). "
+                            "fine-tuning (0 = as many as fit: all of them on a GPU; on a CPU at "
+                            "most 8, fewer for wide layers). "
                             "Results are the same however they are batched.")),
 ]
 STAGE_WORDS = {"pretrain": "Pretraining", "finetune": "Fine-tuning"}

@@ -5,8 +5,8 @@ selection on its own validation error.
     stackae finetune --init random --like runs/pretrain/demo/stack.pt --out runs/finetune/demo-rand
 
 A single run is K = 1; `stackae ablate` trains every arm and seed of a label budget together. The
-K networks share their settings (all but seed, init and learning rate) and shape, and nothing
-else: each has its own data split, labelled subset, batch order, dropout masks, model selection
+K networks share their settings (all but config.PER_NETWORK: seed, init, learning rate,
+dropout, input dropout and max-norm) and shape, and nothing else: each has its own data split, labelled subset, batch order, dropout masks, model selection
 and early stopping, so a network trained beside others ends as it would alone
 (tests/test_stacked.py). result.json reports the test error at the epoch of best validation
 error (None with read_test off, as in stackae tune's trials), and the curves.
@@ -88,12 +88,18 @@ def unique_stack(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
             torch.tensor(which, device=tensors[0].device))
 
 
-def dropout_masks(streams: Streams, rates: list[float], batch: int, width: int) -> torch.Tensor:
-    """(K, batch, width) inverted-dropout masks, network k's drawn from its own stream at its own
-    rate; a network at rate 0 draws nothing (its stream moves as it would alone) and keeps all."""
-    u = streams.rand(batch, width, only=[p > 0 for p in rates])
-    p = torch.tensor(rates, device=u.device).view(-1, 1, 1)
-    return (u >= p) / torch.tensor([1 - r for r in rates], device=u.device).view(-1, 1, 1)
+class Dropout:
+    """One layer's inverted dropout for K networks, each at its own rate."""
+
+    def __init__(self, rates: list[float], device):
+        self.draws = [p > 0 for p in rates]
+        self.rate = torch.tensor(rates, device=device).view(-1, 1, 1)
+        self.scale = torch.tensor([1 - p for p in rates], device=device).view(-1, 1, 1)
+
+    def masks(self, streams: Streams, batch: int, width: int) -> torch.Tensor:
+        """(K, batch, width) masks, network k's drawn from its own stream; a network at rate 0
+        draws nothing (its stream moves as it would alone) and keeps every unit."""
+        return (streams.rand(batch, width, only=self.draws) >= self.rate) / self.scale
 
 
 @torch.no_grad()
@@ -152,6 +158,7 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
     # dropout rates per layer (inputs, then hidden layers) and max-norm caps, one per network
     rates = [[c.input_dropout for c in cfgs]] + [[c.dropout for c in cfgs]] * len(net.widths)
     dropout = Streams([c.seed for c in cfgs], "dropout", device) if any(map(any, rates)) else None
+    drops = [Dropout(p, device) if any(p) else None for p in rates]
     caps = (torch.tensor([c.max_norm or math.inf for c in cfgs], device=device)
             if any(c.max_norm for c in cfgs) else None)
     rows = which[:, None]
@@ -178,8 +185,8 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
         for b in order.split(cfg.batch_size, dim=1):
             masks = None
             if dropout is not None:
-                masks = [dropout_masks(dropout, p, b.shape[1], w) if any(p) else None
-                         for p, w in zip(rates, [x.shape[2]] + net.widths)]
+                masks = [d.masks(dropout, b.shape[1], w) if d else None
+                         for d, w in zip(drops, [x.shape[2]] + net.widths)]
             yb = y[rows, b]
             full = b.shape[1] == cfg.batch_size
             loss, batch_wrong = (step if full else forward)(x[rows, b], yb, masks)

@@ -15,7 +15,7 @@ import torch
 
 from . import checks, claims
 from . import data as data_mod
-from .config import DATASETS, AblateConfig, ConfigError, FinetuneConfig, PretrainConfig
+from .config import DATASETS, RUN_ONLY, AblateConfig, ConfigError, FinetuneConfig, PretrainConfig
 from .config import field_types, from_dict, load_json, to_dict
 from .progress import say
 from .runlog import RunError
@@ -151,6 +151,9 @@ def config_for(cls, given: dict, out: Path | None = None):
             from_dict(cls, {name: value})  # an unknown setting, named with the nearest known ones
         value = coerce(name, types[name], value)
         if value == getattr(saved, name):
+            continue
+        if name in RUN_ONLY:
+            changes[name] = value
             continue
         why = (checks.refused_change(saved, name, value, finished) if cls is PretrainConfig
                else f"differs from the run being resumed "

@@ -47,6 +47,9 @@ def compiled(fn, enabled: bool, device: torch.device):
     again."""
     if not enabled:
         return fn
+    # one nested step function serves every layer and group of a process, each shape a new
+    # compilation: dynamo's default of 8 per function would fall back to eager without a word
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
     if device.type != "cuda":
         return torch.compile(fn, dynamic=False)
     step = torch.compile(fn, mode="reduce-overhead", dynamic=False)

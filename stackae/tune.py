@@ -18,8 +18,9 @@ with the test set never evaluated (read_test off); trial k of every arm runs at 
 whose proposals differ at most in settings one loop applies per network (tune.PER_ARM: learning
 rate, dropout, input dropout, max-norm) train together as one K-network loop (the sampler's
 random start, seeded alike for every arm, proposes the same settings to every arm); the grid's
-stacks are pretrained once and shared by every trial and by the final runs. Then each (arm, budget) runs over all seeds with its
-chosen settings, test error read once per cell, and the folder is an ordinary ablation folder.
+stacks are pretrained once and shared by every trial and by the final runs. Then each (arm,
+budget) runs over all seeds with its chosen settings, test error read once per cell, and the
+folder is an ordinary ablation folder.
 
     <out>/tune.json                          space, trials per arm and budget, tuning seeds; choices
     <out>/tune/n<budget>/trials.jsonl        one line per finished trial of an arm: its settings,
@@ -167,8 +168,8 @@ def trial_config(cfg: AblateConfig, arms: list, budget: str, seeds, settings: di
 def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, device,
          say) -> dict:
     """Run every (arm, budget)'s trials not yet finished; return the choices (tune.json's). Trial k
-    of every arm at a budget runs at once; arms whose proposals differ at most in the learning
-    rate train together as one K-network loop."""
+    of every arm at a budget runs at once; arms whose proposals differ at most in PER_ARM settings
+    train together as one K-network loop."""
     from .ablate import append_result, run_cells
     dists = distributions(space, cfg)
     choices, diverged = {}, set()

@@ -16,6 +16,7 @@ from test_stacked import Silent, folder
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device"))]
 SPLIT = dict(train_size=300, val_size=200)
+TOL = dict(rtol=1e-4, atol=1e-5)
 
 
 def compiled_whole(run):
@@ -24,7 +25,6 @@ def compiled_whole(run):
     out = run()
     assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]
     return out
-TOL = dict(rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -139,6 +139,21 @@ def test_finetune_resume_of_a_finished_run_checks_the_options(tmp_path):
     assert r.exit_code == 0 and "already finished" in r.output
 
 
+def test_compile_is_how_a_run_executes_not_what_it_is(tmp_path):
+    """Folders and stacks from before --compile existed, or run with the other choice, resume."""
+    from stackae.checks import mismatch
+    from stackae.config import PretrainConfig, to_dict
+    cfg = PretrainConfig(layers=(16,))
+    old = {k: v for k, v in to_dict(cfg).items() if k != "compile"}
+    assert mismatch(old, cfg) is None and mismatch(old, PretrainConfig(layers=(16,),
+                                                                       compile=True)) is None
+    out = tmp_path / "f"
+    assert invoke("finetune", *SLICE, "--layers", "8", "--epochs", "1", "-q", "--out",
+                  out).exit_code == 0
+    r = invoke("finetune", "--out", out, "--resume", "--compile")
+    assert r.exit_code == 0 and "already finished" in r.output
+
+
 def test_pretrain_resume_of_a_finished_run_trains_nothing_again(tmp_path):
     out = tmp_path / "p"
     args = ("--layers", "16,8", "--objective", "rbm", "--epochs", "1", "--unroll-epochs", "2")
