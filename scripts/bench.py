@@ -33,11 +33,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stackae import data as data_mod  # noqa: E402
-from stackae.config import FinetuneConfig, PretrainConfig  # noqa: E402
+from stackae.config import PRECISIONS, FinetuneConfig, PretrainConfig  # noqa: E402
 from stackae.finetune import finetune  # noqa: E402
 from stackae.network import assemble  # noqa: E402
 from stackae.pretrain import build_layer, encode_all, train_layer  # noqa: E402
-from stackae.train import resolve_device  # noqa: E402
+from stackae.train import matmul_precision, resolve_device  # noqa: E402
 
 
 class NullLog:
@@ -306,7 +306,8 @@ def whole_grid(device, ceiling_gflops, extra=()) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="reduced sizes, under a minute")
-    ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    ap.add_argument("--precision", choices=PRECISIONS, default="float32",
+                    help="tf32 (CUDA only) lets float32 matmuls use TF32 tensor cores")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="minibatch size of every part (default: stackae's own defaults, "
@@ -325,6 +326,13 @@ def main(argv=None):
                          "the textbook loop (pretraining 2 epochs per layer, then fine-tuning)")
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
+    if args.precision == "tf32" and device.type != "cuda":
+        ap.error("--precision tf32 needs a CUDA device")
+    with matmul_precision(args.precision):  # the ceiling's matmuls too
+        return measure(args, device)
+
+
+def measure(args, device) -> dict:
     widths = (256, 256, 128) if args.quick else (1000, 1000, 500)
     ks = [int(k) for k in (args.ks or ("1,4" if args.quick else "1,8")).split(",")]
     steps = [int(b) for b in args.steps.split(",")] if args.steps else []
@@ -441,7 +449,7 @@ def main(argv=None):
         out["steps"] = step_times(steps, ks, widths, args.precision, device,
                                   30 if args.quick else 150)
     if args.grid:
-        out["grid"] = whole_grid(device, ft_ceiling)
+        out["grid"] = whole_grid(device, ft_ceiling, ("--precision", args.precision))
     if device.type == "cuda":
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
 

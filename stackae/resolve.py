@@ -176,9 +176,13 @@ def prepare_run(cls, kind: str, data, config, settings: dict, out, resume: bool)
 def device_of(cfg) -> torch.device:
     from .train import resolve_device
     try:
-        return resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
     except ValueError as e:
         raise ConfigError("device", str(e))
+    if cfg.precision == "tf32" and device.type != "cuda":
+        raise ConfigError("precision", f"tf32 is a CUDA tensor-core format, and this run is on "
+                                       f"the {device.type}; use float32 or bfloat16 there")
+    return device
 
 
 @dataclasses.dataclass

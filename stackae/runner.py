@@ -19,6 +19,7 @@ from .network import assemble, describe
 from .pretrain import pretrain
 from .runlog import RunLog, write_json
 from .seeding import seed_everything
+from .train import matmul_precision
 
 # where the data come from and where runs go: not hyperparameters of the dashboard
 NOT_HPARAMS = ("dataset", "data", "train_size", "val_size", "device", "like")
@@ -48,7 +49,8 @@ def run_pretrains(cfgs: list[PretrainConfig], outs: list[Path], device: torch.de
     seed_everything(cfgs[0].seed)
     logs = open_logs(cfgs, outs, device, quiet)
     try:
-        summaries = pretrain(cfgs, datas, [Path(o) for o in outs], logs)
+        with matmul_precision(cfgs[0].precision):
+            summaries = pretrain(cfgs, datas, [Path(o) for o in outs], logs)
         for c, log, s in zip(cfgs, logs, summaries):
             log.hparams(hparams_of(c), {"hparam/val_recon_loss_top": s["layers"][-1]["val_recon_loss"],
                                         "hparam/seconds": s["seconds"]})
@@ -114,8 +116,9 @@ def run_finetunes(cfgs: list[FinetuneConfig], outs: list[Path], device: torch.de
     for net, log in zip(nets, open_logs(cfgs, outs, device, quiet)):
         net.log = log
     try:
-        results = finetune(cfgs, datas, [n.model for n in nets], [n.init for n in nets], labelled,
-                           [n.log for n in nets])
+        with matmul_precision(cfgs[0].precision):
+            results = finetune(cfgs, datas, [n.model for n in nets], [n.init for n in nets],
+                               labelled, [n.log for n in nets])
         for net, r, extra in zip(nets, results, hparams or [{}] * len(nets)):
             net.log.hparams({**hparams_of(net.cfg), **extra},
                             {**({"hparam/test_error": r["test_error"]}

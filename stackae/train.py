@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -32,6 +32,21 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
     return torch.device(name)
+
+
+@contextmanager
+def matmul_precision(precision: str):
+    """For the block, CUDA float32 matmuls (forward and backward) may use TF32 tensor cores when
+    `precision` is tf32; runs check that it is asked for on CUDA only (resolve.device_of)."""
+    if precision != "tf32":
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def autocast(precision: str, device: torch.device):

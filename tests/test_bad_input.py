@@ -86,6 +86,7 @@ def bad_files(tmp: Path, stack) -> dict:
 
 OPTION_CASES = {
     "layer width zero": (["--layers", "100,0"], 2, "--layers"),
+    "tf32 on a CPU": (["--precision", "tf32"], 2, "'--precision': tf32 is a CUDA tensor-core"),
     "layer width negative": (["--layers", "-5"], 2, "--layers"),
     "layer list malformed": (["--layers", "10,,x"], 2, "--layers"),
     "noise 1": (["--noise", "1.0"], 2, "[0, 1)"),
@@ -112,6 +113,7 @@ FINETUNE_CASES = {
     "labels not a number": (["--labels", "many"], 2, "--labels"),
     "dropout 1": (["--dropout", "1"], 2, "--dropout"),
     "init missing": (["--init", "nope.pt"], 2, "nope.pt does not exist"),
+    "tf32 on a CPU": (["--precision", "tf32"], 2, "'--precision': tf32 is a CUDA tensor-core"),
 }
 
 

@@ -1,6 +1,7 @@
-"""--compile: the step compiled by torch.compile (on CUDA replayed as CUDA graphs) trains the same
+"""How a step executes: --compile (torch.compile; on CUDA replayed as CUDA graphs) trains the same
 networks as the eager step, to float rounding, for fine-tuning and pretraining; an epoch's last,
-shorter batch runs eagerly. The CUDA case runs only where a GPU is present."""
+shorter batch runs eagerly (the CUDA cases run only where a GPU is present); --precision tf32
+holds for the run only."""
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -63,3 +64,13 @@ def test_compiled_pretraining_matches_eager(device, tmp_path):
         s1, s2 = (torch.load(x["stack"], weights_only=True) for x in (a, b))
         assert_close(s2["layers"][0]["weight"], s1["layers"][0]["weight"], **TOL)
         assert_close(b["layers"][0]["val_recon_loss"], a["layers"][0]["val_recon_loss"], **TOL)
+
+
+def test_tf32_precision_holds_for_the_run_only():
+    from stackae.train import matmul_precision
+    before = torch.backends.cuda.matmul.allow_tf32
+    with matmul_precision("tf32"):
+        assert torch.backends.cuda.matmul.allow_tf32
+    with matmul_precision("float32"):
+        assert torch.backends.cuda.matmul.allow_tf32 == before
+    assert torch.backends.cuda.matmul.allow_tf32 == before
