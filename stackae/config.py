@@ -27,6 +27,12 @@ DATASETS = ("mnist", "fashion-mnist", "kmnist", "emnist-digits", "emnist-letters
 PRECISIONS = ("float32", "tf32", "bfloat16")
 
 
+def precision_option():
+    """The precision setting, alike in both stages (one grid setting)."""
+    return opt("float32", "Compute precision: tf32 lets CUDA matmuls round their inputs to TF32 "
+               "on tensor cores (CUDA only); bfloat16 autocasts matmuls.", choices=PRECISIONS)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = opt("mnist", "Dataset: the bundled MNIST or a torchvision MNIST-family set.",
@@ -82,9 +88,7 @@ class PretrainConfig(DataConfig):
                           "see scripts/bench.py).")
     unroll_epochs: int = opt(0, "After greedy training, fine-tune the unrolled deep autoencoder "
                              "end to end for this many epochs (0 = off).")
-    precision: str = opt("float32", "Compute precision: tf32 lets CUDA matmuls round their "
-                         "inputs to TF32 on tensor cores (CUDA only); bfloat16 autocasts "
-                         "matmuls.", choices=PRECISIONS)
+    precision: str = precision_option()
     compile: bool = opt(False, "Compile each layer's training step with torch.compile (on CUDA "
                         "in mode reduce-overhead: replayed as a CUDA graph); each layer pays its "
                         "compilation first, about 30 s on a CPU. RBM layers and the unrolled "
@@ -164,9 +168,7 @@ class FinetuneConfig(DataConfig):
     patience: int = opt(0, "Stop after this many epochs without a better validation error "
                         "(0 = run every epoch).")
     freeze_encoder: bool = opt(False, "Train only the head (a linear probe of the encoder).")
-    precision: str = opt("float32", "Compute precision: tf32 lets CUDA matmuls round their "
-                         "inputs to TF32 on tensor cores (CUDA only); bfloat16 autocasts "
-                         "matmuls.", choices=PRECISIONS)
+    precision: str = precision_option()
     compile: bool = opt(False, "Compile the training step with torch.compile (on CUDA in mode "
                         "reduce-overhead: replayed as a CUDA graph); the first step pays the "
                         "compilation, about 30 s on a CPU. Results are the same to float "
