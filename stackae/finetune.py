@@ -5,10 +5,10 @@ selection on its own validation error.
     stackae finetune --init random --like runs/pretrain/demo/stack.pt --out runs/finetune/demo-rand
 
 A single run is K = 1; `stackae ablate` trains every arm and seed of a label budget together. The
-K networks share their settings (all but config.PER_NETWORK: seed, init, learning rate,
-dropout, input dropout and max-norm) and shape, and nothing else: each has its own data split, labelled subset, batch order, dropout masks, model selection
-and early stopping, so a network trained beside others ends as it would alone
-(tests/test_stacked.py). result.json reports the test error at the epoch of best validation
+K networks share their settings (all but config.PER_NETWORK: seed, init, learning rate, dropout,
+input dropout and max-norm) and shape, and nothing else: each has its own data split, labelled
+subset, batch order, dropout masks, model selection and early stopping, so a network trained
+beside others ends as it would alone (tests/test_stacked.py). result.json reports the test error at the epoch of best validation
 error (None with read_test off, as in stackae tune's trials), and the curves.
 """
 from __future__ import annotations
