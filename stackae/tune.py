@@ -186,11 +186,7 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
                     proposals[arm] = propose(dists, done[arm], number, cfg.seeds[0])
             trial.mkdir(parents=True, exist_ok=True)
             write_json(asked, proposals)
-            groups = {}  # arms whose proposals differ at most in settings one K lets differ
-            for arm in arms:
-                rest = {k: v for k, v in proposals[arm].items() if k not in PER_ARM}
-                groups.setdefault(json.dumps(rest, sort_keys=True), []).append(arm)
-            for together in groups.values():
+            for together in one_k_groups({a: proposals[a] for a in arms}):
                 tcfg = trial_config(cfg, together, budget, seeds, proposals[together[0]])
                 cells = [Cell(a, depth, budget, s) for s in seeds for depth in cfg.depth_list
                          for a in together]
@@ -238,15 +234,29 @@ def shown(settings: dict) -> str:
                      for k, v in settings.items())
 
 
+def one_k_groups(settings: dict) -> list[list[str]]:
+    """The arms ({arm: settings}) whose settings differ at most in PER_ARM ones, which one
+    K-network loop applies per network: each group trains together."""
+    groups = {}
+    for arm, s in settings.items():
+        rest = {k: v for k, v in s.items() if k not in PER_ARM}
+        groups.setdefault(json.dumps(rest, sort_keys=True), []).append(arm)
+    return list(groups.values())
+
+
 def final(cfg: AblateConfig, out: Path, cells: list[Cell], choices: dict, device, say) -> None:
-    """Each (arm, budget)'s cells over every seed with its chosen settings, test read once."""
+    """Each (arm, budget)'s cells over every seed with its chosen settings, test read once; arms
+    whose choices differ at most in PER_ARM settings train together."""
     from .ablate import run_cells
     for budget in cfg.labels:
-        for arm in cfg.inits:
-            mine = [c for c in cells if c.init == arm and c.budget == budget]
+        chosen = {arm: from_json(choices[arm][budget]["settings"]) for arm in cfg.inits}
+        for together in one_k_groups(chosen):
+            mine = [c for c in cells if c.init in together and c.budget == budget]
             if mine:
-                chosen = from_json(choices[arm][budget]["settings"])
-                run_cells(dataclasses.replace(cfg, **chosen), out, mine, device, say)
+                per_arm = {a: {k: v for k, v in chosen[a].items() if k in PER_ARM}
+                           for a in together}
+                run_cells(dataclasses.replace(cfg, **chosen[together[0]]), out, mine, device,
+                          say, per_arm=per_arm)
 
 
 def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds) -> dict:

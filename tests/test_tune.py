@@ -61,15 +61,21 @@ def test_arms_whose_proposals_differ_in_lr_and_dropout_train_as_one_k(tmp_path, 
     monkeypatch.setattr(T, "propose", varied)
 
     def recorded(cfg, out, cells, *args, trial=None, per_arm=None, **kwargs):
-        if trial is not None:
-            calls.append((trial.name, {c.init for c in cells}, per_arm))
+        calls.append((trial.name if trial else "final", {c.init for c in cells}, per_arm))
         return real(cfg, out, cells, *args, trial=trial, per_arm=per_arm, **kwargs)
     monkeypatch.setattr(A, "run_cells", recorded)
     stackae.run_tuning(out=tmp_path / "t", trials=3, space=SPACE, tune_seeds=(0,), quiet=True,
                        **{**SMALL, "labels": ("100",)})
-    assert [name for name, _, _ in calls] == ["trial-000", "trial-001", "trial-002"]
+    assert [name for name, _, _ in calls] == ["trial-000", "trial-001", "trial-002", "final"]
     for name, arms, per_arm in calls:  # one loop per trial, each arm with its own proposal
-        assert arms == {"denoising", "xavier"}
+        assert arms == {"denoising", "xavier"}  # and the final runs: one loop for both arms
+        if name == "final":
+            cell = tmp_path / "t" / "runs" / "finetune"
+            for arm in arms:
+                cfg = json.loads((cell / f"{arm}-d1-n100-s1" / "config.json").read_text())
+                assert (cfg["lr"], cfg["dropout"]) == (per_arm[arm]["finetune_lr"],
+                                                       per_arm[arm]["dropout"])
+            continue
         assert per_arm["denoising"]["dropout"] != per_arm["xavier"]["dropout"]
         for arm in arms:
             cell = tmp_path / "t" / "tune" / "n100" / name / f"{arm}-d1-n100-s0"
