@@ -14,7 +14,7 @@
 #   classic-small-batch  the classic regime with the published recipes' small batches: noise
 #               0.1/0.2/0.3 per layer, 15 pretraining epochs, fine-tuning batch 20 with cosine
 #               decay, denoising vs xavier (Glorot) random init, all labels, 5 seeds
-#                                                          see its report (Compute)
+#                                                          1 h 18 min measured (10 cells)
 #   budgets     the classic regime at 100 and 1000 labels, denoising vs xavier (Glorot) random
 #               init, 10 seeds                             1 h 05 min measured (40 cells)
 #   budgets-large  the budgets regime at 10000 and all labels, 5 seeds (the classic grid with
