@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 15's GPU measurements as one prepared pass, for a lent GPU machine with little time on it
 # (the device tool: about 15 minutes a task, machine start included). Two phases of about
-# 7 minutes each; run one per call:
+# 7 minutes each (stage limits add up to 10), run one per call, e.g. with timeout_s 600:
 #
 #   bash scripts/gpu_check.sh speed [OUT]      # compile tests, bench, eager vs compiled steps,
 #                                             # the --preset full grid, one-epoch pretraining,
@@ -43,16 +43,16 @@ stage() {  # stage NAME LIMIT_SECONDS COMMAND...
   > "$out/machine.txt" 2>&1
 case $phase in
   speed)
-    stage tests 150 $py -m pytest -q -p no:cacheprovider tests/test_compile.py
-    stage bench 120 $py scripts/bench.py --device cuda --ks 1,10,20,80 --json "$out/bench.json"
-    stage steps 150 $py scripts/bench.py --device cuda --steps 20,128 --ks 10 --steps-only \
+    stage tests 120 $py -m pytest -q -p no:cacheprovider tests/test_compile.py
+    stage bench 100 $py scripts/bench.py --device cuda --ks 1,10,20,80 --json "$out/bench.json"
+    stage steps 120 $py scripts/bench.py --device cuda --steps 20,128 --ks 10 --steps-only \
       --json "$out/steps.json"
-    stage grid 150 /usr/bin/time -v $py -m stackae ablate --preset full --device cuda --quiet \
+    stage grid 200 /usr/bin/time -v $py -m stackae ablate --preset full --device cuda --quiet \
       --out "$runs/full"
     cp "$runs/full/results.csv" "$out/grid-results.csv" 2>/dev/null
-    stage pretrain 60 /usr/bin/time -v $py -m stackae pretrain --layers 1000,1000,500 --epochs 1 \
+    stage pretrain 40 /usr/bin/time -v $py -m stackae pretrain --layers 1000,1000,500 --epochs 1 \
       --device cuda --quiet --out "$runs/one-epoch"
-    stage trivial 30 /usr/bin/time -v $py -m stackae pretrain --epochs 0 --layers 16 \
+    stage trivial 20 /usr/bin/time -v $py -m stackae pretrain --epochs 0 --layers 16 \
       --train-size 1000 --device cuda --quiet --out "$runs/trivial"
     ;;
   precision)
