@@ -218,6 +218,15 @@ def time_to_target(x, y, data, widths, target, pretrain_epochs, max_epochs, text
     return {"seconds": None, "epochs": max_epochs, "test_error": err, "missed": True}
 
 
+def finetune_k(K: int, d, idx, widths, logs=None, **settings) -> None:
+    """K random-init sigmoid networks (seeds 0..K-1) fine-tuned at once on d's examples idx."""
+    cfgs = [FinetuneConfig(min_epoch_examples=0, device=d.train_x.device.type, seed=s, **settings)
+            for s in range(K)]
+    models = [assemble(None, input_dim=d.train_x.shape[1], n_classes=10, widths=widths,
+                       activation="sigmoid", seed=s) for s in range(K)]
+    finetune(cfgs, [d] * K, models, ["random"] * K, [idx] * K, logs or [NullLog()] * K)
+
+
 def finetune_against_k(ks, x, y, d, widths, Bf, precision, device, ft_flops_per_example, ceiling):
     """Samples/s of one fine-tuning epoch of K networks at once (K seeds of one arm), per K."""
     from stackae.data import Data
@@ -226,13 +235,9 @@ def finetune_against_k(ks, x, y, d, widths, Bf, precision, device, ft_flops_per_
     idx = torch.arange(len(x), device=device)
     rows = []
     for K in ks:
-        cfgs = [FinetuneConfig(epochs=1, batch_size=Bf, precision=precision, min_epoch_examples=0,
-                               device=str(device), seed=s) for s in range(K)]
-        models = [assemble(None, input_dim=x.shape[1], n_classes=10, widths=widths,
-                           activation="sigmoid", seed=s) for s in range(K)]
         sync(device)
         t0 = time.perf_counter()
-        finetune(cfgs, [dd] * K, models, ["random"] * K, [idx] * K, [NullLog()] * K)
+        finetune_k(K, dd, idx, widths, epochs=1, batch_size=Bf, precision=precision)
         sync(device)
         dt = time.perf_counter() - t0
         rate = K * len(x) / dt
@@ -265,13 +270,9 @@ def step_times(batches, ks, widths, precision, device, steps: int = 150) -> list
         for K in ks:
             ms = {}
             for mode in ("eager", "compiled"):
-                cfgs = [FinetuneConfig(epochs=2, batch_size=B, precision=precision, seed=s,
-                                       min_epoch_examples=0, device=str(device),
-                                       compile=mode == "compiled") for s in range(K)]
-                models = [assemble(None, input_dim=784, n_classes=10, widths=widths,
-                                   activation="sigmoid", seed=s) for s in range(K)]
                 logs = [EpochTimes() for _ in range(K)]
-                finetune(cfgs, [d] * K, models, ["random"] * K, [idx] * K, logs)
+                finetune_k(K, d, idx, widths, logs, epochs=2, batch_size=B, precision=precision,
+                           compile=mode == "compiled")
                 ms[mode] = logs[0].seconds[-1] / steps * 1e3
             rows.append({"batch": B, "k": K, "eager_ms": ms["eager"],
                          "compiled_ms": ms["compiled"], "speedup": ms["eager"] / ms["compiled"],

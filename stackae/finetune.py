@@ -157,8 +157,8 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
     batches = Streams([c.seed for c in cfgs], "batches", device)
     # dropout rates per layer (inputs, then hidden layers) and max-norm caps, one per network
     rates = [[c.input_dropout for c in cfgs]] + [[c.dropout for c in cfgs]] * len(net.widths)
-    dropout = Streams([c.seed for c in cfgs], "dropout", device) if any(map(any, rates)) else None
     drops = [Dropout(p, device) if any(p) else None for p in rates]
+    dropout = Streams([c.seed for c in cfgs], "dropout", device) if any(drops) else None
     caps = (torch.tensor([c.max_norm or math.inf for c in cfgs], device=device)
             if any(c.max_norm for c in cfgs) else None)
     rows = which[:, None]

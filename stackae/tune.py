@@ -186,12 +186,10 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
                     proposals[arm] = propose(dists, done[arm], number, cfg.seeds[0])
             trial.mkdir(parents=True, exist_ok=True)
             write_json(asked, proposals)
-            for together in one_k_groups({a: proposals[a] for a in arms}):
+            for together, per_arm in one_k_groups({a: proposals[a] for a in arms}):
                 tcfg = trial_config(cfg, together, budget, seeds, proposals[together[0]])
                 cells = [Cell(a, depth, budget, s) for s in seeds for depth in cfg.depth_list
                          for a in together]
-                per_arm = {a: {k: v for k, v in proposals[a].items() if k in PER_ARM}
-                           for a in together}
                 try:
                     run_cells(tcfg, out, cells, device, lambda line: None, trial=trial,
                               per_arm=per_arm)
@@ -234,14 +232,16 @@ def shown(settings: dict) -> str:
                      for k, v in settings.items())
 
 
-def one_k_groups(settings: dict) -> list[list[str]]:
+def one_k_groups(settings: dict) -> list[tuple[list[str], dict]]:
     """The arms ({arm: settings}) whose settings differ at most in PER_ARM ones, which one
-    K-network loop applies per network: each group trains together."""
+    K-network loop applies per network: each group (its arms, and each arm's PER_ARM settings
+    for run_cells' per_arm) trains together."""
     groups = {}
     for arm, s in settings.items():
         rest = {k: v for k, v in s.items() if k not in PER_ARM}
         groups.setdefault(json.dumps(rest, sort_keys=True), []).append(arm)
-    return list(groups.values())
+    return [(arms, {a: {k: v for k, v in settings[a].items() if k in PER_ARM} for a in arms})
+            for arms in groups.values()]
 
 
 def final(cfg: AblateConfig, out: Path, cells: list[Cell], choices: dict, device, say) -> None:
@@ -250,11 +250,9 @@ def final(cfg: AblateConfig, out: Path, cells: list[Cell], choices: dict, device
     from .ablate import run_cells
     for budget in cfg.labels:
         chosen = {arm: from_json(choices[arm][budget]["settings"]) for arm in cfg.inits}
-        for together in one_k_groups(chosen):
+        for together, per_arm in one_k_groups(chosen):
             mine = [c for c in cells if c.init in together and c.budget == budget]
             if mine:
-                per_arm = {a: {k: v for k, v in chosen[a].items() if k in PER_ARM}
-                           for a in together}
                 run_cells(dataclasses.replace(cfg, **chosen[together[0]]), out, mine, device,
                           say, per_arm=per_arm)
 
