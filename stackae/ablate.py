@@ -230,20 +230,22 @@ def architecture(cfg: AblateConfig, cell: Cell) -> str:
 
 
 def ensure_stacks(cfg: AblateConfig, out: Path, cells: list[Cell], data, device, say,
-                  cap: int) -> None:
+                  cap: int, parent: Path | None = None, per_arm: dict | None = None) -> None:
     """Pretrain the stacks these cells start from that are not finished, the seeds of one
-    objective and depth together; a folder without stack.pt (killed) is resumed from its finished
-    layer checkpoints. Each stack is locked, so concurrent shards pretrain it once."""
+    objective and depth together, into `parent` (default <out>/runs/pretrain), each objective
+    with its `per_arm` settings if any; a folder without stack.pt (killed) is resumed from its
+    finished layer checkpoints. Each stack is locked, so concurrent shards pretrain it once."""
     from contextlib import ExitStack
 
     from .runner import run_pretrains
+    parent = parent or out / "runs" / "pretrain"
     keys = {}
     for c in cells:
-        if c.pretrain and not (out / "runs" / "pretrain" / c.pretrain / "stack.pt").exists():
+        if c.pretrain and not (parent / c.pretrain / "stack.pt").exists():
             keys.setdefault((c.init, c.depth), {})[c.pretrain] = c.seed
     for (objective, depth), stacks in keys.items():
+        own = dataclasses.replace(cfg, **(per_arm or {}).get(objective, {}))
         for part in chunks(sorted(stacks.items(), key=lambda kv: kv[1]), cap):
-            parent = out / "runs" / "pretrain"
             parent.mkdir(parents=True, exist_ok=True)
             with ExitStack() as held:
                 for key, _ in part:
@@ -254,7 +256,7 @@ def ensure_stacks(cfg: AblateConfig, out: Path, cells: list[Cell], data, device,
                 names = ", ".join(k for k, _ in part)
                 say(f"pretrain {names}" + (" (resuming finished layers)" if any(
                     (parent / k).exists() for k, _ in part) else ""))
-                summaries = run_pretrains([cfg.pretrain_config(objective, s, depth) for _, s in part],
+                summaries = run_pretrains([own.pretrain_config(objective, s, depth) for _, s in part],
                                           [parent / k for k, _ in part], device,
                                           [data(s) for _, s in part], quiet=True)
                 say(f"pretrain {names}: done in {sum(x['seconds'] for x in summaries):.1f}s")
@@ -272,21 +274,23 @@ def finetune_groups(cfg: AblateConfig, cells: list[Cell], cap: int) -> list[list
 
 
 def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
-              trial: Path | None = None, per_arm: dict | None = None) -> dict:
+              trial: Path | None = None, per_arm: dict | None = None,
+              stacks: Path | None = None) -> dict:
     """Run the cells not yet finished. Cells that share a depth, label budget and architecture
     train together (every arm and seed at once, up to the batch cap); each still gets its own
     folder, result.json and results line, the same however it was batched. A cell folder without
     result.json (a killed run) is deleted and redone. A tuning `trial` folder holds the cells'
-    folders and results.jsonl instead of `out` (their stacks are still `out`'s), and its cells
-    never read the test set. `per_arm` gives
-    an arm its own values of settings that may differ within one K (tune.PER_ARM:
-    `{"xavier": {"finetune_lr": 0.3, "dropout": 0.5}}`), with which it still trains beside the
-    other arms."""
+    folders and results.jsonl instead of `out`, and its cells never read the test set; their
+    stacks are `out`'s unless `stacks` names another folder of them (a trial tuning pretraining).
+    `per_arm` gives an arm its own values of settings that may differ within one K (tune.PER_ARM:
+    `{"xavier": {"finetune_lr": 0.3, "dropout": 0.5}}`, or a pretrained arm's pretraining
+    settings), with which it still trains beside the other arms."""
     from .data import label_subset, load
     from .runner import run_finetunes
     say = say or (lambda line: None)
     out = Path(out)
     place = trial or out / "runs" / "finetune"  # the cells' folders
+    stacks = stacks or out / "runs" / "pretrain"
     lines = (trial or out) / "results.jsonl"
 
     def where(cell):
@@ -326,19 +330,18 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
         for s in set(datas) - seeds if cap == 1 else ():  # one seed at a time: free the last
             del datas[s]
             subsets = {k: v for k, v in subsets.items() if k[0] in seeds}
-        ensure_stacks(cfg, out, whole, data, device, say, cap)
+        ensure_stacks(cfg, out, whole, data, device, say, cap, stacks, per_arm)
         for group in chunks(whole, cap):
             folders = [place / c.id for c in group]
             for folder in folders:
                 if folder.exists():
                     shutil.rmtree(folder)
-            stacks = [out / "runs" / "pretrain" / c.pretrain / "stack.pt" if c.pretrain else None
-                      for c in group]
+            starts = [stacks / c.pretrain / "stack.pt" if c.pretrain else None for c in group]
             fcfgs = [dataclasses.replace(
                          dataclasses.replace(cfg, **(per_arm or {}).get(c.init, {})).finetune_config(
                              c.init, c.seed, c.depth, c.budget, str(s) if s else None),
                          read_test=trial is None)
-                     for c, s in zip(group, stacks)]
+                     for c, s in zip(group, starts)]
             results = run_finetunes(fcfgs, folders, device, [data(c.seed) for c in group],
                                     quiet=True,
                                     hparams=[{"arm": c.init, "budget": c.budget, "depth": c.depth}

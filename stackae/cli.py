@@ -210,6 +210,7 @@ Examples:
   stackae tune --trials 20 --out runs/tune/demo      # the fine-tuning lr, every arm and budget
   stackae tune --space '{"finetune_lr": {"low": 0.01, "high": 1, "log": true}, "dropout": [0, 0.2, 0.5]}'
   stackae tune --preset full --space space.json --tune-seeds 0,1,2 --out runs/tune/full
+  stackae tune --space '{"finetune_lr": [0.03, 0.1, 0.3], "pretrain_epochs": [[5], [15]], "noise": [[0.1], [0.3]]}'
   stackae tune --out runs/tune/demo --resume          # after an interruption
 """)
 @config_option(AblateConfig)
@@ -219,9 +220,11 @@ Examples:
 @click.option("--trials", type=click.IntRange(min=1), default=None,
               help="Trials per arm and label budget, the same for every arm [default: 20].")
 @click.option("--space", metavar="JSON|FILE", default=None,
-              help="Search space: fine-tuning settings, each a range {\"low\": a, \"high\": b} "
-                   "(\"log\": true, \"step\": s optional) or a list of values [default: "
-                   "finetune_lr from a tenth to ten times --finetune-lr, log scale].")
+              help="Search space: fine-tuning settings and, for pretrained arms, pretraining "
+                   "ones (tuned at the largest label budget, each trial pretraining its own "
+                   "stacks), each a range {\"low\": a, \"high\": b} (\"log\": true, \"step\": s "
+                   "optional) or a list of values [default: finetune_lr from a tenth to ten "
+                   "times --finetune-lr, log scale].")
 @click.option("--tune-seeds", default=None, metavar="INT,...",
               help="Seeds each trial fine-tunes, judged on their mean validation error "
                    "[default: the first two of --seeds].")
@@ -233,7 +236,9 @@ def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, **kwargs):
     For each arm and label budget, --trials settings from --space (Optuna's TPE) fine-tune the
     tuning seeds without reading the test set; the best of each then runs over every seed and
     budget as a paired ablation, whose report states the space, the budget and each choice.
-    Pretraining settings are not tuned: the stacks are pretrained once and shared.
+    Pretraining settings in --space are tuned at the largest budget (random-init arms draw the
+    fine-tuning settings only); a pretrained arm's choice there is its pretraining at every
+    budget. Without them the stacks are pretrained once and shared by every trial.
     """
     from . import api
     if importlib.util.find_spec("optuna") is None:

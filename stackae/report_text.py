@@ -163,8 +163,14 @@ def tuning_text(t: dict) -> list[str]:
              f"{v['low']:g} to {v['high']:g}" + (" (log)" if v.get("log") else "")
              + (f" step {v['step']:g}" if v.get("step") else "")
              if isinstance(v, dict) else "one of " + ", ".join(map(str, v)))
-             for k, v in t["space"].items()) + ".", "",
-         "| arm | labels | chosen settings | validation error % | trial |", "|---|---|---|---|---|"]
+             for k, v in t["space"].items()) + ".", ""]
+    if t.get("pretrain_budget"):
+        L += [f"Pretraining settings were tuned at the {t['pretrain_budget']}-label budget, each "
+              f"trial pretraining stacks of its own; a pretrained arm's choice there is its "
+              f"pretraining at every budget (one stack per seed, shared by the budgets), and the "
+              f"other budgets tuned its fine-tuning settings alone. Random-init arms have no "
+              f"pretraining: their trials drew the fine-tuning settings only.", ""]
+    L += ["| arm | labels | chosen settings | validation error % | trial |", "|---|---|---|---|---|"]
     for arm, per_budget in t.get("choices", {}).items():
         for budget, c in per_budget.items():
             chosen = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"

@@ -3,12 +3,14 @@ each trial judged on validation error alone, before the chosen settings run as a
 
     stackae tune --trials 20 --space space.json --out runs/tune/demo
 
-The search space is a JSON object of grid settings that only fine-tuning uses (learning rate,
-batch size, epochs, dropout, weight decay, ...):
+The search space is a JSON object of grid settings that one stage alone uses: fine-tuning ones
+(learning rate, batch size, epochs, dropout, ...) and, for the pretrained arms, pretraining ones
+(learning rate, epochs, noise, ...):
 
     {"finetune_lr": {"low": 0.01, "high": 1.0, "log": true},
      "finetune_batch_size": [20, 64, 128],
-     "dropout": {"low": 0.0, "high": 0.5}}
+     "dropout": {"low": 0.0, "high": 0.5},
+     "noise": [[0.1, 0.2, 0.3], [0.25, 0.25, 0.25]]}
 
 A range of an integer setting draws integers (`step` optional), a list draws one of its values.
 Optuna's TPE sampler proposes the trials through its ask/tell interface; a study is rebuilt from
@@ -16,17 +18,27 @@ the finished trials before every proposal (with a seed fixed by the trial's numb
 interrupted tuning resumes to the same choices. A trial fine-tunes the arm on the tuning seeds
 with the test set never evaluated (read_test off); trial k of every arm runs at once, and arms
 whose proposals differ at most in settings one loop applies per network (tune.PER_ARM: learning
-rate, dropout, input dropout, max-norm) train together as one K-network loop (the sampler's
-random start, seeded alike for every arm, proposes the same settings to every arm); the grid's
-stacks are pretrained once and shared by every trial and by the final runs. Then each (arm,
-budget) runs over all seeds with its chosen settings, test error read once per cell, and the
-folder is an ordinary ablation folder.
+rate, dropout, input dropout, max-norm, and every pretraining setting, which only decides the
+stack a network starts from) train together as one K-network loop (the sampler's random start,
+seeded alike for every arm, proposes the same settings to every arm). Then each (arm, budget)
+runs over all seeds with its chosen settings, test error read once per cell, and the folder is
+an ordinary ablation folder.
+
+Pretraining settings are tuned at one label budget, the largest (tune.pretrain_budget), and the
+pretrained arm's choice there is its pretraining at every budget: one stack per objective and
+seed, shared by every budget as in `stackae ablate`. That budget is tuned first; each of its
+trials pretrains its own stacks of the tuning seeds (in the trial's folder), the chosen trial's
+stacks are reused, and the other budgets tune the fine-tuning settings alone. A random-init arm
+has no pretraining: its trials draw the fine-tuning settings only, as many trials as any arm.
+Without pretraining settings in the space, the grid's stacks are pretrained once and shared by
+every trial and by the final runs.
 
     <out>/tune.json                          space, trials per arm and budget, tuning seeds; choices
     <out>/tune/n<budget>/trials.jsonl        one line per finished trial of an arm: its settings,
                                              the mean validation error and each seed's
     <out>/tune/n<budget>/trial-<k>/          trial k of every arm: settings.json (arm -> settings),
-                                             the cells' folders and results.jsonl
+                                             the cells' folders and results.jsonl, and pretrain/
+                                             (the trial's stacks, where it tunes pretraining)
     <out>/runs/, results.jsonl, REPORT.md    the final paired ablation, as `stackae ablate` writes
 """
 from __future__ import annotations
@@ -35,18 +47,30 @@ import dataclasses
 import json
 import math
 import shlex
+import shutil
+import typing
+import warnings
 from pathlib import Path
 
 from .config import PER_CELL, PER_NETWORK, NOT_SWEPT, AblateConfig, ConfigError, PretrainConfig
-from .config import FinetuneConfig
+from .config import OBJECTIVES, FinetuneConfig
 from .config import field_types, grid_name
 from .grid import Cell
 from .claims import ClaimError
 from .runlog import Diverged, write_json
 from .schema import did_you_mean
 
+
+def _names(stage: str, cls) -> set:
+    return {grid_name(stage, f.name) for f in dataclasses.fields(cls)
+            if f.name not in PER_CELL and f.name not in NOT_SWEPT}
+
+
+# the grid settings only pretraining uses: they decide a stack, never the fine-tuning loop
+PRETRAINING = frozenset((_names("pretrain", PretrainConfig) - _names("finetune", FinetuneConfig))
+                        & {f.name for f in dataclasses.fields(AblateConfig)})
 # tuned settings in which the arms of a trial may differ and still train as one K
-PER_ARM = {grid_name("finetune", n) for n in PER_NETWORK} - set(PER_CELL)
+PER_ARM = ({grid_name("finetune", n) for n in PER_NETWORK} - set(PER_CELL)) | PRETRAINING
 
 SPACE_HELP = ("a JSON object of settings, each a range {\"low\": a, \"high\": b} (optionally "
               "\"log\": true, \"step\": s) or a list of values")
@@ -54,12 +78,20 @@ SPACE_HELP = ("a JSON object of settings, each a range {\"low\": a, \"high\": b}
 
 def tunable() -> list[str]:
     """The grid settings only fine-tuning uses: changing one leaves every stack as it is."""
-    def names(stage, cls):
-        return {grid_name(stage, f.name) for f in dataclasses.fields(cls)
-                if f.name not in PER_CELL and f.name not in NOT_SWEPT}
-    shared = names("pretrain", PretrainConfig)
-    keep = names("finetune", FinetuneConfig) - shared
+    keep = _names("finetune", FinetuneConfig) - _names("pretrain", PretrainConfig)
     return sorted(keep & {f.name for f in dataclasses.fields(AblateConfig)})
+
+
+def pretrain_budget(cfg: AblateConfig) -> str:
+    """The label budget at which pretraining settings are tuned: the largest."""
+    return max(cfg.labels, key=lambda b: math.inf if b == "all" else int(b))
+
+
+def arm_space(dists: dict, arm: str, pretraining: bool) -> dict:
+    """The part of the space an arm's trials draw from: fine-tuning settings always, pretraining
+    ones for a pretrained arm at the budget that tunes them."""
+    return {k: v for k, v in dists.items()
+            if k not in PRETRAINING or (pretraining and arm in OBJECTIVES)}
 
 
 def default_space(cfg: AblateConfig) -> dict:
@@ -74,18 +106,26 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
                                       IntDistribution)
     if not isinstance(space, dict) or not space:
         raise ConfigError("space", f"expected {SPACE_HELP}")
-    types, allowed, out = field_types(AblateConfig), tunable(), {}
+    types, allowed, out = field_types(AblateConfig), tunable() + sorted(PRETRAINING), {}
     for name, spec in space.items():
         if name not in allowed:
-            why = ("is a pretraining setting (a stack is shared by every trial and budget)"
+            why = ("is a setting of both stages (it changes the stacks and the classifier alike)"
                    if name in types else "is not a setting")
             raise ConfigError("space", f"{name!r} {why}; tunable: fine-tuning settings such as "
-                              f"finetune_lr, finetune_batch_size, dropout"
+                              f"finetune_lr, finetune_batch_size, dropout, and pretraining ones "
+                              f"such as pretrain_lr, pretrain_epochs, noise"
                               f"{did_you_mean(name, allowed)}")
+        if name in PRETRAINING and not any(i in OBJECTIVES for i in cfg.inits):
+            raise ConfigError("space", f"{name!r} is a pretraining setting and no arm of the grid "
+                              f"is pretrained (inits: {', '.join(cfg.inits)})")
         tp = types[name]
+        if typing.get_origin(tp) is tuple:  # per layer: a range draws one value for every layer
+            tp = typing.get_args(tp)[0]
         if isinstance(spec, list) and spec:
             values = [tuple(v) if isinstance(v, list) else v for v in spec]
-            out[name] = CategoricalDistribution(values)
+            with warnings.catch_warnings():  # tuples (per-layer values) cannot go into Optuna's
+                warnings.simplefilter("ignore")  # database storage; these studies live in memory
+                out[name] = CategoricalDistribution(values)
         elif isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log",
                                                                           "step"}:
             if tp not in (int, float):
@@ -102,11 +142,15 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
                               f"or a non-empty list of values, got {json.dumps(spec)}")
         for v in values:  # each bound or value must make a valid grid
             try:
-                dataclasses.replace(cfg, **{name: v})
+                dataclasses.replace(cfg, **applied({name: v}))
             except ConfigError as e:
                 raise ConfigError("space", f"{name!r}: {v!r} is not a valid value ({e})")
             except TypeError:
                 raise ConfigError("space", f"{name!r}: {v!r} is not a valid value")
+    if not set(out) - PRETRAINING:
+        raise ConfigError("space", "needs at least one fine-tuning setting (such as finetune_lr): "
+                          "every arm tunes those at every budget, and a random-init arm nothing "
+                          "else")
     return out
 
 
@@ -160,21 +204,39 @@ def from_json(settings: dict) -> dict:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items()}
 
 
+def applied(settings: dict) -> dict:
+    """Settings as a grid holds them: lists become tuples, and one number for a per-layer setting
+    (pretrain_lr, pretrain_epochs, noise) stands for every layer."""
+    types = field_types(AblateConfig)
+
+    def one(name, v):
+        if isinstance(v, (list, tuple)):
+            return tuple(v)
+        return (v,) if typing.get_origin(types.get(name)) is tuple else v
+    return {k: one(k, v) for k, v in settings.items()}
+
+
 def trial_config(cfg: AblateConfig, arms: list, budget: str, seeds, settings: dict) -> AblateConfig:
     return dataclasses.replace(cfg, inits=tuple(arms), labels=(budget,), seeds=tuple(seeds),
-                               **from_json(settings))
+                               **applied(settings))
 
 
 def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, device,
          say) -> dict:
     """Run every (arm, budget)'s trials not yet finished; return the choices (tune.json's). Trial k
     of every arm at a budget runs at once; arms whose proposals differ at most in PER_ARM settings
-    train together as one K-network loop."""
+    train together as one K-network loop. With pretraining settings in the space, their budget
+    (pretrain_budget) runs first and fixes each pretrained arm's pretraining for the others."""
     from .ablate import append_result, run_cells
     dists = distributions(space, cfg)
+    tunes_pretraining = bool(PRETRAINING & set(dists))
+    first = pretrain_budget(cfg) if tunes_pretraining else None
+    budgets = sorted(cfg.labels, key=lambda b: b != first)
     choices, diverged = {}, set()
-    for budget in cfg.labels:
+    fixed = {arm: {} for arm in cfg.inits}  # each arm's chosen pretraining, once known
+    for budget in budgets:
         folder = out / "tune" / f"n{budget}"
+        pretraining = budget == first
         done = {arm: trials_of(folder, arm) for arm in cfg.inits}
         for number in range(min(len(d) for d in done.values()), trials):
             trial = folder / f"trial-{number:03d}"
@@ -183,22 +245,25 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
             arms = [a for a in cfg.inits if len(done[a]) <= number]
             for arm in arms:
                 if arm not in proposals:
-                    proposals[arm] = propose(dists, done[arm], number, cfg.seeds[0])
+                    proposals[arm] = propose(arm_space(dists, arm, pretraining), done[arm],
+                                             number, cfg.seeds[0])
             trial.mkdir(parents=True, exist_ok=True)
             write_json(asked, proposals)
-            for together, per_arm in one_k_groups({a: proposals[a] for a in arms}):
-                tcfg = trial_config(cfg, together, budget, seeds, proposals[together[0]])
+            runs = {a: applied({**fixed[a], **proposals[a]}) for a in arms}
+            stacks = trial / "pretrain" if pretraining else None  # each trial's own stacks
+            for together, per_arm in one_k_groups(runs):
+                tcfg = trial_config(cfg, together, budget, seeds, runs[together[0]])
                 cells = [Cell(a, depth, budget, s) for s in seeds for depth in cfg.depth_list
                          for a in together]
                 try:
                     run_cells(tcfg, out, cells, device, lambda line: None, trial=trial,
-                              per_arm=per_arm)
+                              per_arm=per_arm, stacks=stacks)
                 except Diverged:  # find which arm blew up: each alone
                     for a in together:
                         try:
-                            run_cells(trial_config(cfg, [a], budget, seeds, proposals[a]), out,
+                            run_cells(trial_config(cfg, [a], budget, seeds, runs[a]), out,
                                       [c for c in cells if c.init == a], device,
-                                      lambda line: None, trial=trial)
+                                      lambda line: None, trial=trial, stacks=stacks)
                         except Diverged:
                             diverged.add((number, a))
             for arm in arms:
@@ -221,10 +286,26 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
                     f"({shown(proposals[arm])}); best so far {100 * best['val_error']:.2f}%")
         for arm in cfg.inits:
             best = min(done[arm][:trials], key=lambda t: (t["val_error"], t["number"]))
-            choices.setdefault(arm, {})[budget] = {"settings": best["settings"],
+            choices.setdefault(arm, {})[budget] = {"settings": {**fixed[arm], **best["settings"]},
                                                   "trial": best["number"],
                                                   "val_error": best["val_error"]}
-    return choices
+            if pretraining and arm in OBJECTIVES:
+                fixed[arm] = {k: v for k, v in best["settings"].items() if k in PRETRAINING}
+                reuse_stacks(folder / f"trial-{best['number']:03d}" / "pretrain", out)
+    return {arm: {b: per[b] for b in cfg.labels} for arm, per in choices.items()}
+
+
+def reuse_stacks(chosen: Path, out: Path) -> None:
+    """The chosen trial's finished stacks (the tuning seeds', pretrained with the settings every
+    budget now uses) become the grid's, so they are not pretrained again."""
+    if not chosen.is_dir():
+        return
+    for stack in sorted(chosen.iterdir()):
+        target = out / "runs" / "pretrain" / stack.name
+        if (stack / "stack.pt").exists() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(stack, target.with_name(f".{stack.name}.copying"), dirs_exist_ok=True)
+            target.with_name(f".{stack.name}.copying").rename(target)
 
 
 def shown(settings: dict) -> str:
@@ -249,7 +330,7 @@ def final(cfg: AblateConfig, out: Path, cells: list[Cell], choices: dict, device
     whose choices differ at most in PER_ARM settings train together."""
     from .ablate import run_cells
     for budget in cfg.labels:
-        chosen = {arm: from_json(choices[arm][budget]["settings"]) for arm in cfg.inits}
+        chosen = {arm: applied(choices[arm][budget]["settings"]) for arm in cfg.inits}
         for together, per_arm in one_k_groups(chosen):
             mine = [c for c in cells if c.init in together and c.budget == budget]
             if mine:
@@ -284,7 +365,8 @@ def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds) ->
         trial_config(cfg, list(cfg.inits), cfg.labels[0], chosen["tune_seeds"], {})
     except ConfigError as e:
         raise ConfigError("tune_seeds", str(e))
-    distributions(chosen["space"], cfg)
+    if PRETRAINING & set(distributions(chosen["space"], cfg)):
+        chosen["pretrain_budget"] = pretrain_budget(cfg)
     return chosen
 
 

@@ -114,8 +114,64 @@ def test_an_interrupted_tuning_resumes_to_the_same_choices(tmp_path, monkeypatch
         stackae.run_tuning(out=cut, resume=True, trials=5, quiet=True)
 
 
+def test_pretraining_settings_are_tuned_at_the_largest_budget_with_stacks_of_their_own(tmp_path):
+    out = tmp_path / "t"
+    space = {"finetune_lr": [0.05, 0.5], "pretrain_lr": {"low": 1e-4, "high": 1e-2, "log": True},
+             "noise": [[0.1], 0.4]}  # one number for a per-layer setting: every layer
+    stackae.run_tuning(out=out, trials=3, space=space, tune_seeds=(0,), quiet=True, **SMALL)
+    tuned = json.loads((out / "tune.json").read_text())
+    assert tuned["pretrain_budget"] == "all"
+    chosen = tuned["choices"]["denoising"]["all"]["settings"]
+    pre = {"pretrain_lr": chosen["pretrain_lr"], "noise": chosen["noise"]}
+    layered = {"pretrain_lr": [pre["pretrain_lr"]],
+               "noise": pre["noise"] if isinstance(pre["noise"], list) else [pre["noise"]]}
+
+    def stack_settings(folder):
+        cfg = json.loads((folder / "config.json").read_text())
+        return {"pretrain_lr": cfg["lr"], "noise": cfg["noise"]}
+    for r in trials(out, "all"):  # each trial of the pretrained arm pretrained its own stack
+        trial = out / "tune" / "nall" / f"trial-{r['number']:03d}"
+        if r["arm"] == "xavier":  # a random-init arm draws fine-tuning settings only
+            assert set(r["settings"]) == {"finetune_lr"}
+            continue
+        assert set(r["settings"]) == set(space)
+        stack = trial / "pretrain" / "denoising-d1-s0"
+        assert stack_settings(stack) == {"pretrain_lr": [r["settings"]["pretrain_lr"]],
+                                         "noise": [0.4] if r["settings"]["noise"] == 0.4
+                                         else r["settings"]["noise"]}
+        cell = json.loads((trial / "denoising-d1-nall-s0" / "config.json").read_text())
+        assert cell["init"] == str(stack / "stack.pt")
+    assert len([r for r in trials(out, "all") if r["arm"] == "xavier"]) == 3
+    # the other budget tunes fine-tuning alone, from the stacks of the pretraining chosen above
+    assert all(set(r["settings"]) == {"finetune_lr"} for r in trials(out, "100"))
+    assert tuned["choices"]["denoising"]["100"]["settings"] == {
+        **pre, "finetune_lr": tuned["choices"]["denoising"]["100"]["settings"]["finetune_lr"]}
+    for seed in (0, 1):  # every final cell of both budgets starts from a stack pretrained so
+        stack = out / "runs" / "pretrain" / f"denoising-d1-s{seed}"
+        assert stack_settings(stack) == layered
+        for budget in ("100", "all"):
+            cell = json.loads((out / "runs" / "finetune" / f"denoising-d1-n{budget}-s{seed}" /
+                               "config.json").read_text())
+            assert cell["init"] == str(stack / "stack.pt")
+    best = tuned["choices"]["denoising"]["all"]["trial"]  # the chosen trial's stack, reused
+    assert (out / "runs" / "pretrain" / "denoising-d1-s0" / "stack.pt").read_bytes() == (
+        out / "tune" / "nall" / f"trial-{best:03d}" / "pretrain" / "denoising-d1-s0" /
+        "stack.pt").read_bytes()
+    report = (out / "REPORT.md").read_text()
+    assert "Pretraining settings were tuned at the all-label budget" in report
+
+
+def test_a_pretraining_setting_needs_a_pretrained_arm_and_a_fine_tuning_one(tmp_path):
+    with pytest.raises(stackae.ConfigError, match="no arm of the grid is pretrained"):
+        stackae.run_tuning(out=tmp_path / "a", space={"finetune_lr": [0.1], "noise": [[0.2]]},
+                           **{**SMALL, "inits": ("xavier", "random")})
+    with pytest.raises(stackae.ConfigError, match="needs at least one fine-tuning setting"):
+        stackae.run_tuning(out=tmp_path / "b", space={"pretrain_lr": [1e-3, 1e-2]}, **SMALL)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 @pytest.mark.parametrize("space,words", [
-    ('{"pretrain_lr": {"low": 0.01, "high": 0.1}}', "'pretrain_lr' is a pretraining setting"),
+    ('{"weight_decay": [0.0, 0.001]}', "'weight_decay' is a setting of both stages"),
     ('{"finetune_lrr": [0.1]}', "did you mean 'finetune_lr'"),
     ('{"dropout": {"low": 0.0, "high": 1.5}}', "'dropout': 1.5 is not a valid value"),
     ('{"finetune_lr": 0.1}', "expected a range"),
