@@ -229,85 +229,105 @@ def architecture(cfg: AblateConfig, cell: Cell) -> str:
     return "sigmoid" if cell.init == "rbm" else cfg.activation
 
 
-def ensure_stacks(cfg: AblateConfig, out: Path, cells: list[Cell], data, device, say,
-                  cap: int, parent: Path | None = None, per_arm: dict | None = None) -> None:
-    """Pretrain the stacks these cells start from that are not finished, the seeds of one
-    objective and depth together, into `parent` (default <out>/runs/pretrain), each objective
-    with its `per_arm` settings if any; a folder without stack.pt (killed) is resumed from its
-    finished layer checkpoints. Each stack is locked, so concurrent shards pretrain it once."""
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One cell to run, and where: its run folder, the results.jsonl that records it, the folder
+    of the stacks it starts from, and its own values of settings that may differ within one K
+    (tune.PER_ARM). A grid's jobs are its cells in <out>; a tuning round's are its trials' cells."""
+    cell: Cell
+    folder: Path
+    lines: Path
+    stacks: Path
+    settings: tuple = ()  # (name, value) pairs
+
+    def config(self, cfg: AblateConfig) -> AblateConfig:
+        return dataclasses.replace(cfg, **dict(self.settings)) if self.settings else cfg
+
+    @property
+    def stack(self) -> Path | None:
+        return self.stacks / self.cell.pretrain if self.cell.pretrain else None
+
+
+def ensure_stacks(cfg: AblateConfig, jobs: list[Job], data, device, say, cap: int) -> None:
+    """Pretrain the stacks these jobs start from that are not finished, those that differ only in
+    seed together (up to `cap`); a folder without stack.pt (killed) is resumed from its finished
+    layer checkpoints. Each stack is locked, so concurrent shards pretrain it once."""
     from contextlib import ExitStack
 
     from .runner import run_pretrains
-    parent = parent or out / "runs" / "pretrain"
-    keys = {}
-    for c in cells:
-        if c.pretrain and not (parent / c.pretrain / "stack.pt").exists():
-            keys.setdefault((c.init, c.depth), {})[c.pretrain] = c.seed
-    for (objective, depth), stacks in keys.items():
-        own = dataclasses.replace(cfg, **(per_arm or {}).get(objective, {}))
-        for part in chunks(sorted(stacks.items(), key=lambda kv: kv[1]), cap):
-            parent.mkdir(parents=True, exist_ok=True)
+    wanted = {}  # the seeds' settings without the seed -> {stack folder: its settings}
+    for j in jobs:
+        if j.stack and not (j.stack / "stack.pt").exists():
+            pcfg = j.config(cfg).pretrain_config(j.cell.init, j.cell.seed, j.cell.depth)
+            wanted.setdefault(dataclasses.replace(pcfg, seed=0), {})[j.stack] = pcfg
+    for stacks in wanted.values():
+        for part in chunks(sorted(stacks.items(), key=lambda kv: (kv[1].seed, str(kv[0]))), cap):
             with ExitStack() as held:
-                for key, _ in part:
-                    held.enter_context(locked(parent / f".{key}.lock"))
-                part = [(k, s) for k, s in part if not (parent / k / "stack.pt").exists()]
+                for folder, _ in part:
+                    folder.parent.mkdir(parents=True, exist_ok=True)
+                    held.enter_context(locked(folder.parent / f".{folder.name}.lock"))
+                part = [(f, c) for f, c in part if not (f / "stack.pt").exists()]
                 if not part:
                     continue
-                names = ", ".join(k for k, _ in part)
+                names = ", ".join(f.name for f, _ in part)
                 say(f"pretrain {names}" + (" (resuming finished layers)" if any(
-                    (parent / k).exists() for k, _ in part) else ""))
-                summaries = run_pretrains([own.pretrain_config(objective, s, depth) for _, s in part],
-                                          [parent / k for k, _ in part], device,
-                                          [data(s) for _, s in part], quiet=True)
+                    f.exists() for f, _ in part) else ""))
+                summaries = run_pretrains([c for _, c in part], [f for f, _ in part], device,
+                                          [data(c.seed) for _, c in part], quiet=True)
                 say(f"pretrain {names}: done in {sum(x['seconds'] for x in summaries):.1f}s")
 
 
-def finetune_groups(cfg: AblateConfig, cells: list[Cell], cap: int) -> list[list[Cell]]:
-    """The cells in groups that can train as one loop: every arm and seed of a depth and label
-    budget (one architecture), in the order the cells first appear; cap 1 keeps every cell alone."""
+def finetune_groups(cfg: AblateConfig, jobs: list[Job], cap: int) -> list[list[Job]]:
+    """The jobs in groups that can train as one loop: every arm and seed of a depth and label
+    budget (one architecture), in the order the jobs first appear; cap 1 keeps every job alone."""
     if cap == 1:
-        return [[c] for c in cells]
+        return [[j] for j in jobs]
     groups = {}
-    for c in cells:
-        groups.setdefault((c.depth, c.budget, architecture(cfg, c)), []).append(c)
+    for j in jobs:
+        c = j.cell
+        groups.setdefault((c.depth, c.budget, architecture(cfg, c)), []).append(j)
     return list(groups.values())
 
 
 def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
-              trial: Path | None = None, per_arm: dict | None = None,
-              stacks: Path | None = None) -> dict:
-    """Run the cells not yet finished. Cells that share a depth, label budget and architecture
-    train together (every arm and seed at once, up to the batch cap); each still gets its own
-    folder, result.json and results line, the same however it was batched. A cell folder without
-    result.json (a killed run) is deleted and redone. A tuning `trial` folder holds the cells'
-    folders and results.jsonl instead of `out`, and its cells never read the test set; their
-    stacks are `out`'s unless `stacks` names another folder of them (a trial tuning pretraining).
-    `per_arm` gives an arm its own values of settings that may differ within one K (tune.PER_ARM:
-    `{"xavier": {"finetune_lr": 0.3, "dropout": 0.5}}`, or a pretrained arm's pretraining
-    settings), with which it still trains beside the other arms."""
+              per_arm: dict | None = None) -> dict:
+    """Run the grid's cells not yet finished, each in <out>/runs/finetune/<id> from the stacks in
+    <out>/runs/pretrain (see run_jobs). `per_arm` gives an arm its own values of settings that may
+    differ within one K (tune.PER_ARM: `{"xavier": {"finetune_lr": 0.3, "dropout": 0.5}}`, or a
+    pretrained arm's pretraining settings), with which it still trains beside the other arms."""
+    out = Path(out)
+    return run_jobs(cfg, [Job(c, out / "runs" / "finetune" / c.id, out / "results.jsonl",
+                              out / "runs" / "pretrain",
+                              tuple(sorted((per_arm or {}).get(c.init, {}).items())))
+                          for c in cells], device, say)
+
+
+def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bool = True) -> dict:
+    """Run the jobs not yet finished. Jobs that share a depth, label budget and architecture
+    train together (every arm, seed and trial at once, up to the batch cap); each still gets its
+    own folder, result.json and results line, the same however it was batched. A folder without
+    result.json (a killed run) is deleted and redone. With `read_test` off (tuning trials) the
+    test set is never evaluated."""
     from .data import label_subset, load
     from .runner import run_finetunes
     say = say or (lambda line: None)
-    out = Path(out)
-    place = trial or out / "runs" / "finetune"  # the cells' folders
-    stacks = stacks or out / "runs" / "pretrain"
-    lines = (trial or out) / "results.jsonl"
+    recorded = {}
 
-    def where(cell):
-        return (place / cell.id).relative_to(lines.parent).as_posix()
-    have_line = recorded_ids(lines.parent)
+    def where(job):
+        return job.folder.relative_to(job.lines.parent).as_posix()
     counts = {"ran": 0, "skipped": 0}
-    position = {c.id: k for k, c in enumerate(cells, 1)}
+    position = {j: k for k, j in enumerate(jobs, 1)}
     todo = []
-    for cell in cells:
-        folder = place / cell.id
-        if (folder / "result.json").exists():
+    for job in jobs:
+        if job.lines not in recorded:
+            recorded[job.lines] = recorded_ids(job.lines.parent)
+        if (job.folder / "result.json").exists():
             counts["skipped"] += 1
-            if cell.id not in have_line:  # killed between result.json and its line
-                append_result(lines, record(cell, json.loads((folder / "result.json")
-                                                               .read_text()), where(cell)))
+            if job.cell.id not in recorded[job.lines]:  # killed between result.json and line
+                append_result(job.lines, record(job.cell, json.loads(
+                    (job.folder / "result.json").read_text()), where(job)))
         else:
-            todo.append(cell)
+            todo.append(job)
     datas, subsets = {}, {}
 
     def data(seed):
@@ -316,7 +336,7 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
                                           train_size=cfg.train_size, val_size=cfg.val_size,
                                           seed=seed, device=cfg.device), device)
         return datas[seed]
-    first = data(todo[0].seed) if todo else None
+    first = data(todo[0].cell.seed) if todo else None
     cap = batch_cap(cfg, device, *((first.input_dim, first.n_classes) if first else ()))
 
     def subset(seed, budget):  # one tensor per (seed, budget): the arms of a seed share it
@@ -326,33 +346,31 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
         return subsets[seed, budget]
 
     for whole in finetune_groups(cfg, todo, cap):
-        seeds = {c.seed for c in whole}
+        seeds = {j.cell.seed for j in whole}
         for s in set(datas) - seeds if cap == 1 else ():  # one seed at a time: free the last
             del datas[s]
             subsets = {k: v for k, v in subsets.items() if k[0] in seeds}
-        ensure_stacks(cfg, out, whole, data, device, say, cap, stacks, per_arm)
+        ensure_stacks(cfg, whole, data, device, say, cap)
         for group in chunks(whole, cap):
-            folders = [place / c.id for c in group]
-            for folder in folders:
-                if folder.exists():
-                    shutil.rmtree(folder)
-            starts = [stacks / c.pretrain / "stack.pt" if c.pretrain else None for c in group]
-            fcfgs = [dataclasses.replace(
-                         dataclasses.replace(cfg, **(per_arm or {}).get(c.init, {})).finetune_config(
-                             c.init, c.seed, c.depth, c.budget, str(s) if s else None),
-                         read_test=trial is None)
-                     for c, s in zip(group, starts)]
-            results = run_finetunes(fcfgs, folders, device, [data(c.seed) for c in group],
-                                    quiet=True,
+            for job in group:
+                if job.folder.exists():
+                    shutil.rmtree(job.folder)
+            fcfgs = [dataclasses.replace(j.config(cfg).finetune_config(
+                         j.cell.init, j.cell.seed, j.cell.depth, j.cell.budget,
+                         str(j.stack / "stack.pt") if j.stack else None), read_test=read_test)
+                     for j in group]
+            cells = [j.cell for j in group]
+            results = run_finetunes(fcfgs, [j.folder for j in group], device,
+                                    [data(c.seed) for c in cells], quiet=True,
                                     hparams=[{"arm": c.init, "budget": c.budget, "depth": c.depth}
-                                             for c in group],
-                                    labelled=[subset(c.seed, c.budget) for c in group])
-            for cell, result in zip(group, results):
-                append_result(lines, record(cell, result, where(cell)))
+                                             for c in cells],
+                                    labelled=[subset(c.seed, c.budget) for c in cells])
+            for job, result in zip(group, results):
+                append_result(job.lines, record(job.cell, result, where(job)))
                 counts["ran"] += 1
                 err = ("test error", result["test_error"]) if result["test_error"] is not None \
                     else ("validation error", result["best_val_error"])
-                say(f"[{position[cell.id]}/{len(cells)}] {cell.id}: {err[0]} "
+                say(f"[{position[job]}/{len(jobs)}] {job.cell.id}: {err[0]} "
                     f"{100 * err[1]:.2f}% ({result['seconds']:.1f}s"
                     + (f", {len(group)} networks together)" if len(group) > 1 else ")"))
     return counts

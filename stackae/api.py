@@ -155,21 +155,25 @@ def run_ablation(data=None, config=None, *, out=None, resume: bool = False, shar
 
 
 def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials: int | None = None,
-               space=None, tune_seeds=None, quiet: bool = False, **settings) -> Ablation:
+               space=None, tune_seeds=None, trials_at_once: int | None = None,
+               quiet: bool = False, **settings) -> Ablation:
     """Tune every arm on the same budget, then run the grid with each arm's choice (stackae tune).
 
     For each arm and label budget, `trials` (default 20) settings drawn from `space` (a dict, a
     JSON file or JSON text; default the fine-tuning learning rate from a tenth to ten times the
     grid's) are fine-tuned on `tune_seeds` (default the grid's first two seeds) and judged on
     validation error only; the best then runs over every seed as a paired ablation whose report
-    states the space, the budget and each choice. `resume=True` continues where it stopped, to
-    the same choices. `data` and `settings` as for `run_ablation`."""
+    states the space, the budget and each choice. `trials_at_once` trials of each arm are
+    proposed together and train as one K-network loop (default 1 on a CPU, 5 on a GPU).
+    `resume=True` continues where it stopped, to the same choices. `data` and `settings` as for
+    `run_ablation`."""
     import json
 
     from . import tune as T
     from .runlog import write_json
     g = R.prepare_grid(data, config, settings, out, resume, None, quiet)
-    chosen = T.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds)
+    chosen = T.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds, trials_at_once,
+                     g.device)
     space, trials, seeds = chosen["space"], chosen["trials"], tuple(chosen["tune_seeds"])
     R.start_grid(g)
     path = g.out / "tune.json"
@@ -186,7 +190,8 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
             bar.line(line)
             done[0] += 1
             bar.update(min(done[0], n * trials))
-        choices = T.tune(g.cfg, g.out, space, trials, seeds, g.device, progress)
+        choices = T.tune(g.cfg, g.out, space, trials, seeds, g.device, progress,
+                         chosen["trials_at_once"])
         write_json(path, {**json.loads(path.read_text()), "choices": choices})
         from .ablate import finished
 

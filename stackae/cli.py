@@ -210,7 +210,7 @@ Examples:
   stackae tune --trials 20 --out runs/tune/demo      # the fine-tuning lr, every arm and budget
   stackae tune --space '{"finetune_lr": {"low": 0.01, "high": 1, "log": true}, "dropout": [0, 0.2, 0.5]}'
   stackae tune --preset full --space space.json --tune-seeds 0,1,2 --out runs/tune/full
-  stackae tune --space '{"finetune_lr": [0.03, 0.1, 0.3], "pretrain_epochs": [[5], [15]], "noise": [[0.1], [0.3]]}'
+  stackae tune --space '{"finetune_lr": [0.03, 0.1, 0.3], "pretrain_epochs": [5, 15], "noise": [0.1, 0.3]}'
   stackae tune --out runs/tune/demo --resume          # after an interruption
 """)
 @config_option(AblateConfig)
@@ -228,9 +228,12 @@ Examples:
 @click.option("--tune-seeds", default=None, metavar="INT,...",
               help="Seeds each trial fine-tunes, judged on their mean validation error "
                    "[default: the first two of --seeds].")
+@click.option("--trials-at-once", type=click.IntRange(min=1), default=None,
+              help="Trials of each arm proposed together (from the trials of earlier rounds) "
+                   "and trained as one K-network loop [default: 1 on a CPU, 5 on a GPU].")
 @click.pass_context
 @friendly_errors
-def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, **kwargs):
+def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, trials_at_once, **kwargs):
     """Tune every arm on the same budget (validation error only), then compare the choices.
 
     For each arm and label budget, --trials settings from --space (Optuna's TPE) fine-tune the
@@ -251,7 +254,8 @@ def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, **kwargs):
     out = out or out_default("tune")
     try:
         grid = api.run_tuning(out=out, resume=resume, quiet=quiet, trials=trials, space=space,
-                              tune_seeds=seeds, **given(ctx, kwargs))
+                              tune_seeds=seeds, trials_at_once=trials_at_once,
+                              **given(ctx, kwargs))
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; finished trials and cells are kept in {out}. "
                                    f"Continue with: {again('tune', out)}")

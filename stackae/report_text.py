@@ -156,7 +156,10 @@ def tuning_text(t: dict) -> list[str]:
     L = ["", "## Tuning (stackae tune)", "",
          f"Every arm had the same budget: {t['trials']} trials at each label budget, each trial "
          f"fine-tuning seeds {', '.join(map(str, t['tune_seeds']))} and judged on their mean "
-         "validation error (Optuna's TPE sampler); the test set was read only by the runs above, "
+         "validation error (Optuna's TPE sampler"
+         + (f", {t['trials_at_once']} trials of each arm proposed at a time"
+            if t.get("trials_at_once", 1) > 1 else "")
+         + "); the test set was read only by the runs above, "
          "with the chosen settings. The settings in Setup are the starting point; the table gives "
          "what each arm ran with.", "",
          "Search space: " + "; ".join(f"`{k}` " + (

@@ -16,11 +16,14 @@ A range of an integer setting draws integers (`step` optional), a list draws one
 Optuna's TPE sampler proposes the trials through its ask/tell interface; a study is rebuilt from
 the finished trials before every proposal (with a seed fixed by the trial's number), so an
 interrupted tuning resumes to the same choices. A trial fine-tunes the arm on the tuning seeds
-with the test set never evaluated (read_test off); trial k of every arm runs at once, and arms
-whose proposals differ at most in settings one loop applies per network (tune.PER_ARM: learning
-rate, dropout, input dropout, max-norm, and every pretraining setting, which only decides the
-stack a network starts from) train together as one K-network loop (the sampler's random start,
-seeded alike for every arm, proposes the same settings to every arm). Then each (arm, budget)
+with the test set never evaluated (read_test off). Trials run in rounds of `--trials-at-once`
+per arm (1 on a CPU, 5 on a GPU): a round's proposals are made from the trials of earlier rounds,
+those of the same round counted as running (TPE's constant liar). Every trial of every arm in a
+round runs at once, and those whose settings differ at most in settings one loop applies per
+network (tune.PER_ARM: learning rate, dropout, input dropout, max-norm, and every pretraining
+setting, which only decides the stack a network starts from) train together as one K-network
+loop (the sampler's random start, seeded alike for every arm, proposes the same settings to
+every arm). Then each (arm, budget)
 runs over all seeds with its chosen settings, test error read once per cell, and the folder is
 an ordinary ablation folder.
 
@@ -184,17 +187,25 @@ def trials_of(folder: Path, arm: str) -> list[dict]:
     return [found[k] for k in sorted(found)]
 
 
-def propose(dists: dict, done: list[dict], number: int, seed: int) -> dict:
-    """Trial `number`'s settings: TPE over the finished trials, seeded by the trial's number."""
+def propose(dists: dict, done: list[dict], number: int, seed: int,
+            pending: list[dict] = ()) -> dict:
+    """Trial `number`'s settings: TPE over the finished trials, seeded by the trial's number; the
+    `pending` settings (trials of the same round, proposed but not finished) count as running,
+    with the constant liar keeping a round's proposals apart."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     import numpy as np
     mixed = int(np.random.SeedSequence([seed, number]).generate_state(1)[0])  # well spread
-    study = optuna.create_study(direction="minimize",
-                                sampler=optuna.samplers.TPESampler(seed=mixed))
+    with warnings.catch_warnings():  # constant_liar is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=mixed, constant_liar=bool(pending))
+    study = optuna.create_study(direction="minimize", sampler=sampler)
     for t in done:
         study.add_trial(optuna.trial.create_trial(params=from_json(t["settings"]),
                                                   distributions=dists, value=t["val_error"]))
+    for settings in pending:
+        study.add_trial(optuna.trial.create_trial(params=from_json(settings), distributions=dists,
+                                                  state=optuna.trial.TrialState.RUNNING))
     params = study.ask(dists).params
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
 
@@ -222,68 +233,76 @@ def trial_config(cfg: AblateConfig, arms: list, budget: str, seeds, settings: di
 
 
 def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, device,
-         say) -> dict:
-    """Run every (arm, budget)'s trials not yet finished; return the choices (tune.json's). Trial k
-    of every arm at a budget runs at once; arms whose proposals differ at most in PER_ARM settings
-    train together as one K-network loop. With pretraining settings in the space, their budget
-    (pretrain_budget) runs first and fixes each pretrained arm's pretraining for the others."""
-    from .ablate import append_result, run_cells
+         say, at_once: int = 1) -> dict:
+    """Run every (arm, budget)'s trials not yet finished; return the choices (tune.json's). The
+    trials run in rounds of `at_once` per arm, proposed from the trials of earlier rounds; a
+    round's trials of every arm that differ at most in PER_ARM settings train together as one
+    K-network loop. With pretraining settings in the space, their budget (pretrain_budget) runs
+    first and fixes each pretrained arm's pretraining for the others."""
+    from .ablate import append_result, run_jobs
     dists = distributions(space, cfg)
-    tunes_pretraining = bool(PRETRAINING & set(dists))
-    first = pretrain_budget(cfg) if tunes_pretraining else None
-    budgets = sorted(cfg.labels, key=lambda b: b != first)
+    first = pretrain_budget(cfg) if PRETRAINING & set(dists) else None
     choices, diverged = {}, set()
     fixed = {arm: {} for arm in cfg.inits}  # each arm's chosen pretraining, once known
-    for budget in budgets:
+    for budget in sorted(cfg.labels, key=lambda b: b != first):
         folder = out / "tune" / f"n{budget}"
         pretraining = budget == first
         done = {arm: trials_of(folder, arm) for arm in cfg.inits}
-        for number in range(min(len(d) for d in done.values()), trials):
-            trial = folder / f"trial-{number:03d}"
-            asked = trial / "settings.json"  # arm -> settings, written before the trial runs
-            proposals = json.loads(asked.read_text()) if asked.exists() else {}
-            arms = [a for a in cfg.inits if len(done[a]) <= number]
-            for arm in arms:
-                if arm not in proposals:
-                    proposals[arm] = propose(arm_space(dists, arm, pretraining), done[arm],
-                                             number, cfg.seeds[0])
-            trial.mkdir(parents=True, exist_ok=True)
-            write_json(asked, proposals)
-            runs = {a: applied({**fixed[a], **proposals[a]}) for a in arms}
-            stacks = trial / "pretrain" if pretraining else None  # each trial's own stacks
-            for together, per_arm in one_k_groups(runs):
-                tcfg = trial_config(cfg, together, budget, seeds, runs[together[0]])
-                cells = [Cell(a, depth, budget, s) for s in seeds for depth in cfg.depth_list
-                         for a in together]
+        for start in range(0, trials, at_once):
+            numbers = range(start, min(start + at_once, trials))
+            todo = [(n, a) for n in numbers for a in cfg.inits
+                    if n not in {t["number"] for t in done[a]}]
+            if not todo:
+                continue
+            proposals = {}
+            for n in numbers:  # every trial of the round written before any runs
+                asked = folder / f"trial-{n:03d}" / "settings.json"  # arm -> settings
+                proposals[n] = json.loads(asked.read_text()) if asked.exists() else {}
+                for arm in cfg.inits:
+                    if arm not in proposals[n] and (n, arm) in todo:
+                        proposals[n][arm] = propose(
+                            arm_space(dists, arm, pretraining),
+                            [t for t in done[arm] if t["number"] < start], n, cfg.seeds[0],
+                            [proposals[m][arm] for m in numbers if m < n])
+                asked.parent.mkdir(parents=True, exist_ok=True)
+                write_json(asked, proposals[n])
+            runs = {(n, a): applied({**fixed[a], **proposals[n][a]}) for n, a in todo}
+
+            def jobs(keys, per):
+                return [trial_job(out, folder / f"trial-{n:03d}", Cell(a, d, budget, s),
+                                  pretraining, per[n, a])
+                        for s in seeds for d in cfg.depth_list for n, a in keys]
+            for keys, per in one_k_groups(runs):
+                arms = sorted({a for _, a in keys}, key=cfg.inits.index)
                 try:
-                    run_cells(tcfg, out, cells, device, lambda line: None, trial=trial,
-                              per_arm=per_arm, stacks=stacks)
-                except Diverged:  # find which arm blew up: each alone
-                    for a in together:
+                    run_jobs(trial_config(cfg, arms, budget, seeds, runs[keys[0]]), jobs(keys, per),
+                             device, read_test=False)
+                except Diverged:  # find which trial blew up: each alone
+                    for n, a in keys:
                         try:
-                            run_cells(trial_config(cfg, [a], budget, seeds, runs[a]), out,
-                                      [c for c in cells if c.init == a], device,
-                                      lambda line: None, trial=trial, stacks=stacks)
+                            run_jobs(trial_config(cfg, [a], budget, seeds, runs[n, a]),
+                                     jobs([(n, a)], per), device, read_test=False)
                         except Diverged:
-                            diverged.add((number, a))
-            for arm in arms:
-                if (number, arm) in diverged:  # scored as the worst possible error
+                            diverged.add((budget, n, a))
+            for n, arm in todo:
+                trial = folder / f"trial-{n:03d}"
+                if (budget, n, arm) in diverged:  # scored as the worst possible error
                     errors, value = None, 1.0
                 else:
                     errors = [json.loads((trial / Cell(arm, d, budget, s).id / "result.json")
                                          .read_text())["best_val_error"]
                               for s in seeds for d in cfg.depth_list]
                     value = sum(errors) / len(errors)
-                rec = {"arm": arm, "number": number, "settings": proposals[arm],
+                rec = {"arm": arm, "number": n, "settings": proposals[n][arm],
                        "val_error": value if math.isfinite(value) else 1.0, "per_seed": errors,
-                       "diverged": (number, arm) in diverged}
+                       "diverged": (budget, n, arm) in diverged}
                 append_result(folder / "trials.jsonl", rec)
                 done[arm].append(rec)
                 best = min(done[arm], key=lambda t: (t["val_error"], t["number"]))
                 outcome = ("diverged (scored 100%)" if rec["diverged"]
                            else f"validation error {100 * value:.2f}%")
-                say(f"tune {arm} at {budget} labels: trial {number + 1}/{trials} {outcome} "
-                    f"({shown(proposals[arm])}); best so far {100 * best['val_error']:.2f}%")
+                say(f"tune {arm} at {budget} labels: trial {n + 1}/{trials} {outcome} "
+                    f"({shown(proposals[n][arm])}); best so far {100 * best['val_error']:.2f}%")
         for arm in cfg.inits:
             best = min(done[arm][:trials], key=lambda t: (t["val_error"], t["number"]))
             choices.setdefault(arm, {})[budget] = {"settings": {**fixed[arm], **best["settings"]},
@@ -293,6 +312,15 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
                 fixed[arm] = {k: v for k, v in best["settings"].items() if k in PRETRAINING}
                 reuse_stacks(folder / f"trial-{best['number']:03d}" / "pretrain", out)
     return {arm: {b: per[b] for b in cfg.labels} for arm, per in choices.items()}
+
+
+def trial_job(out: Path, trial: Path, cell: Cell, pretraining: bool, settings: dict):
+    """One cell of a trial: its folder and results.jsonl in the trial's folder, its stacks the
+    trial's own where it tunes pretraining, else the grid's."""
+    from .ablate import Job
+    return Job(cell, trial / cell.id, trial / "results.jsonl",
+               trial / "pretrain" if pretraining else out / "runs" / "pretrain",
+               tuple(sorted(settings.items())))
 
 
 def reuse_stacks(chosen: Path, out: Path) -> None:
@@ -313,16 +341,16 @@ def shown(settings: dict) -> str:
                      for k, v in settings.items())
 
 
-def one_k_groups(settings: dict) -> list[tuple[list[str], dict]]:
-    """The arms ({arm: settings}) whose settings differ at most in PER_ARM ones, which one
-    K-network loop applies per network: each group (its arms, and each arm's PER_ARM settings
-    for run_cells' per_arm) trains together."""
+def one_k_groups(settings: dict) -> list[tuple[list, dict]]:
+    """The runs ({key: settings}, a key an arm or a (trial, arm)) whose settings differ at most in
+    PER_ARM ones, which one K-network loop applies per network: each group (its keys, and each
+    key's PER_ARM settings) trains together."""
     groups = {}
-    for arm, s in settings.items():
+    for key, s in settings.items():
         rest = {k: v for k, v in s.items() if k not in PER_ARM}
-        groups.setdefault(json.dumps(rest, sort_keys=True), []).append(arm)
-    return [(arms, {a: {k: v for k, v in settings[a].items() if k in PER_ARM} for a in arms})
-            for arms in groups.values()]
+        groups.setdefault(json.dumps(rest, sort_keys=True), []).append(key)
+    return [(keys, {k: {n: v for n, v in settings[k].items() if n in PER_ARM} for k in keys})
+            for keys in groups.values()]
 
 
 def final(cfg: AblateConfig, out: Path, cells: list[Cell], choices: dict, device, say) -> None:
@@ -338,27 +366,35 @@ def final(cfg: AblateConfig, out: Path, cells: list[Cell], choices: dict, device
                           say, per_arm=per_arm)
 
 
-def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds) -> dict:
-    """tune.json's space, trials and tuning seeds: those given (None = not given) agree with a
-    resumed tuning's, the rest come from it or the defaults; all checked before any folder."""
+def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
+          at_once: int | None = None, device=None) -> dict:
+    """tune.json's space, trials, tuning seeds and trials at once: those given (None = not given)
+    agree with a resumed tuning's, the rest come from it or the defaults (trials at once: 1 on a
+    CPU, whose loop holds few networks, 5 on a GPU); all checked before any folder."""
     path = out / "tune.json"
     saved = json.loads(path.read_text()) if resuming and path.exists() else {}
+    if saved:
+        saved.setdefault("trials_at_once", 1)  # tunings from before rounds ran one at a time
     if resuming and not saved and (out / "results.jsonl").exists():
         raise ClaimError(f"{out} holds a `stackae ablate` run (its cells ran untuned); resume it "
                          f"with stackae ablate --out {out} --resume")
     if isinstance(space, (str, Path)):
         space = read_space(space)
     asked = {"space": space, "trials": trials,
-             "tune_seeds": None if seeds is None else [int(s) for s in seeds]}
+             "tune_seeds": None if seeds is None else [int(s) for s in seeds],
+             "trials_at_once": at_once}
     for name, value in asked.items():
         if saved and value is not None and value != saved[name]:
             raise ConfigError(name, f"{json.dumps(value)} differs from the tuning being resumed "
                                     f"({json.dumps(saved[name])} in {path})")
     chosen = {name: next(v for v in (saved.get(name), asked[name], default) if v is not None)
               for name, default in (("space", default_space(cfg)), ("trials", 20),
-                                    ("tune_seeds", list(cfg.seeds[:2])))}
-    if chosen["trials"] < 1:
-        raise ConfigError("trials", f"must be at least 1, got {chosen['trials']}")
+                                    ("tune_seeds", list(cfg.seeds[:2])),
+                                    ("trials_at_once",
+                                     5 if getattr(device, "type", device) == "cuda" else 1))}
+    for name in ("trials", "trials_at_once"):
+        if chosen[name] < 1:
+            raise ConfigError(name, f"must be at least 1, got {chosen[name]}")
     if not chosen["tune_seeds"]:
         raise ConfigError("tune_seeds", "needs at least one seed")
     try:  # the tuning seeds must make a valid grid of their own
@@ -375,4 +411,5 @@ def command(cfg: AblateConfig, out: Path, chosen: dict) -> str:
     from .ablate import command as grid_command
     return ("stackae tune " + grid_command(cfg, out).split(" ", 2)[2]
             + f" --trials {chosen['trials']} --space {shlex.quote(json.dumps(chosen['space']))}"
-            + f" --tune-seeds {','.join(map(str, chosen['tune_seeds']))}")
+            + f" --tune-seeds {','.join(map(str, chosen['tune_seeds']))}"
+            + f" --trials-at-once {chosen['trials_at_once']}")

@@ -52,7 +52,7 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path):
 def test_arms_whose_proposals_differ_in_lr_and_dropout_train_as_one_k(tmp_path, monkeypatch):
     import stackae.ablate as A
     import stackae.tune as T
-    real, calls, proposed = A.run_cells, [], []
+    real_jobs, real_cells, calls, proposed = A.run_jobs, A.run_cells, [], []
 
     def varied(*args):  # the arms' first proposals are equal (the same seeded start): vary them
         proposed.append(1)
@@ -60,47 +60,97 @@ def test_arms_whose_proposals_differ_in_lr_and_dropout_train_as_one_k(tmp_path, 
     real_propose = T.propose
     monkeypatch.setattr(T, "propose", varied)
 
-    def recorded(cfg, out, cells, *args, trial=None, per_arm=None, **kwargs):
-        calls.append((trial.name if trial else "final", {c.init for c in cells}, per_arm))
-        return real(cfg, out, cells, *args, trial=trial, per_arm=per_arm, **kwargs)
-    monkeypatch.setattr(A, "run_cells", recorded)
+    def trial_run(cfg, jobs, *args, **kwargs):
+        if kwargs.get("read_test") is False:  # a trial's (the final runs' come through run_cells)
+            calls.append(({j.folder.parent.name for j in jobs},
+                          {j.cell.init: dict(j.settings) for j in jobs}))
+        return real_jobs(cfg, jobs, *args, **kwargs)
+
+    def final_run(cfg, out, cells, *args, per_arm=None, **kwargs):
+        calls.append(("final", per_arm))
+        return real_cells(cfg, out, cells, *args, per_arm=per_arm, **kwargs)
+    monkeypatch.setattr(A, "run_jobs", trial_run)
+    monkeypatch.setattr(A, "run_cells", final_run)
     stackae.run_tuning(out=tmp_path / "t", trials=3, space=SPACE, tune_seeds=(0,), quiet=True,
                        **{**SMALL, "labels": ("100",)})
-    assert [name for name, _, _ in calls] == ["trial-000", "trial-001", "trial-002", "final"]
-    for name, arms, per_arm in calls:  # one loop per trial, each arm with its own proposal
-        assert arms == {"denoising", "xavier"}  # and the final runs: one loop for both arms
-        if name == "final":
-            cell = tmp_path / "t" / "runs" / "finetune"
-            for arm in arms:
-                cfg = json.loads((cell / f"{arm}-d1-n100-s1" / "config.json").read_text())
-                assert (cfg["lr"], cfg["dropout"]) == (per_arm[arm]["finetune_lr"],
-                                                       per_arm[arm]["dropout"])
-            continue
+    assert [name for name, _ in calls[:3]] == [{"trial-000"}, {"trial-001"}, {"trial-002"}]
+    assert calls[3][0] == "final" and len(calls) == 4
+    for names, per_arm in calls[:3]:  # one loop per trial, each arm with its own proposal
+        assert set(per_arm) == {"denoising", "xavier"}
         assert per_arm["denoising"]["dropout"] != per_arm["xavier"]["dropout"]
-        for arm in arms:
+        (name,) = names
+        for arm in per_arm:
             cell = tmp_path / "t" / "tune" / "n100" / name / f"{arm}-d1-n100-s0"
             cfg = json.loads((cell / "config.json").read_text())
             assert (cfg["lr"], cfg["dropout"]) == (per_arm[arm]["finetune_lr"],
                                                    per_arm[arm]["dropout"])
+    per_arm = calls[3][1]  # the final runs: one loop for both arms, each with its choice
+    for arm in ("denoising", "xavier"):
+        cfg = json.loads((tmp_path / "t" / "runs" / "finetune" / f"{arm}-d1-n100-s1" /
+                          "config.json").read_text())
+        assert (cfg["lr"], cfg["dropout"]) == (per_arm[arm]["finetune_lr"],
+                                               per_arm[arm]["dropout"])
+
+
+def test_trials_at_once_train_as_one_k_and_resume_to_the_same_choices(tmp_path, monkeypatch):
+    import stackae.ablate as A
+    real, calls = A.run_jobs, []
+
+    def counted(cfg, jobs, *args, **kwargs):
+        if kwargs.get("read_test") is False:  # a round's loop (not the final runs')
+            calls.append(sorted({j.folder.parent.name for j in jobs}))
+            if len(calls) == 2 and dies:
+                raise KeyboardInterrupt
+        return real(cfg, jobs, *args, **kwargs)
+    monkeypatch.setattr(A, "run_jobs", counted)
+    dies = False
+    whole = tmp_path / "whole"
+    stackae.run_tuning(out=whole, trials=5, trials_at_once=2, space=SPACE, tune_seeds=(0,),
+                       quiet=True, **{**SMALL, "labels": ("all",)})
+    # rounds of two trials (the last of one), every arm of a round in one loop
+    assert calls == [["trial-000", "trial-001"], ["trial-002", "trial-003"], ["trial-004"]]
+    recs = trials(whole, "all")
+    assert sorted((r["arm"], r["number"]) for r in recs) == sorted(
+        (a, n) for a in ("denoising", "xavier") for n in range(5))
+    for r in recs:  # each trial of the round in its own folder, with its own settings
+        cell = whole / "tune" / "nall" / f"trial-{r['number']:03d}" / f"{r['arm']}-d1-nall-s0"
+        cfg = json.loads((cell / "config.json").read_text())
+        assert (cfg["lr"], cfg["dropout"]) == (r["settings"]["finetune_lr"],
+                                               r["settings"]["dropout"])
+        assert r["val_error"] == json.loads((cell / "result.json").read_text())["best_val_error"]
+    assert json.loads((whole / "tune.json").read_text())["trials_at_once"] == 2
+    calls.clear()
+    dies = True  # killed in the second round: resumes to the same trials and choices
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        stackae.run_tuning(out=cut, trials=5, trials_at_once=2, space=SPACE, tune_seeds=(0,),
+                           quiet=True, **{**SMALL, "labels": ("all",)})
+    dies = False
+    stackae.run_tuning(out=cut, resume=True, quiet=True)
+    assert sorted(map(json.dumps, trials(cut, "all"))) == sorted(map(json.dumps, recs))
+    assert json.loads((cut / "tune.json").read_text())["choices"] == \
+        json.loads((whole / "tune.json").read_text())["choices"]
+    with pytest.raises(stackae.ConfigError, match="differs from the tuning being resumed"):
+        stackae.run_tuning(out=cut, resume=True, trials_at_once=1, quiet=True)
 
 
 def test_an_interrupted_tuning_resumes_to_the_same_choices(tmp_path, monkeypatch):
     import stackae.ablate as A
     whole = tmp_path / "whole"
     stackae.run_tuning(out=whole, trials=3, space=SPACE, tune_seeds=(0, 1), quiet=True, **SMALL)
-    real, calls = A.run_cells, []
+    real, calls = A.run_jobs, []
 
     def dies_on_the_fourth(*args, **kwargs):
         calls.append(1)
         if len(calls) == 4:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
-    monkeypatch.setattr(A, "run_cells", dies_on_the_fourth)
+    monkeypatch.setattr(A, "run_jobs", dies_on_the_fourth)
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         stackae.run_tuning(out=cut, trials=3, space=SPACE, tune_seeds=(0, 1), quiet=True,
                            **SMALL)
-    monkeypatch.setattr(A, "run_cells", real)
+    monkeypatch.setattr(A, "run_jobs", real)
     assert not (cut / "REPORT.md").exists()
     stackae.run_tuning(out=cut, resume=True, quiet=True)  # the folder's settings and space
     for budget in ("100", "all"):
