@@ -233,10 +233,10 @@ def architecture(cfg: AblateConfig, cell: Cell) -> str:
 class Job:
     """One cell to run, and where: its run folder, the results.jsonl that records it, the folder
     of the stacks it starts from, and its own values of settings that may differ within one K
-    (tune.PER_ARM). A grid's jobs are its cells in <out>; a tuning round's are its trials' cells."""
+    (space.PER_ARM). A grid's jobs are its cells in <out>; a tuning round's are its trials' cells."""
     cell: Cell
     folder: Path
-    lines: Path
+    results: Path
     stacks: Path
     settings: tuple = ()  # (name, value) pairs
 
@@ -293,7 +293,7 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
               per_arm: dict | None = None) -> dict:
     """Run the grid's cells not yet finished, each in <out>/runs/finetune/<id> from the stacks in
     <out>/runs/pretrain (see run_jobs). `per_arm` gives an arm its own values of settings that may
-    differ within one K (tune.PER_ARM: `{"xavier": {"finetune_lr": 0.3, "dropout": 0.5}}`, or a
+    differ within one K (space.PER_ARM: `{"xavier": {"finetune_lr": 0.3, "dropout": 0.5}}`, or a
     pretrained arm's pretraining settings), with which it still trains beside the other arms."""
     out = Path(out)
     return run_jobs(cfg, [Job(c, out / "runs" / "finetune" / c.id, out / "results.jsonl",
@@ -314,17 +314,17 @@ def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bo
     recorded = {}
 
     def where(job):
-        return job.folder.relative_to(job.lines.parent).as_posix()
+        return job.folder.relative_to(job.results.parent).as_posix()
     counts = {"ran": 0, "skipped": 0}
     position = {j: k for k, j in enumerate(jobs, 1)}
     todo = []
     for job in jobs:
-        if job.lines not in recorded:
-            recorded[job.lines] = recorded_ids(job.lines.parent)
+        if job.results not in recorded:
+            recorded[job.results] = recorded_ids(job.results.parent)
         if (job.folder / "result.json").exists():
             counts["skipped"] += 1
-            if job.cell.id not in recorded[job.lines]:  # killed between result.json and line
-                append_result(job.lines, record(job.cell, json.loads(
+            if job.cell.id not in recorded[job.results]:  # killed between result.json and line
+                append_result(job.results, record(job.cell, json.loads(
                     (job.folder / "result.json").read_text()), where(job)))
         else:
             todo.append(job)
@@ -337,7 +337,8 @@ def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bo
                                           seed=seed, device=cfg.device), device)
         return datas[seed]
     first = data(todo[0].cell.seed) if todo else None
-    cap = batch_cap(cfg, device, *((first.input_dim, first.n_classes) if first else ()))
+    cap = min((batch_cap(c, device, *((first.input_dim, first.n_classes) if first else ()))
+               for c in {j.config(cfg) for j in todo}), default=1)  # the largest batches decide
 
     def subset(seed, budget):  # one tensor per (seed, budget): the arms of a seed share it
         if (seed, budget) not in subsets:
@@ -366,7 +367,7 @@ def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bo
                                              for c in cells],
                                     labelled=[subset(c.seed, c.budget) for c in cells])
             for job, result in zip(group, results):
-                append_result(job.lines, record(job.cell, result, where(job)))
+                append_result(job.results, record(job.cell, result, where(job)))
                 counts["ran"] += 1
                 err = ("test error", result["test_error"]) if result["test_error"] is not None \
                     else ("validation error", result["best_val_error"])

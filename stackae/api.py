@@ -175,7 +175,7 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
     chosen = T.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds, trials_at_once,
                      g.device)
     space, trials, seeds = chosen["space"], chosen["trials"], tuple(chosen["tune_seeds"])
-    R.start_grid(g)
+    R.start_grid(g, T.chosen_pretraining(g.cfg, g.out, space, trials))  # its stacks' settings
     path = g.out / "tune.json"
     if not path.exists():
         write_json(path, {**chosen, "command": T.command(g.cfg, g.out, chosen)})

@@ -145,16 +145,19 @@ def check_layers(folder: Path, cfg: PretrainConfig, whose: str = "this run") -> 
                                   f"above it, or resume with the same --{name.replace('_', '-')}")
 
 
-def check_grid_stacks(out: Path, cfg, cells) -> None:
+def check_grid_stacks(out: Path, cfg, cells, per_arm: dict | None = None) -> None:
     """The stacks (and finished layers) an ablation folder already holds for these cells must be
-    the ones its grid would pretrain: same widths, seed and settings."""
+    the ones its grid would pretrain: same widths, seed and settings (an arm's own `per_arm`
+    settings where a tuning chose them)."""
+    from .space import applied
     seen = set()
     for c in cells:
         if not c.pretrain or c.pretrain in seen:
             continue
         seen.add(c.pretrain)
         folder = Path(out) / "runs" / "pretrain" / c.pretrain
-        want = cfg.pretrain_config(c.init, c.seed, c.depth)
+        own = dataclasses.replace(cfg, **applied((per_arm or {}).get(c.init, {})))
+        want = own.pretrain_config(c.init, c.seed, c.depth)
         stack = folder / "stack.pt"
         if stack.exists():
             diff = mismatch(check_stack(stack).get("config") or {}, want)

@@ -230,7 +230,8 @@ Examples:
                    "[default: the first two of --seeds].")
 @click.option("--trials-at-once", type=click.IntRange(min=1), default=None,
               help="Trials of each arm proposed together (from the trials of earlier rounds) "
-                   "and trained as one K-network loop [default: 1 on a CPU, 5 on a GPU].")
+                   "and trained at once, as one K-network loop where their settings allow "
+                   "[default: 1 on a CPU, 5 on a GPU].")
 @click.pass_context
 @friendly_errors
 def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, trials_at_once, **kwargs):

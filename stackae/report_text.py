@@ -178,6 +178,9 @@ def tuning_text(t: dict) -> list[str]:
         for budget, c in per_budget.items():
             chosen = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                                for k, v in c["settings"].items())
+            pre = c.get("pretraining_trial")
             L.append(f"| {arm} | {budget} | {chosen} | {pct(c['val_error'])} | "
-                     f"{c['trial'] + 1} of {t['trials']} |")
+                     f"{c['trial'] + 1} of {t['trials']}"
+                     + (f" (pretraining: trial {pre['trial'] + 1} at {pre['budget']} labels)"
+                        if pre else "") + " |")
     return L

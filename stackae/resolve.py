@@ -249,13 +249,14 @@ def prepare_grid(data, config, settings: dict, out, resume: bool, shard, quiet: 
     return Grid(cfg, out, resuming, cells, mine, sizes, device, held)
 
 
-def start_grid(g: Grid) -> None:
-    """Check the stacks the folder already holds, then create or join it (config.json, grid.json,
-    and the user's arrays as data.npz)."""
+def start_grid(g: Grid, per_arm: dict | None = None) -> None:
+    """Check the stacks the folder already holds (a tuning's pretrained arms may have their own
+    pretraining settings, `per_arm`), then create or join it (config.json, grid.json, and the
+    user's arrays as data.npz)."""
     from . import ablate as A
     from .runlog import write_json
     if g.out.exists():
-        checks.check_grid_stacks(g.out, g.cfg, g.mine)
+        checks.check_grid_stacks(g.out, g.cfg, g.mine, per_arm)
 
     def write_plan():
         write_json(g.out / "grid.json", A.plan(g.cfg, g.out, g.cells, g.sizes))

@@ -19,11 +19,12 @@ interrupted tuning resumes to the same choices. A trial fine-tunes the arm on th
 with the test set never evaluated (read_test off). Trials run in rounds of `--trials-at-once`
 per arm (1 on a CPU, 5 on a GPU): a round's proposals are made from the trials of earlier rounds,
 those of the same round counted as running (TPE's constant liar). Every trial of every arm in a
-round runs at once, and those whose settings differ at most in settings one loop applies per
-network (tune.PER_ARM: learning rate, dropout, input dropout, max-norm, and every pretraining
-setting, which only decides the stack a network starts from) train together as one K-network
-loop (the sampler's random start, seeded alike for every arm, proposes the same settings to
-every arm). Then each (arm, budget)
+round runs at once: those whose settings differ at most in settings one loop applies per network
+(space.PER_ARM: learning rate, dropout, input dropout, max-norm, and every pretraining setting,
+which only decides the stack a network starts from) fine-tune together as one K-network loop, up
+to the batch cap, and their stacks that differ only in seed pretrain together (the sampler's
+random start, seeded alike for every arm, proposes the same fine-tuning settings to every arm
+whose space is the same). Then each (arm, budget)
 runs over all seeds with its chosen settings, test error read once per cell, and the folder is
 an ordinary ablation folder.
 
@@ -51,126 +52,14 @@ import json
 import math
 import shlex
 import shutil
-import typing
-import warnings
 from pathlib import Path
 
-from .config import PER_CELL, PER_NETWORK, NOT_SWEPT, AblateConfig, ConfigError, PretrainConfig
-from .config import OBJECTIVES, FinetuneConfig
-from .config import field_types, grid_name
-from .grid import Cell
 from .claims import ClaimError
+from .config import OBJECTIVES, AblateConfig, ConfigError
+from .grid import Cell
 from .runlog import Diverged, write_json
-from .schema import did_you_mean
-
-
-def _names(stage: str, cls) -> set:
-    return {grid_name(stage, f.name) for f in dataclasses.fields(cls)
-            if f.name not in PER_CELL and f.name not in NOT_SWEPT}
-
-
-# the grid settings only pretraining uses: they decide a stack, never the fine-tuning loop
-PRETRAINING = frozenset((_names("pretrain", PretrainConfig) - _names("finetune", FinetuneConfig))
-                        & {f.name for f in dataclasses.fields(AblateConfig)})
-# tuned settings in which the arms of a trial may differ and still train as one K
-PER_ARM = ({grid_name("finetune", n) for n in PER_NETWORK} - set(PER_CELL)) | PRETRAINING
-
-SPACE_HELP = ("a JSON object of settings, each a range {\"low\": a, \"high\": b} (optionally "
-              "\"log\": true, \"step\": s) or a list of values")
-
-
-def tunable() -> list[str]:
-    """The grid settings only fine-tuning uses: changing one leaves every stack as it is."""
-    keep = _names("finetune", FinetuneConfig) - _names("pretrain", PretrainConfig)
-    return sorted(keep & {f.name for f in dataclasses.fields(AblateConfig)})
-
-
-def pretrain_budget(cfg: AblateConfig) -> str:
-    """The label budget at which pretraining settings are tuned: the largest."""
-    return max(cfg.labels, key=lambda b: math.inf if b == "all" else int(b))
-
-
-def arm_space(dists: dict, arm: str, pretraining: bool) -> dict:
-    """The part of the space an arm's trials draw from: fine-tuning settings always, pretraining
-    ones for a pretrained arm at the budget that tunes them."""
-    return {k: v for k, v in dists.items()
-            if k not in PRETRAINING or (pretraining and arm in OBJECTIVES)}
-
-
-def default_space(cfg: AblateConfig) -> dict:
-    """The fine-tuning learning rate, from a tenth to ten times the grid's, on a log scale."""
-    return {"finetune_lr": {"low": cfg.finetune_lr / 10, "high": cfg.finetune_lr * 10,
-                            "log": True}}
-
-
-def distributions(space: dict, cfg: AblateConfig) -> dict:
-    """Optuna distributions for `space`, every bound checked as a setting of the grid."""
-    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                      IntDistribution)
-    if not isinstance(space, dict) or not space:
-        raise ConfigError("space", f"expected {SPACE_HELP}")
-    types, allowed, out = field_types(AblateConfig), tunable() + sorted(PRETRAINING), {}
-    for name, spec in space.items():
-        if name not in allowed:
-            why = ("is a setting of both stages (it changes the stacks and the classifier alike)"
-                   if name in types else "is not a setting")
-            raise ConfigError("space", f"{name!r} {why}; tunable: fine-tuning settings such as "
-                              f"finetune_lr, finetune_batch_size, dropout, and pretraining ones "
-                              f"such as pretrain_lr, pretrain_epochs, noise"
-                              f"{did_you_mean(name, allowed)}")
-        if name in PRETRAINING and not any(i in OBJECTIVES for i in cfg.inits):
-            raise ConfigError("space", f"{name!r} is a pretraining setting and no arm of the grid "
-                              f"is pretrained (inits: {', '.join(cfg.inits)})")
-        tp = types[name]
-        if typing.get_origin(tp) is tuple:  # per layer: a range draws one value for every layer
-            tp = typing.get_args(tp)[0]
-        if isinstance(spec, list) and spec:
-            values = [tuple(v) if isinstance(v, list) else v for v in spec]
-            with warnings.catch_warnings():  # tuples (per-layer values) cannot go into Optuna's
-                warnings.simplefilter("ignore")  # database storage; these studies live in memory
-                out[name] = CategoricalDistribution(values)
-        elif isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log",
-                                                                          "step"}:
-            if tp not in (int, float):
-                raise ConfigError("space", f"{name!r} takes a list of values, not a range")
-            try:
-                kind = IntDistribution if tp is int else FloatDistribution
-                out[name] = kind(spec["low"], spec["high"], log=bool(spec.get("log", False)),
-                                 step=spec.get("step", 1 if tp is int else None))
-            except (ValueError, TypeError) as e:
-                raise ConfigError("space", f"{name!r}: {e}")
-            values = [spec["low"], spec["high"]]
-        else:
-            raise ConfigError("space", f"{name!r}: expected a range {{\"low\": a, \"high\": b}} "
-                              f"or a non-empty list of values, got {json.dumps(spec)}")
-        for v in values:  # each bound or value must make a valid grid
-            try:
-                dataclasses.replace(cfg, **applied({name: v}))
-            except ConfigError as e:
-                raise ConfigError("space", f"{name!r}: {v!r} is not a valid value ({e})")
-            except TypeError:
-                raise ConfigError("space", f"{name!r}: {v!r} is not a valid value")
-    if not set(out) - PRETRAINING:
-        raise ConfigError("space", "needs at least one fine-tuning setting (such as finetune_lr): "
-                          "every arm tunes those at every budget, and a random-init arm nothing "
-                          "else")
-    return out
-
-
-def read_space(value) -> dict:
-    """--space: a JSON file or JSON text."""
-    text = value
-    if not str(value).lstrip().startswith("{"):
-        try:
-            text = Path(value).read_text()
-        except OSError as e:
-            raise ConfigError("space", f"cannot read {value}: {e.strerror}; expected a JSON file "
-                              f"or JSON text")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError("space", f"is not valid JSON ({e.msg} at line {e.lineno}); expected "
-                          f"{SPACE_HELP}")
+from .space import (PER_ARM, PRETRAINING, applied, arm_space, default_space, distributions,
+                    pretrain_budget, propose, read_space, shown)
 
 
 def trials_of(folder: Path, arm: str) -> list[dict]:
@@ -187,46 +76,6 @@ def trials_of(folder: Path, arm: str) -> list[dict]:
     return [found[k] for k in sorted(found)]
 
 
-def propose(dists: dict, done: list[dict], number: int, seed: int,
-            pending: list[dict] = ()) -> dict:
-    """Trial `number`'s settings: TPE over the finished trials, seeded by the trial's number; the
-    `pending` settings (trials of the same round, proposed but not finished) count as running,
-    with the constant liar keeping a round's proposals apart."""
-    import optuna
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    import numpy as np
-    mixed = int(np.random.SeedSequence([seed, number]).generate_state(1)[0])  # well spread
-    with warnings.catch_warnings():  # constant_liar is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=mixed, constant_liar=bool(pending))
-    study = optuna.create_study(direction="minimize", sampler=sampler)
-    for t in done:
-        study.add_trial(optuna.trial.create_trial(params=from_json(t["settings"]),
-                                                  distributions=dists, value=t["val_error"]))
-    for settings in pending:
-        study.add_trial(optuna.trial.create_trial(params=from_json(settings), distributions=dists,
-                                                  state=optuna.trial.TrialState.RUNNING))
-    params = study.ask(dists).params
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
-
-
-def from_json(settings: dict) -> dict:
-    """Settings read back from JSON: lists become the tuples the configs hold."""
-    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items()}
-
-
-def applied(settings: dict) -> dict:
-    """Settings as a grid holds them: lists become tuples, and one number for a per-layer setting
-    (pretrain_lr, pretrain_epochs, noise) stands for every layer."""
-    types = field_types(AblateConfig)
-
-    def one(name, v):
-        if isinstance(v, (list, tuple)):
-            return tuple(v)
-        return (v,) if typing.get_origin(types.get(name)) is tuple else v
-    return {k: one(k, v) for k, v in settings.items()}
-
-
 def trial_config(cfg: AblateConfig, arms: list, budget: str, seeds, settings: dict) -> AblateConfig:
     return dataclasses.replace(cfg, inits=tuple(arms), labels=(budget,), seeds=tuple(seeds),
                                **applied(settings))
@@ -235,83 +84,133 @@ def trial_config(cfg: AblateConfig, arms: list, budget: str, seeds, settings: di
 def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, device,
          say, at_once: int = 1) -> dict:
     """Run every (arm, budget)'s trials not yet finished; return the choices (tune.json's). The
-    trials run in rounds of `at_once` per arm, proposed from the trials of earlier rounds; a
-    round's trials of every arm that differ at most in PER_ARM settings train together as one
-    K-network loop. With pretraining settings in the space, their budget (pretrain_budget) runs
-    first and fixes each pretrained arm's pretraining for the others."""
-    from .ablate import append_result, run_jobs
+    trials run in rounds of `at_once` per arm (ask_round, run_round). With pretraining settings
+    in the space, their budget (pretrain_budget) runs first and fixes each pretrained arm's
+    pretraining for the others."""
     dists = distributions(space, cfg)
     first = pretrain_budget(cfg) if PRETRAINING & set(dists) else None
-    choices, diverged = {}, set()
-    fixed = {arm: {} for arm in cfg.inits}  # each arm's chosen pretraining, once known
+    choices, fixed = {}, {arm: {} for arm in cfg.inits}  # fixed: each arm's chosen pretraining
     for budget in sorted(cfg.labels, key=lambda b: b != first):
         folder = out / "tune" / f"n{budget}"
-        pretraining = budget == first
         done = {arm: trials_of(folder, arm) for arm in cfg.inits}
         for start in range(0, trials, at_once):
             numbers = range(start, min(start + at_once, trials))
             todo = [(n, a) for n in numbers for a in cfg.inits
                     if n not in {t["number"] for t in done[a]}]
-            if not todo:
-                continue
-            proposals = {}
-            for n in numbers:  # every trial of the round written before any runs
-                asked = folder / f"trial-{n:03d}" / "settings.json"  # arm -> settings
-                proposals[n] = json.loads(asked.read_text()) if asked.exists() else {}
-                for arm in cfg.inits:
-                    if arm not in proposals[n] and (n, arm) in todo:
-                        proposals[n][arm] = propose(
-                            arm_space(dists, arm, pretraining),
-                            [t for t in done[arm] if t["number"] < start], n, cfg.seeds[0],
-                            [proposals[m][arm] for m in numbers if m < n])
-                asked.parent.mkdir(parents=True, exist_ok=True)
-                write_json(asked, proposals[n])
-            runs = {(n, a): applied({**fixed[a], **proposals[n][a]}) for n, a in todo}
-
-            def jobs(keys, per):
-                return [trial_job(out, folder / f"trial-{n:03d}", Cell(a, d, budget, s),
-                                  pretraining, per[n, a])
-                        for s in seeds for d in cfg.depth_list for n, a in keys]
-            for keys, per in one_k_groups(runs):
-                arms = sorted({a for _, a in keys}, key=cfg.inits.index)
-                try:
-                    run_jobs(trial_config(cfg, arms, budget, seeds, runs[keys[0]]), jobs(keys, per),
-                             device, read_test=False)
-                except Diverged:  # find which trial blew up: each alone
-                    for n, a in keys:
-                        try:
-                            run_jobs(trial_config(cfg, [a], budget, seeds, runs[n, a]),
-                                     jobs([(n, a)], per), device, read_test=False)
-                        except Diverged:
-                            diverged.add((budget, n, a))
-            for n, arm in todo:
-                trial = folder / f"trial-{n:03d}"
-                if (budget, n, arm) in diverged:  # scored as the worst possible error
-                    errors, value = None, 1.0
-                else:
-                    errors = [json.loads((trial / Cell(arm, d, budget, s).id / "result.json")
-                                         .read_text())["best_val_error"]
-                              for s in seeds for d in cfg.depth_list]
-                    value = sum(errors) / len(errors)
-                rec = {"arm": arm, "number": n, "settings": proposals[n][arm],
-                       "val_error": value if math.isfinite(value) else 1.0, "per_seed": errors,
-                       "diverged": (budget, n, arm) in diverged}
-                append_result(folder / "trials.jsonl", rec)
-                done[arm].append(rec)
-                best = min(done[arm], key=lambda t: (t["val_error"], t["number"]))
-                outcome = ("diverged (scored 100%)" if rec["diverged"]
-                           else f"validation error {100 * value:.2f}%")
-                say(f"tune {arm} at {budget} labels: trial {n + 1}/{trials} {outcome} "
-                    f"({shown(proposals[n][arm])}); best so far {100 * best['val_error']:.2f}%")
+            if todo:
+                asked = ask_round(cfg, dists, folder, numbers, todo, done, budget == first)
+                runs = {(n, a): applied({**fixed[a], **asked[n][a]}) for n, a in todo}
+                blown = run_round(cfg, out, folder, budget, seeds, runs, device, budget == first)
+                for n, arm in todo:
+                    done[arm].append(record_trial(cfg, folder, budget, seeds, n, arm,
+                                                  asked[n][arm], (n, arm) in blown))
+                    best = best_trial(done[arm], trials)
+                    rec = done[arm][-1]
+                    outcome = ("diverged (scored 100%)" if rec["diverged"]
+                               else f"validation error {100 * rec['val_error']:.2f}%")
+                    say(f"tune {arm} at {budget} labels: trial {n + 1}/{trials} {outcome} "
+                        f"({shown(asked[n][arm])}); best so far {100 * best['val_error']:.2f}%")
         for arm in cfg.inits:
-            best = min(done[arm][:trials], key=lambda t: (t["val_error"], t["number"]))
+            best = best_trial(done[arm], trials)
             choices.setdefault(arm, {})[budget] = {"settings": {**fixed[arm], **best["settings"]},
                                                   "trial": best["number"],
                                                   "val_error": best["val_error"]}
-            if pretraining and arm in OBJECTIVES:
-                fixed[arm] = {k: v for k, v in best["settings"].items() if k in PRETRAINING}
-                reuse_stacks(folder / f"trial-{best['number']:03d}" / "pretrain", out)
+            if fixed[arm]:
+                choices[arm][budget]["pretraining_trial"] = {"budget": first,
+                                                             "trial": choices[arm][first]["trial"]}
+        if budget == first:
+            fixed.update(chosen_pretraining(cfg, out, space, trials))
+            for arm in fixed:  # the chosen trial's stacks become the grid's
+                reuse_stacks(folder / f"trial-{choices[arm][first]['trial']:03d}" / "pretrain", out)
     return {arm: {b: per[b] for b in cfg.labels} for arm, per in choices.items()}
+
+
+def best_trial(done: list[dict], trials: int) -> dict:
+    """The trial with the lowest validation error among the first `trials` (the earliest of equals)."""
+    return min(done[:trials], key=lambda t: (t["val_error"], t["number"]))
+
+
+def chosen_pretraining(cfg: AblateConfig, out: Path, space: dict, trials: int) -> dict:
+    """Each pretrained arm's chosen pretraining settings ({arm: settings}), for the arms whose
+    pretraining budget has finished its trials: the settings of that arm's stacks in the grid's
+    folder."""
+    if not PRETRAINING & set(space):
+        return {}
+    folder, fixed = out / "tune" / f"n{pretrain_budget(cfg)}", {}
+    for arm in cfg.inits:
+        done = trials_of(folder, arm)
+        if arm in OBJECTIVES and len(done) >= trials:
+            fixed[arm] = {k: v for k, v in best_trial(done, trials)["settings"].items()
+                          if k in PRETRAINING}
+    return fixed
+
+
+def ask_round(cfg: AblateConfig, dists: dict, folder: Path, numbers: range, todo: list,
+              done: dict, pretraining: bool) -> dict:
+    """The settings of a round's trials ({number: {arm: settings}}), each written (settings.json)
+    before any runs: proposed from the trials of earlier rounds, those of this round counted as
+    running, or read back when a resumed round proposed them already."""
+    asked = {}
+    for n in numbers:
+        path = folder / f"trial-{n:03d}" / "settings.json"
+        asked[n] = json.loads(path.read_text()) if path.exists() else {}
+        for arm in cfg.inits:
+            if arm not in asked[n] and (n, arm) in todo:
+                asked[n][arm] = propose(arm_space(dists, arm, pretraining),
+                                        [t for t in done[arm] if t["number"] < numbers[0]], n,
+                                        cfg.seeds[0], [asked[m][arm] for m in numbers if m < n])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, asked[n])
+    return asked
+
+
+def run_round(cfg: AblateConfig, out: Path, folder: Path, budget: str, seeds, runs: dict, device,
+              pretraining: bool) -> set:
+    """Train a round's trials ({(number, arm): settings}) on the tuning seeds, test set unread:
+    those whose settings differ at most in PER_ARM ones as one K-network loop (up to the batch
+    cap). Returns the (number, arm) that diverged; a loop that diverged is rerun a trial at a time
+    to find which."""
+    from .ablate import run_jobs
+
+    def jobs(keys, per):
+        return [trial_job(out, folder / f"trial-{n:03d}", Cell(a, d, budget, s), pretraining,
+                          per[n, a])
+                for s in seeds for d in cfg.depth_list for n, a in keys]
+    blown = set()
+    for keys, per in one_k_groups(runs):
+        arms = sorted({a for _, a in keys}, key=cfg.inits.index)
+        try:
+            run_jobs(trial_config(cfg, arms, budget, seeds, runs[keys[0]]), jobs(keys, per),
+                     device, read_test=False)
+        except Diverged:
+            if len(keys) == 1:
+                blown.update(keys)
+                continue
+            for n, a in keys:
+                try:
+                    run_jobs(trial_config(cfg, [a], budget, seeds, runs[n, a]),
+                             jobs([(n, a)], per), device, read_test=False)
+                except Diverged:
+                    blown.add((n, a))
+    return blown
+
+
+def record_trial(cfg: AblateConfig, folder: Path, budget: str, seeds, n: int, arm: str,
+                 settings: dict, diverged: bool) -> dict:
+    """Trial n of an arm as its trials.jsonl line (appended): its settings, the mean of its cells'
+    best validation errors and each one's; a diverged trial scores the worst error, 1."""
+    from .ablate import append_result
+    errors, value = None, 1.0
+    if not diverged:
+        errors = [json.loads((folder / f"trial-{n:03d}" / Cell(arm, d, budget, s).id /
+                              "result.json").read_text())["best_val_error"]
+                  for s in seeds for d in cfg.depth_list]
+        value = sum(errors) / len(errors)
+    rec = {"arm": arm, "number": n, "settings": settings,
+           "val_error": value if math.isfinite(value) else 1.0, "per_seed": errors,
+           "diverged": diverged}
+    append_result(folder / "trials.jsonl", rec)
+    return rec
 
 
 def trial_job(out: Path, trial: Path, cell: Cell, pretraining: bool, settings: dict):
@@ -334,11 +233,6 @@ def reuse_stacks(chosen: Path, out: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(stack, target.with_name(f".{stack.name}.copying"), dirs_exist_ok=True)
             target.with_name(f".{stack.name}.copying").rename(target)
-
-
-def shown(settings: dict) -> str:
-    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                     for k, v in settings.items())
 
 
 def one_k_groups(settings: dict) -> list[tuple[list, dict]]:

@@ -211,6 +211,33 @@ def test_pretraining_settings_are_tuned_at_the_largest_budget_with_stacks_of_the
     assert "Pretraining settings were tuned at the all-label budget" in report
 
 
+def test_a_tuning_interrupted_after_choosing_the_pretraining_resumes(tmp_path, monkeypatch):
+    import stackae.ablate as A
+    import stackae.tune as T
+    real, calls = A.run_cells, []
+
+    def dies_in_the_final_runs(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(A, "run_cells", dies_in_the_final_runs)
+    out = tmp_path / "t"  # both values differ from the grid's pretraining rate
+    space = {"finetune_lr": [0.05, 0.5], "pretrain_lr": [0.002, 0.004]}
+    with pytest.raises(KeyboardInterrupt):
+        stackae.run_tuning(out=out, trials=2, space=space, tune_seeds=(0,), quiet=True, **SMALL)
+    chosen = T.chosen_pretraining(stackae.AblateConfig(**SMALL), out, space, 2)
+    stack = out / "runs" / "pretrain" / "denoising-d1-s0"  # the chosen trial's, copied in
+    assert json.loads((stack / "config.json").read_text())["lr"] == [chosen["denoising"][
+        "pretrain_lr"]]
+    grid = stackae.run_tuning(out=out, resume=True, quiet=True)  # its stacks are the tuning's
+    assert grid.finished
+    seed1 = json.loads((out / "runs" / "pretrain" / "denoising-d1-s1" / "config.json").read_text())
+    assert seed1["lr"] == [chosen["denoising"]["pretrain_lr"]]
+    tuned = json.loads((out / "tune.json").read_text())["choices"]["denoising"]
+    assert tuned["100"]["pretraining_trial"] == {"budget": "all", "trial": tuned["all"]["trial"]}
+
+
 def test_a_pretraining_setting_needs_a_pretrained_arm_and_a_fine_tuning_one(tmp_path):
     with pytest.raises(stackae.ConfigError, match="no arm of the grid is pretrained"):
         stackae.run_tuning(out=tmp_path / "a", space={"finetune_lr": [0.1], "noise": [[0.2]]},

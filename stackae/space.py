@@ -1,0 +1,178 @@
+"""The search space of `stackae tune`: which grid settings a trial may change, their Optuna
+distributions, and the proposals Optuna's TPE sampler makes from finished trials (tune.py runs
+them).
+
+A space is a JSON object of settings, each a range {"low": a, "high": b} ("log": true and
+"step": s optional; an integer setting draws integers) or a list of values; a per-layer setting
+(pretrain_lr, pretrain_epochs, noise) takes one value for every layer or a list per layer.
+Fine-tuning settings are tuned for every arm; pretraining ones only for pretrained arms, at one
+budget (pretrain_budget). Settings of both stages (layers, activation, weight_decay, ...) are
+refused: a trial cannot change the stacks and the classifier at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+import warnings
+from pathlib import Path
+
+from .config import (NOT_SWEPT, OBJECTIVES, PER_CELL, PER_NETWORK, AblateConfig, ConfigError,
+                     FinetuneConfig, PretrainConfig, field_types, grid_name)
+from .schema import did_you_mean
+
+
+def _names(stage: str, cls) -> set:
+    return {grid_name(stage, f.name) for f in dataclasses.fields(cls)
+            if f.name not in PER_CELL and f.name not in NOT_SWEPT}
+
+
+# the grid settings only pretraining uses: they decide a stack, never the fine-tuning loop
+PRETRAINING = frozenset((_names("pretrain", PretrainConfig) - _names("finetune", FinetuneConfig))
+                        & {f.name for f in dataclasses.fields(AblateConfig)})
+# tuned settings in which the arms of a trial may differ and still train as one K
+PER_ARM = ({grid_name("finetune", n) for n in PER_NETWORK} - set(PER_CELL)) | PRETRAINING
+
+SPACE_HELP = ("a JSON object of settings, each a range {\"low\": a, \"high\": b} (optionally "
+              "\"log\": true, \"step\": s) or a list of values")
+
+
+def tunable() -> list[str]:
+    """The grid settings only fine-tuning uses: changing one leaves every stack as it is."""
+    keep = _names("finetune", FinetuneConfig) - _names("pretrain", PretrainConfig)
+    return sorted(keep & {f.name for f in dataclasses.fields(AblateConfig)})
+
+
+def pretrain_budget(cfg: AblateConfig) -> str:
+    """The label budget at which pretraining settings are tuned: the largest."""
+    return max(cfg.labels, key=lambda b: math.inf if b == "all" else int(b))
+
+
+def arm_space(dists: dict, arm: str, pretraining: bool) -> dict:
+    """The part of the space an arm's trials draw from: fine-tuning settings always, pretraining
+    ones for a pretrained arm at the budget that tunes them."""
+    return {k: v for k, v in dists.items()
+            if k not in PRETRAINING or (pretraining and arm in OBJECTIVES)}
+
+
+def default_space(cfg: AblateConfig) -> dict:
+    """The fine-tuning learning rate, from a tenth to ten times the grid's, on a log scale."""
+    return {"finetune_lr": {"low": cfg.finetune_lr / 10, "high": cfg.finetune_lr * 10,
+                            "log": True}}
+
+
+def distributions(space: dict, cfg: AblateConfig) -> dict:
+    """Optuna distributions for `space`, every bound checked as a setting of the grid."""
+    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
+                                      IntDistribution)
+    if not isinstance(space, dict) or not space:
+        raise ConfigError("space", f"expected {SPACE_HELP}")
+    types, allowed, out = field_types(AblateConfig), tunable() + sorted(PRETRAINING), {}
+    for name, spec in space.items():
+        if name not in allowed:
+            why = ("is a setting of both stages (it changes the stacks and the classifier alike)"
+                   if name in types else "is not a setting")
+            raise ConfigError("space", f"{name!r} {why}; tunable: fine-tuning settings such as "
+                              f"finetune_lr, finetune_batch_size, dropout, and pretraining ones "
+                              f"such as pretrain_lr, pretrain_epochs, noise"
+                              f"{did_you_mean(name, allowed)}")
+        if name in PRETRAINING and not any(i in OBJECTIVES for i in cfg.inits):
+            raise ConfigError("space", f"{name!r} is a pretraining setting and no arm of the grid "
+                              f"is pretrained (inits: {', '.join(cfg.inits)})")
+        tp = types[name]
+        if typing.get_origin(tp) is tuple:  # per layer: a range draws one value for every layer
+            tp = typing.get_args(tp)[0]
+        if isinstance(spec, list) and spec:
+            values = [tuple(v) if isinstance(v, list) else v for v in spec]
+            with warnings.catch_warnings():  # tuples (per-layer values) cannot go into Optuna's
+                warnings.filterwarnings(  # database storage; these studies live in memory
+                    "ignore", message="Choices for a categorical distribution should be")
+                out[name] = CategoricalDistribution(values)
+        elif isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log",
+                                                                          "step"}:
+            if tp not in (int, float):
+                raise ConfigError("space", f"{name!r} takes a list of values, not a range")
+            try:
+                kind = IntDistribution if tp is int else FloatDistribution
+                out[name] = kind(spec["low"], spec["high"], log=bool(spec.get("log", False)),
+                                 step=spec.get("step", 1 if tp is int else None))
+            except (ValueError, TypeError) as e:
+                raise ConfigError("space", f"{name!r}: {e}")
+            values = [spec["low"], spec["high"]]
+        else:
+            raise ConfigError("space", f"{name!r}: expected a range {{\"low\": a, \"high\": b}} "
+                              f"or a non-empty list of values, got {json.dumps(spec)}")
+        for v in values:  # each bound or value must make a valid grid
+            try:
+                dataclasses.replace(cfg, **applied({name: v}))
+            except ConfigError as e:
+                raise ConfigError("space", f"{name!r}: {v!r} is not a valid value ({e})")
+            except TypeError:
+                raise ConfigError("space", f"{name!r}: {v!r} is not a valid value")
+    if not set(out) - PRETRAINING:
+        raise ConfigError("space", "needs at least one fine-tuning setting (such as finetune_lr): "
+                          "every arm tunes those at every budget, and a random-init arm nothing "
+                          "else")
+    return out
+
+
+def read_space(value) -> dict:
+    """--space: a JSON file or JSON text."""
+    text = value
+    if not str(value).lstrip().startswith("{"):
+        try:
+            text = Path(value).read_text()
+        except OSError as e:
+            raise ConfigError("space", f"cannot read {value}: {e.strerror}; expected a JSON file "
+                              f"or JSON text")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError("space", f"is not valid JSON ({e.msg} at line {e.lineno}); expected "
+                          f"{SPACE_HELP}")
+
+
+def propose(dists: dict, done: list[dict], number: int, seed: int,
+            pending: list[dict] = ()) -> dict:
+    """Trial `number`'s settings: TPE over the finished trials, seeded by the trial's number; the
+    `pending` settings (trials of the same round, proposed but not finished) count as running,
+    with the constant liar keeping a round's proposals apart."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import numpy as np
+    mixed = int(np.random.SeedSequence([seed, number]).generate_state(1)[0])  # well spread
+    with warnings.catch_warnings():  # constant_liar is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=mixed, constant_liar=bool(pending))
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    for t in done:
+        study.add_trial(optuna.trial.create_trial(params=from_json(t["settings"]),
+                                                  distributions=dists, value=t["val_error"]))
+    for settings in pending:
+        study.add_trial(optuna.trial.create_trial(params=from_json(settings), distributions=dists,
+                                                  state=optuna.trial.TrialState.RUNNING))
+    params = study.ask(dists).params
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+
+
+def from_json(settings: dict) -> dict:
+    """Settings read back from JSON: lists become the tuples the configs hold."""
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items()}
+
+
+def applied(settings: dict) -> dict:
+    """Settings as a grid holds them: lists become tuples, and one number for a per-layer setting
+    (pretrain_lr, pretrain_epochs, noise) stands for every layer."""
+    types = field_types(AblateConfig)
+
+    def one(name, v):
+        if isinstance(v, (list, tuple)):
+            return tuple(v)
+        return (v,) if typing.get_origin(types.get(name)) is tuple else v
+    return {k: one(k, v) for k, v in settings.items()}
+
+
+def shown(settings: dict) -> str:
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in settings.items())
