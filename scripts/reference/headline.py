@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "runs" / "reference"
-EXPERIMENTS = ("classic", "classic-small-batch", "budgets", "budgets-large", "modern",
-               "modern-long", "objectives")
+EXPERIMENTS = ("classic", "classic-small-batch", "classic-pretrain-30", "classic-tuned", "budgets",
+               "budgets-large", "modern", "modern-long", "objectives")
 
 
 def pct(x: float) -> str:

@@ -25,15 +25,27 @@
 #               dropout 0.5, 5 seeds                 1 h 43 min measured + 14 min pretraining
 #   objectives  plain, denoising, sparse, contractive, RBM vs random, all labels, 3 seeds
 #                                                          1 h 39 min measured (18 cells)
+#   classic-pretrain-30  classic-small-batch with 30 pretraining epochs per layer
+#                                                          see runs/reference/classic-pretrain-30
 #   deep-autoencoder  784-1000-500-250-30 RBM stack, unrolled and fine-tuned, beside PCA-30
 #               (squared reconstruction error per test image), and the 2-D codes beside PCA's:
 #               scripts/reference/deep_autoencoder.py        see runs/reference/deep-autoencoder
+#
+# Run only by name (not in the default list: sized for a GPU, not yet run):
+#   classic-tuned  classic-small-batch with both arms tuned by `stackae tune` on seeds 0 and 1,
+#               12 trials per arm: the fine-tuning lr for both, and for the denoising arm the
+#               pretraining epochs, lr and noise (classic-tuned.space.json); then 5 seeds. On this
+#               CPU each denoising trial pretrains two stacks (~7 min each at 15 epochs) and
+#               fine-tunes them (~4.5 min each): about 10 hours in all
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for name in "${@:-classic classic-small-batch budgets budgets-large modern modern-long objectives deep-autoencoder}"; do
+for name in "${@:-classic classic-small-batch classic-pretrain-30 budgets budgets-large modern modern-long objectives deep-autoencoder}"; do
   for n in $name; do
     if [ "$n" = deep-autoencoder ]; then
       python scripts/reference/deep_autoencoder.py --out runs/reference/deep-autoencoder
+    elif [ -f "scripts/reference/$n.space.json" ]; then  # a tuned experiment
+      stackae tune --config "scripts/reference/$n.json" --space "scripts/reference/$n.space.json" \
+        --trials 12 --tune-seeds 0,1 --out "runs/reference/$n" --resume
     else
       stackae ablate --config "scripts/reference/$n.json" --out "runs/reference/$n" --resume
     fi
