@@ -21,118 +21,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shlex
 import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import OBJECTIVES, DataConfig, from_dict, load_json, to_dict
-from .config import ABLATE_PRESETS, RANDOM_INITS, AblateConfig
-from .grid import Cell
+from .config import AblateConfig, DataConfig, from_dict, load_json, to_dict
+from .grid import Cell, plan
 from .runlog import RunError, write_json
-
-# (training images, test images, input width, classes) of the datasets known without loading them
-DATASET_SIZES = {"mnist": (60000, 10000, 784, 10), "fashion-mnist": (60000, 10000, 784, 10),
-                 "kmnist": (60000, 10000, 784, 10), "emnist-digits": (240000, 40000, 784, 10),
-                 "emnist-letters": (124800, 20800, 784, 26),
-                 "emnist-balanced": (112800, 18800, 784, 47),
-                 "emnist-mnist": (60000, 10000, 784, 10),
-                 "emnist-byclass": (697932, 116323, 784, 62),
-                 "emnist-bymerge": (697932, 116323, 784, 47)}
-
-
-def data_sizes(cfg: AblateConfig) -> dict:
-    """Training/validation/test image counts, input width and classes, without loading a known
-    dataset (user files are read once to count them); sizes that do not fit are refused."""
-    from .checks import data_sizes as checked
-    return checked(cfg, (), known=DATASET_SIZES)
-
-
-def estimate(cfg: AblateConfig, cells: list[Cell], sizes: dict) -> dict:
-    """Work in example-passes and rough FLOPs (a multiply-add is 2 FLOPs; backward is twice
-    forward; an autoencoder layer is encoder plus decoder)."""
-    keys = sorted({c.pretrain for c in cells if c.pretrain})
-    pre_passes = pre_flops = 0
-    for key in keys:
-        depth = int(key.split("-d")[1].split("-")[0])
-        widths = (sizes["input_dim"],) + cfg.layers[:depth]
-        epochs = cfg.pretrain_config("plain", 0, depth).epochs
-        for k in range(depth):
-            e = epochs[k] if len(epochs) > 1 else epochs[0]
-            pre_passes += e * sizes["train"]
-            pre_flops += e * sizes["train"] * 12 * widths[k] * widths[k + 1]
-    ft_passes = ft_flops = 0
-    for c in cells:
-        shape = (sizes["input_dim"],) + cfg.layers[:c.depth] + (sizes["classes"],)
-        macs = sum(a * b for a, b in zip(shape, shape[1:]))
-        n = sizes["train"] if c.budget == "all" else int(c.budget)
-        per_epoch = max(1, -(-cfg.min_epoch_examples // max(n, 1))) * n
-        evals = sizes["val"] + sizes["test"]
-        ft_passes += cfg.finetune_epochs * per_epoch
-        ft_flops += cfg.finetune_epochs * (6 * per_epoch + 2 * evals) * macs
-    return {"pretrain_runs": len(keys), "pretrain_example_passes": pre_passes,
-            "pretrain_tflop": pre_flops / 1e12, "finetune_cells": len(cells),
-            "finetune_example_passes": ft_passes, "finetune_tflop": ft_flops / 1e12}
-
-
-def command(cfg: AblateConfig, out: Path) -> str:
-    """The shortest `stackae ablate` command line that rebuilds this grid into `out`."""
-    best = None
-    for preset, values in ABLATE_PRESETS.items():
-        base = from_dict(AblateConfig, {**to_dict(AblateConfig()), **values})
-        args = ["--preset", preset] if preset != "default" else []
-        for name, v in to_dict(cfg).items():
-            if v != to_dict(base)[name] and v is not None:
-                flag = "--" + name.replace("_", "-")
-                if isinstance(v, bool):
-                    args.append(flag if v else f"--no-{name.replace('_', '-')}")
-                else:
-                    args += [flag, ",".join(map(str, v)) if isinstance(v, list) else str(v)]
-        if best is None or len(args) < len(best):
-            best = args
-    return shlex.join(["stackae", "ablate", *best, "--out", str(out)])
-
-
-def finished(out: Path, cell: Cell) -> bool:
-    return (out / "runs" / "finetune" / cell.id / "result.json").exists()
-
-
-def plan(cfg: AblateConfig, out: Path, cells: list[Cell], sizes: dict) -> dict:
-    """The content of grid.json."""
-    return {"config": to_dict(cfg), "command": command(cfg, out), "data": sizes,
-            "cells": [{"id": c.id, "init": c.init, "depth": c.depth, "budget": c.budget,
-                       "seed": c.seed, "pretrain": c.pretrain} for c in cells],
-            "pretrain": sorted({c.pretrain for c in cells if c.pretrain}),
-            "estimate": estimate(cfg, cells, sizes)}
-
-
-def describe_plan(cfg: AblateConfig, out: Path, cells: list[Cell], mine: list[Cell],
-                  sizes: dict) -> list[str]:
-    """The --dry-run text."""
-    est = estimate(cfg, cells, sizes)
-    arms = [f"{i} ({'pretrained' if i in OBJECTIVES else 'random init: ' + RANDOM_INITS[i]})"
-            for i in cfg.inits]
-    done = {c.id for c in cells if finished(out, c)}
-    keys = sorted({c.pretrain for c in mine if c.pretrain})
-    pre_done = sum((out / "runs" / "pretrain" / k / "stack.pt").exists() for k in keys)
-    lines = [f"ablation plan for {out}",
-             f"  arms:    {', '.join(arms)}",
-             f"  seeds:   {', '.join(map(str, cfg.seeds))}",
-             f"  budgets: {', '.join(cfg.labels)} labelled images",
-             "  depths:  " + ", ".join("-".join(map(str, (sizes['input_dim'],) + cfg.layers[:d]))
-                                       for d in cfg.depth_list),
-             f"  data:    {cfg.data or cfg.dataset}: {sizes['train']:,} training, "
-             f"{sizes['val']:,} validation, {sizes['test']:,} test images",
-             f"  cells:   {len(cells)} fine-tunes, {len(done)} finished; this run: "
-             f"{len(mine)} cells, {sum(c.id not in done for c in mine)} to do",
-             f"  pretraining: {len(keys)} runs for these cells, {pre_done} finished",
-             f"  work (whole grid): pretraining {est['pretrain_example_passes']:,} example-passes "
-             f"(~{est['pretrain_tflop']:.2g} TFLOP); fine-tuning {est['finetune_example_passes']:,} "
-             f"example-passes plus evaluation (~{est['finetune_tflop']:.2g} TFLOP)",
-             f"  command: {command(cfg, out)}", "  cells of this run:"]
-    lines += [f"    {c.id:<28} {'finished' if c.id in done else 'to do'}" for c in mine]
-    return lines
 
 
 def start(cfg: AblateConfig, out: Path, cells: list[Cell], sizes: dict, device) -> None:

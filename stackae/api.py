@@ -114,9 +114,9 @@ def plan_ablation(data=None, config=None, *, out=None, resume: bool = False, sha
                   **settings) -> list[str]:
     """What `run_ablation` with these arguments would do (cells, pretraining runs, estimated work),
     as lines of text; nothing is run or written."""
-    from . import ablate as A
+    from . import grid as G
     g = R.prepare_grid(data, config, settings, out, resume, shard, quiet=True, dry_run=True)
-    return A.describe_plan(g.cfg, g.out, g.cells, g.mine, g.sizes)
+    return G.describe_plan(g.cfg, g.out, g.cells, g.mine, g.sizes)
 
 
 def run_ablation(data=None, config=None, *, out=None, resume: bool = False, shard=None,
@@ -130,13 +130,14 @@ def run_ablation(data=None, config=None, *, out=None, resume: bool = False, shar
     "random")`, `seeds=range(5)`, `labels=("100", "all")`, ...); `shard=(i, n)` runs slice i of n
     (shards share `out` and may run at once; each cell runs in one process)."""
     from . import ablate as A
+    from . import grid as G
     g = R.prepare_grid(data, config, settings, out, resume, shard, quiet)
     if (g.out / "tune.json").exists():  # its cells run with each arm's tuned settings
         raise claims.ClaimError(f"{g.out} holds a `stackae tune` run; resume it with stackae tune "
                                 f"--out {g.out} --resume")
     R.start_grid(g)
     with claims.cells_to_run(g.out, g.mine) as (free, busy):
-        todo = [c for c in free if not A.finished(g.out, c)]
+        todo = [c for c in free if not G.finished(g.out, c)]
         with Progress(len(todo), "cell", quiet) as bar:
             if busy:
                 bar.line(f"{len(busy)} of this run's cells are being run by another process; "
@@ -146,7 +147,7 @@ def run_ablation(data=None, config=None, *, out=None, resume: bool = False, shar
 
             def progress(line):
                 bar.line(line)
-                bar.update(sum(A.finished(g.out, c) for c in todo))
+                bar.update(sum(G.finished(g.out, c) for c in todo))
             A.run_cells(g.cfg, g.out, free, g.device, progress)
     ablation = Ablation(g.out)
     if ablation.finished:
@@ -193,7 +194,7 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
         choices = T.tune(g.cfg, g.out, space, trials, seeds, g.device, progress,
                          chosen["trials_at_once"])
         write_json(path, {**json.loads(path.read_text()), "choices": choices})
-        from .ablate import finished
+        from .grid import finished
 
         def final_progress(line):  # the bar counts finished trials, then finished cells
             bar.line(line)

@@ -203,7 +203,7 @@ def prepare_grid(data, config, settings: dict, out, resume: bool, shard, quiet: 
     """Settings, data sizes, budgets and cells of a grid, checked before its folder exists. A
     `local` grid loads its data here; a dry run or a grid for SLURM counts known datasets without
     loading them, and leaves the device to the nodes."""
-    from . import ablate as A
+    from . import grid as G
     from .grid import expand, shard as shard_of
     given = named_settings(AblateConfig, config, settings)
     if isinstance(data, data_mod.Data):
@@ -230,7 +230,7 @@ def prepare_grid(data, config, settings: dict, out, resume: bool, shard, quiet: 
                                              f"use another folder")
     cfg = config_for(AblateConfig, {**given, **where}, out if resuming else None)
     device = device_of(cfg) if local else cfg.device
-    known = A.DATASET_SIZES if dry_run or not local else None
+    known = G.DATASET_SIZES if dry_run or not local else None
     with tempfile.TemporaryDirectory() as tmp:
         sized = cfg
         if held is not None and not (out / "data.npz").exists():
@@ -253,13 +253,13 @@ def start_grid(g: Grid, per_arm: dict | None = None) -> None:
     """Check the stacks the folder already holds (a tuning's pretrained arms may have their own
     pretraining settings, `per_arm`), then create or join it (config.json, grid.json, and the
     user's arrays as data.npz)."""
-    from . import ablate as A
+    from . import grid as G
     from .runlog import write_json
     if g.out.exists():
         checks.check_grid_stacks(g.out, g.cfg, g.mine, per_arm)
 
     def write_plan():
-        write_json(g.out / "grid.json", A.plan(g.cfg, g.out, g.cells, g.sizes))
+        write_json(g.out / "grid.json", G.plan(g.cfg, g.out, g.cells, g.sizes))
         if g.arrays is not None and not (g.out / "data.npz").exists():
             with tempfile.TemporaryDirectory(dir=g.out) as tmp:
                 np.savez(Path(tmp) / "data.npz", **dict(zip(NAMES, g.arrays)))

@@ -302,7 +302,7 @@ def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
 
 def command(cfg: AblateConfig, out: Path, chosen: dict) -> str:
     """The `stackae tune` command line that reruns this tuning into `out`."""
-    from .ablate import command as grid_command
+    from .grid import command as grid_command
     return ("stackae tune " + grid_command(cfg, out).split(" ", 2)[2]
             + f" --trials {chosen['trials']} --space {shlex.quote(json.dumps(chosen['space']))}"
             + f" --tune-seeds {','.join(map(str, chosen['tune_seeds']))}"

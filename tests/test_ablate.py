@@ -122,7 +122,7 @@ def test_pairing_resume_and_redo(tmp_path, monkeypatch):
                        **TINY)
     out = tmp_path / "grid"
     cells = G.expand(cfg)
-    A.start(cfg, out, cells, A.data_sizes(cfg), torch.device("cpu"))
+    A.start(cfg, out, cells, G.data_sizes(cfg), torch.device("cpu"))
     seen, trained = _spy(monkeypatch)
     counts = A.run_cells(cfg, out, cells, torch.device("cpu"))
     assert counts == {"ran": 12, "skipped": 0} and len(seen) == 12 and len(trained) == 2
@@ -210,7 +210,7 @@ def test_slurm_path_with_submitit_local_executor(tmp_path):
     cfg = AblateConfig(inits=("denoising", "random"), seeds=(0, 1), labels=("20",), **TINY)
     out = tmp_path / "g"
     cells = G.expand(cfg)
-    A.start(cfg, out, cells, A.data_sizes(cfg), torch.device("cpu"))
+    A.start(cfg, out, cells, G.data_sizes(cfg), torch.device("cpu"))
     from stackae.slurm import default_jobs, submit
     jobs = submit(out, cells, default_jobs(cells), gpus=0, cpus=1, cluster="local")
     assert len(jobs) == 2  # one chunk per seed, not one job per cell
@@ -254,7 +254,7 @@ def test_help(cmd):
 def test_reproducing_command_rebuilds_the_grid(over, tmp_path):
     import shlex
     cfg = AblateConfig(**over)
-    cmd = A.command(cfg, tmp_path / "x")
+    cmd = G.command(cfg, tmp_path / "x")
     assert ("--preset full" in cmd) == ("finetune_epochs" in over)
     r = invoke(*shlex.split(cmd)[1:], "--dry-run")
     assert r.exit_code == 0, r.output

@@ -2,7 +2,6 @@
 traceback, and no run folder left behind."""
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np

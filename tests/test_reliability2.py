@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SLICE, invoke, make_idx_folder, run_main, write_idx
+from conftest import SLICE, invoke, make_idx_folder, run_main
 
 PY = [sys.executable, "-m", "stackae"]
 TINY_GRID = ["--layers", "16", "--train-size", "300", "--val-size", "200", "--device", "cpu",

@@ -11,6 +11,7 @@ import torch
 from torch.testing import assert_close
 
 from stackae import ablate as A
+from stackae import grid as G
 from stackae.checkpoint import load_stack
 from stackae.config import AblateConfig, DataConfig, FinetuneConfig, PretrainConfig
 from stackae.data import label_subset, load
@@ -240,7 +241,7 @@ def test_a_grid_gives_the_same_results_however_it_is_batched(tmp_path):
         cfg = AblateConfig(**tiny, seed_batch=size)
         out = tmp_path / f"batch{size}"
         cells = expand(cfg)
-        A.start(cfg, out, cells, A.data_sizes(cfg), CPU)
+        A.start(cfg, out, cells, G.data_sizes(cfg), CPU)
         said = []
         assert A.run_cells(cfg, out, cells, CPU, said.append) == {"ran": 18, "skipped": 0}
         assert sum("networks together" in line for line in said) == (0 if size == 1 else 18)
