@@ -24,11 +24,10 @@ round runs at once: those whose settings differ at most in settings one loop app
 which only decides the stack a network starts from) fine-tune together as one K-network loop, up
 to the batch cap, and their stacks that differ only in seed pretrain together (the sampler's
 random start, seeded alike for every arm, proposes the same fine-tuning settings to every arm
-whose space is the same). Then each (arm, budget)
-runs over all seeds with its chosen settings, test error read once per cell, and the folder is
-an ordinary ablation folder.
+whose space is the same). Then each (arm, budget) runs over all seeds with its chosen settings,
+test error read once per cell, and the folder is an ordinary ablation folder.
 
-Pretraining settings are tuned at one label budget, the largest (tune.pretrain_budget), and the
+Pretraining settings are tuned at one label budget, the largest (space.pretrain_budget), and the
 pretrained arm's choice there is its pretraining at every budget: one stack per objective and
 seed, shared by every budget as in `stackae ablate`. That budget is tuned first; each of its
 trials pretrains its own stacks of the tuning seeds (in the trial's folder), the chosen trial's
