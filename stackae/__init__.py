@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "pretrain_stack": "api", "finetune_classifier": "api", "run_ablation": "api",
-    "plan_ablation": "api", "run_tuning": "api", "load_data": "api",
+    "plan_ablation": "api", "plan_tuning": "api", "run_tuning": "api", "load_data": "api",
     "load_stack": "artifacts", "load_model": "artifacts", "load_ablation": "artifacts",
     "Stack": "artifacts", "Classifier": "artifacts", "Ablation": "artifacts",
     "Data": "data", "PretrainConfig": "config", "FinetuneConfig": "config",

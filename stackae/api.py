@@ -155,6 +155,19 @@ def run_ablation(data=None, config=None, *, out=None, resume: bool = False, shar
     return ablation
 
 
+def plan_tuning(data=None, config=None, *, out=None, resume: bool = False,
+                trials: int | None = None, space=None, tune_seeds=None,
+                trials_at_once: int | None = None, **settings) -> list[str]:
+    """What `run_tuning` with these arguments would do (trials, their runs, the final ablation,
+    estimated work, progress of a resumed tuning), as lines of text; nothing is run or written."""
+    from . import tune as T
+    from . import tune_plan
+    g = R.prepare_grid(data, config, settings, out, resume, None, quiet=True, dry_run=True)
+    chosen = T.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds, trials_at_once,
+                     g.device)
+    return tune_plan.describe(g.cfg, g.out, chosen, g.sizes)
+
+
 def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials: int | None = None,
                space=None, tune_seeds=None, trials_at_once: int | None = None,
                quiet: bool = False, **settings) -> Ablation:

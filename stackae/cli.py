@@ -211,6 +211,7 @@ Examples:
   stackae tune --space '{"finetune_lr": {"low": 0.01, "high": 1, "log": true}, "dropout": [0, 0.2, 0.5]}'
   stackae tune --preset full --space space.json --tune-seeds 0,1,2 --out runs/tune/full
   stackae tune --space '{"finetune_lr": [0.03, 0.1, 0.3], "pretrain_epochs": [5, 15], "noise": [0.1, 0.3]}'
+  stackae tune --preset full --space space.json --out runs/tune/full --dry-run
   stackae tune --out runs/tune/demo --resume          # after an interruption
 """)
 @config_option(AblateConfig)
@@ -232,9 +233,12 @@ Examples:
               help="Trials of each arm proposed together (from the trials of earlier rounds) "
                    "and trained at once, as one K-network loop where their settings allow "
                    "[default: 1 on a CPU, 5 on a GPU].")
+@click.option("--dry-run", is_flag=True, help="Print the plan (trials, their fine-tunes and "
+              "pretraining runs, the final cells, estimated work, progress) and run nothing.")
 @click.pass_context
 @friendly_errors
-def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, trials_at_once, **kwargs):
+def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, trials_at_once, dry_run,
+         **kwargs):
     """Tune every arm on the same budget (validation error only), then compare the choices.
 
     For each arm and label budget, --trials settings from --space (Optuna's TPE) fine-tune the
@@ -253,10 +257,13 @@ def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, trials_at_o
         from .schema import coerce
         seeds = coerce("tune_seeds", tuple[int, ...], tune_seeds)
     out = out or out_default("tune")
+    args = dict(out=out, resume=resume, trials=trials, space=space, tune_seeds=seeds,
+                trials_at_once=trials_at_once, **given(ctx, kwargs))
+    if dry_run:
+        click.echo("\n".join(api.plan_tuning(**args)))
+        return
     try:
-        grid = api.run_tuning(out=out, resume=resume, quiet=quiet, trials=trials, space=space,
-                              tune_seeds=seeds, trials_at_once=trials_at_once,
-                              **given(ctx, kwargs))
+        grid = api.run_tuning(quiet=quiet, **args)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; finished trials and cells are kept in {out}. "
                                    f"Continue with: {again('tune', out)}")

@@ -77,7 +77,9 @@ def test_a_new_pretraining_setting_reaches_the_pretraining_runs():
 @pytest.mark.parametrize("command,function", [("pretrain", "pretrain_stack"),
                                               ("finetune", "finetune_classifier"),
                                               ("ablate", "run_ablation"),
-                                              ("ablate --dry-run", "plan_ablation")])
+                                              ("ablate --dry-run", "plan_ablation"),
+                                              ("tune", "run_tuning"),
+                                              ("tune --dry-run", "plan_tuning")])
 def test_each_command_is_a_call_of_the_api(command, function, tmp_path, monkeypatch):
     """The command line parses and prints; the run itself is the API function, given exactly
     the settings the command line names (flags and --config), not click's defaults."""
@@ -98,6 +100,7 @@ def test_each_command_is_a_call_of_the_api(command, function, tmp_path, monkeypa
     r = CliRunner().invoke(cli, [*command.split(), "--config", str(config), "--train-size", "500",
                                  "--out", str(tmp_path / "r")])
     assert isinstance(r.exception, Called) and len(calls) == 1
-    settings = {k: v for k, v in calls[0].items() if k not in ("out", "resume", "quiet", "shard")}
+    run = ("out", "resume", "quiet", "shard", "trials", "space", "tune_seeds", "trials_at_once")
+    settings = {k: v for k, v in calls[0].items() if k not in run}
     assert settings == {"val_size": 300, "train_size": 500}
     assert calls[0]["out"] == tmp_path / "r"

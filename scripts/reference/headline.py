@@ -14,7 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "runs" / "reference"
 EXPERIMENTS = ("classic", "classic-small-batch", "classic-pretrain-30", "classic-tuned", "budgets",
-               "budgets-large", "modern", "modern-long", "objectives")
+               "budgets-large", "budgets-tuned", "modern", "modern-long", "objectives",
+               "dbn-small-batch")
 
 
 def pct(x: float) -> str:

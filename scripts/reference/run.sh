@@ -37,6 +37,12 @@
 #               pretraining epochs, lr and noise (classic-tuned.space.json); then 5 seeds. On this
 #               CPU each denoising trial pretrains two stacks (~7 min each at 15 epochs) and
 #               fine-tunes them (~4.5 min each): about 10 hours in all
+#   budgets-tuned  the budgets experiment (100 and 1000 labels, 10 seeds) with both arms tuned
+#               by `stackae tune` on seeds 0 and 1, 12 trials per arm and budget: fine-tuning lr,
+#               batch size (10, 32, 128), epochs (30, 100) and dropout (0, 0.2, 0.5); the
+#               stacks pretrained once (budgets-tuned.space.json). Its --dry-run: 0.9 to 3 PFLOP
+#               (trials 5.3e2 to 1.8e3 TFLOP, final 4.1e2 to 1.1e3): 5 to 17 hours at the
+#               ~50 GFLOP/s an AVX2-only host of this machine type sustains (its RBM pretraining)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for name in "${@:-classic classic-small-batch classic-pretrain-30 budgets budgets-large modern modern-long objectives deep-autoencoder}"; do

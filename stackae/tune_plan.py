@@ -1,0 +1,127 @@
+"""What `stackae tune` would do, as the --dry-run text: the arms, budgets, trials and tuning
+seeds, the space and who draws each setting, how many fine-tunes and pretraining runs the trials
+and the final ablation make, their work (a range where the space changes the number of epochs),
+and how far a resumed tuning has come. Nothing is run or written.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from .config import OBJECTIVES, RANDOM_INITS, AblateConfig
+from .grid import estimate, expand, finished
+from .space import PRETRAINING, applied
+from .tune import command, trial_config, trials_of
+
+# the settings that change how much work a run is (grid.estimate reads them)
+SIZED = ("pretrain_epochs", "finetune_epochs", "min_epoch_examples")
+
+
+def ends(spec) -> tuple:
+    """A setting's lowest and highest value in the space (a per-layer value counts by its sum)."""
+    if isinstance(spec, dict):
+        return spec["low"], spec["high"]
+
+    def size(v):
+        return sum(v) if isinstance(v, (list, tuple)) else v
+    return min(spec, key=size), max(spec, key=size)
+
+
+def described(spec) -> str:
+    if isinstance(spec, dict):
+        scale = ", log scale" if spec.get("log") else ""
+        step = f", step {spec['step']}" if "step" in spec else ""
+        return f"{spec['low']} to {spec['high']}{scale}{step}"
+    return "one of " + ", ".join(map(str, spec))
+
+
+def work(cfg: AblateConfig, space: dict, trials: int, seeds: tuple, sizes: dict,
+         first) -> list[dict]:
+    """The work of the trials and of the final ablation, at the space's lowest and highest
+    epochs: [{"trials": estimate, "final": estimate}, ...] (one entry when the space does not
+    change the number of epochs)."""
+    sized = [n for n in SIZED if n in space]
+    out = []
+    for end in ([0, 1] if sized else [0]):
+        at = dataclasses.replace(cfg, **applied({n: ends(space[n])[end] for n in sized}))
+        pre = ft = pre_flops = ft_flops = 0
+        for budget in at.labels:
+            cells = expand(trial_config(at, list(at.inits), budget, seeds, {}))
+            one = estimate(at, cells, {**sizes, "test": 0})  # a trial never reads the test set
+            ft += trials * one["finetune_example_passes"]
+            ft_flops += trials * one["finetune_tflop"]
+            if budget == first:  # each of its trials pretrains stacks of its own
+                pre += trials * one["pretrain_example_passes"]
+                pre_flops += trials * one["pretrain_tflop"]
+        final = estimate(at, expand(at), sizes)
+        if first is not None:  # the tuning seeds' stacks come from the chosen trials
+            share = len(set(at.seeds) - set(seeds)) / len(at.seeds)
+            final = {**final, "pretrain_example_passes": round(final["pretrain_example_passes"]
+                                                                * share),
+                     "pretrain_tflop": final["pretrain_tflop"] * share}
+        out.append({"trials": {"pretrain_example_passes": pre, "pretrain_tflop": pre_flops,
+                               "finetune_example_passes": ft, "finetune_tflop": ft_flops},
+                    "final": final})
+    return out
+
+
+def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[str]:
+    """The --dry-run text of a tuning (`chosen`: tune.setup's space, trials, seeds, at once)."""
+    space, trials, at_once = chosen["space"], chosen["trials"], chosen["trials_at_once"]
+    seeds = tuple(chosen["tune_seeds"])
+    first = chosen.get("pretrain_budget")
+    pretrained = [i for i in cfg.inits if i in OBJECTIVES]
+    arms = [f"{i} ({'pretrained' if i in OBJECTIVES else 'random init: ' + RANDOM_INITS[i]})"
+            for i in cfg.inits]
+    order = sorted(cfg.labels, key=lambda b: b != first)
+    lines = [f"tuning plan for {out}",
+             f"  arms:    {', '.join(arms)}",
+             f"  budgets: {', '.join(order)} labelled images, each arm tuned at each"
+             + (f" ({first} first: it tunes the pretraining)" if first else ""),
+             f"  trials:  {trials} per arm and budget, {at_once} of each arm at once; each "
+             f"fine-tunes seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} and "
+             f"is judged on their mean validation error (the test set is not read)",
+             "  space:"]
+    for name, spec in space.items():
+        who = (f"pretrained arms ({', '.join(pretrained)}), at {first} labels"
+               if name in PRETRAINING else "every arm, at every budget")
+        lines.append(f"    {name}: {described(spec)}  [{who}]")
+    depths = len(cfg.depth_list)
+    n_ft = len(cfg.inits) * len(cfg.labels) * trials * len(seeds) * depths
+    if first:
+        stacks = (f"{len(pretrained) * trials * len(seeds) * depths} stacks, each trial of a "
+                  f"pretrained arm at {first} labels its own")
+    elif pretrained:
+        stacks = (f"the grid's stacks of seed{'s' if len(seeds) > 1 else ''} "
+                  f"{', '.join(map(str, seeds))}, pretrained once and shared by every trial")
+    else:
+        stacks = "none"
+    lines += [f"  trial runs: {n_ft} fine-tunes; pretraining: {stacks}"]
+    cells = expand(cfg)
+    keys = sorted({c.pretrain for c in cells if c.pretrain})
+    lines.append(f"  final:   {len(cells)} cells over seeds {', '.join(map(str, cfg.seeds))}, "
+                 f"each arm with its choice per budget, the test set read once per cell; "
+                 f"pretraining: {len(keys)} stacks"
+                 + (" (the tuning seeds' copied from the chosen trials)" if first and keys else ""))
+    ranges = work(cfg, space, trials, seeds, sizes, first)
+
+    def span(stage: str, what: str, unit: str, fmt) -> str:
+        vals = [r[stage][f"{what}_{unit}"] for r in ranges]
+        return fmt(vals[0]) if len(set(vals)) == 1 else f"{fmt(vals[0])} to {fmt(vals[-1])}"
+    for stage in ("trials", "final"):
+        pre = (f"{span(stage, 'pretrain', 'example_passes', '{:,}'.format)} example-passes "
+               f"(~{span(stage, 'pretrain', 'tflop', '{:.2g}'.format)} TFLOP)"
+               if any(r[stage]["pretrain_example_passes"] for r in ranges) else "none")
+        lines.append(
+            f"  work ({stage}): pretraining {pre}; fine-tuning "
+            f"{span(stage, 'finetune', 'example_passes', '{:,}'.format)} example-passes plus "
+            f"evaluation (~{span(stage, 'finetune', 'tflop', '{:.2g}'.format)} TFLOP)")
+    if len(ranges) > 1:
+        lines.append(f"           (the range: the space's fewest to most epochs, "
+                     f"{', '.join(n for n in SIZED if n in space)})")
+    done = sum(min(len(trials_of(out / "tune" / f"n{b}", a)), trials)
+               for b in cfg.labels for a in cfg.inits)
+    lines += [f"  progress: {done} of {len(cfg.inits) * len(cfg.labels) * trials} trials and "
+              f"{sum(finished(out, c) for c in cells)} of {len(cells)} cells finished",
+              f"  command: {command(cfg, out, chosen)}"]
+    return lines
