@@ -83,7 +83,7 @@ class PretrainConfig(DataConfig):
     lr: tuple[float, ...] = opt((1e-3,), "Learning rate; one value, or one per layer.", per_layer=True)
     optimizer: str = opt("adam", "Optimizer of every layer.", choices=OPTIMIZERS)
     momentum: float = opt(0.9, "Momentum of SGD (and of RBM updates).")
-    weight_decay: float = opt(0.0, "L2 weight decay.")
+    weight_decay: float = opt(0.0, "Weight decay (L2).")
     batch_size: int = opt(256, "Minibatch size (256 keeps a 2-core CPU's matmul units busy; "
                           "see scripts/bench.py).")
     unroll_epochs: int = opt(0, "After greedy training, fine-tune the unrolled deep autoencoder "
@@ -155,7 +155,7 @@ class FinetuneConfig(DataConfig):
                            choices=LR_SCHEDULES)
     optimizer: str = opt("sgd", "Optimizer.", choices=OPTIMIZERS)
     momentum: float = opt(0.9, "Momentum of SGD.")
-    weight_decay: float = opt(0.0, "L2 weight decay.")
+    weight_decay: float = opt(0.0, "Weight decay (L2).")
     batch_size: int = opt(128, "Minibatch size.")
     min_epoch_examples: int = opt(10000, "An epoch passes over the labelled set repeatedly until it "
                                   "has seen at least this many examples (small budgets still get "
@@ -226,8 +226,12 @@ ABLATE_PRESETS = {
 
 # How a grid's settings map onto each cell's: a stage's setting X is the grid's `<stage>_X` when
 # both stages have an X of their own, else the grid's X (shared by both stages, or the one stage's).
-PREFIXED = {"pretrain": ("epochs", "lr", "optimizer", "batch_size"),
-            "finetune": ("epochs", "lr", "lr_schedule", "optimizer", "batch_size")}
+PREFIXED = {"pretrain": ("epochs", "lr", "optimizer", "momentum", "weight_decay", "batch_size"),
+            "finetune": ("epochs", "lr", "lr_schedule", "optimizer", "momentum", "weight_decay",
+                         "batch_size")}
+# grid settings that both stages shared before each stage had its own (grids saved before 0.2)
+RENAMED = {"momentum": ("pretrain_momentum", "finetune_momentum"),
+           "weight_decay": ("pretrain_weight_decay", "finetune_weight_decay")}
 PER_CELL = ("seed", "objective", "init", "init_scheme", "like", "labels")  # set by the cell
 # fine-tuning settings that may differ between the K networks of one loop (every other one must
 # agree): what a cell sets, and what the step can apply per network (tuning trials)
@@ -246,6 +250,17 @@ def grid_name(stage: str, name: str) -> str:
 
 class _Grid:
     """Methods of AblateConfig (its fields are derived below)."""
+
+    @staticmethod
+    def migrate(settings: dict) -> dict:
+        """Settings named as an older grid named them: a setting both stages shared (RENAMED)
+        becomes each stage's own, unless that is given too."""
+        out = {k: v for k, v in settings.items() if k not in RENAMED}
+        for old, new in RENAMED.items():
+            if old in settings:
+                for name in new:
+                    out.setdefault(name, settings[old])
+        return out
 
     def __post_init__(self):
         check(self.seed_batch >= 0, "seed_batch", f"must be >= 0, got {self.seed_batch}")

@@ -13,8 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from . import figures, stats
-from .config import OBJECTIVES
-from .config import RANDOM_INITS
+from .config import OBJECTIVES, RANDOM_INITS, AblateConfig
 from .report_text import markdown
 from .runlog import RunError, atomic_write, write_json
 
@@ -58,6 +57,8 @@ def read_folder(folder: Path) -> dict:
         raise RunError(f"{folder} has no results (expected results.jsonl written by stackae "
                        f"ablate); nothing to report")
     grid = json.loads((folder / "grid.json").read_text()) if (folder / "grid.json").exists() else {}
+    if "config" in grid:  # settings as this version names them
+        grid["config"] = AblateConfig.migrate(grid["config"])
     curves, provenance = {}, []
     for rec in records.values():
         cell = folder / rec["folder"]

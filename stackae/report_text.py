@@ -109,16 +109,21 @@ def markdown(rep: dict) -> str:
               "- **Arms:** " + "; ".join(arm_text(i, cfg) for i in rep["inits"]) + ".",
               f"- **Pretraining:** {cfg['pretrain_optimizer']} lr "
               f"{','.join(map(str, cfg['pretrain_lr']))}, {','.join(map(str, pe))} epoch(s) per "
-              f"layer, batch {cfg['pretrain_batch_size']}, tied weights: {cfg['tied']}.",
+              f"layer, batch {cfg['pretrain_batch_size']}, tied weights: {cfg['tied']}"
+              + (f", momentum {cfg['pretrain_momentum']}" if cfg["pretrain_optimizer"] == "sgd"
+                 else "")
+              + (f", weight decay {cfg['pretrain_weight_decay']}"
+                 if cfg.get("pretrain_weight_decay") else "") + ".",
               f"- **Fine-tuning:** {cfg['finetune_optimizer']} lr {cfg['finetune_lr']}"
-              + (f" (momentum {cfg['momentum']})" if cfg["finetune_optimizer"] == "sgd" else "")
+              + (f" (momentum {cfg['finetune_momentum']})" if cfg["finetune_optimizer"] == "sgd"
+                 else "")
               + (", cosine decay to 0" if cfg.get("finetune_lr_schedule") == "cosine" else "")
               + f", {cfg['finetune_epochs']} epochs of at least "
               f"{cfg['min_epoch_examples']:,} examples, batch {cfg['finetune_batch_size']}, dropout "
               f"{cfg['dropout']}" + (f" (inputs {cfg['input_dropout']})" if cfg.get("input_dropout")
                                       else "")
               + (f", max-norm {cfg['max_norm']}" if cfg.get("max_norm") else "")
-              + f", weight decay {cfg['weight_decay']}; the test error is read at the "
+              + f", weight decay {cfg['finetune_weight_decay']}; the test error is read at the "
               f"epoch of best validation error.",
               f"- **Label budgets:** {', '.join(cfg['labels'])}; **seeds:** "
               f"{', '.join(map(str, cfg['seeds']))}."]

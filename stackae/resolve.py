@@ -41,6 +41,8 @@ def named_settings(cls, config, settings: dict) -> dict:
         raise TypeError(f"config must be a {cls.__name__}, a dict or a JSON file, got "
                         f"{type(config).__name__}")
     settings = {k: (tuple(v) if isinstance(v, range) else v) for k, v in settings.items()}
+    if hasattr(cls, "migrate"):  # names an older version used
+        base, settings = cls.migrate(base), cls.migrate(settings)
     return {k: v for k, v in {**base, **settings}.items() if k not in PROVENANCE_KEYS}
 
 

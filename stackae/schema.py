@@ -99,6 +99,8 @@ def coerce(name: str, tp, value):
 def from_dict(cls, d: dict, *, ignore: tuple[str, ...] = ()):
     """Build `cls` from a dict, refusing unknown keys and wrong types (keys in `ignore` are skipped:
     the provenance fields that `config.json` carries)."""
+    if hasattr(cls, "migrate"):  # names an older version saved
+        d = cls.migrate(d)
     types = field_types(cls)
     unknown = sorted(set(d) - set(types) - set(ignore))
     if unknown:

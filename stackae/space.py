@@ -6,7 +6,7 @@ A space is a JSON object of settings, each a range {"low": a, "high": b} ("log":
 "step": s optional; an integer setting draws integers) or a list of values; a per-layer setting
 (pretrain_lr, pretrain_epochs, noise) takes one value for every layer or a list per layer.
 Fine-tuning settings are tuned for every arm; pretraining ones only for pretrained arms, at one
-budget (pretrain_budget). Settings of both stages (layers, activation, weight_decay, ...) are
+budget (pretrain_budget). Settings of both stages (layers, activation, precision, ...) are
 refused: a trial cannot change the stacks and the classifier at once.
 """
 from __future__ import annotations

@@ -239,6 +239,34 @@ def test_config_errors_name_ablate_fields():
     assert e.value.name == "labels"
 
 
+def test_each_stage_has_its_own_momentum_and_weight_decay_and_old_grids_still_load(tmp_path):
+    import stackae
+    from stackae.config import from_dict
+    g = AblateConfig(pretrain_weight_decay=2e-4, pretrain_momentum=0.5, finetune_weight_decay=1e-3)
+    pre, fine = g.pretrain_config("rbm", 0, 1), g.finetune_config("xavier", 0, 1, "100", None)
+    assert (pre.momentum, pre.weight_decay, fine.momentum, fine.weight_decay) == (0.5, 2e-4, 0.9, 1e-3)
+    old = from_dict(AblateConfig, {"momentum": 0.8, "weight_decay": 1e-4})  # before 0.2: shared
+    assert (old.pretrain_momentum, old.finetune_momentum) == (0.8, 0.8)
+    assert (old.pretrain_weight_decay, old.finetune_weight_decay) == (1e-4, 1e-4)
+    # a folder a grid wrote with the shared names resumes, and its report is rebuilt
+    out = tmp_path / "a"
+    stackae.run_ablation(out=out, train_size=600, val_size=300, layers=(8,), seeds=(0,),
+                         labels=("all",), pretrain_epochs=(1,), finetune_epochs=1,
+                         finetune_momentum=0.5, pretrain_momentum=0.5, device="cpu", quiet=True)
+    for name in ("config.json", "grid.json"):
+        saved = json.loads((out / name).read_text())
+        cfg = saved["config"] if name == "grid.json" else saved
+        for shared in ("momentum", "weight_decay"):
+            cfg[shared] = cfg.pop(f"pretrain_{shared}")
+            del cfg[f"finetune_{shared}"]
+        (out / name).write_text(json.dumps(saved))
+    (out / "REPORT.md").unlink()
+    plan = "\n".join(stackae.plan_ablation(out=out, resume=True, momentum=0.5))
+    assert "2 fine-tunes, 2 finished" in plan and "--finetune-momentum 0.5" in plan, plan
+    stackae.load_ablation(out).write_report()
+    assert "sgd lr 0.1 (momentum 0.5)" in (out / "REPORT.md").read_text()
+
+
 @pytest.mark.parametrize("cmd", ["ablate", "report"])
 def test_help(cmd):
     r = invoke(cmd, "--help")

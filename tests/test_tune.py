@@ -272,7 +272,8 @@ def test_a_pretraining_setting_needs_a_pretrained_arm_and_a_fine_tuning_one(tmp_
 
 
 @pytest.mark.parametrize("space,words", [
-    ('{"weight_decay": [0.0, 0.001]}', "'weight_decay' is a setting of both stages"),
+    ('{"activation": ["relu", "tanh"]}', "'activation' is a setting of both stages"),
+    ('{"weight_decay": [0.0, 0.001]}', "'finetune_weight_decay'"),  # each stage has its own
     ('{"finetune_lrr": [0.1]}', "did you mean 'finetune_lr'"),
     ('{"dropout": {"low": 0.0, "high": 1.5}}', "'dropout': 1.5 is not a valid value"),
     ('{"finetune_lr": 0.1}', "expected a range"),
