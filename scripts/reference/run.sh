@@ -39,8 +39,9 @@
 #               fine-tunes them (~4.5 min each): about 10 hours in all
 #   budgets-tuned  the budgets experiment (100 and 1000 labels, 10 seeds) with both arms tuned
 #               by `stackae tune` on seeds 0 and 1, 12 trials per arm and budget: fine-tuning lr,
-#               batch size (10, 32, 128), epochs (30, 100) and dropout (0, 0.2, 0.5); the
-#               stacks pretrained once (budgets-tuned.space.json). Its --dry-run: 0.9 to 3 PFLOP
+#               batch size (10, 32, 128), epochs (30, 100), dropout (0, 0.2, 0.5) and weight
+#               decay (0, 1e-4, 1e-3); the stacks pretrained once (budgets-tuned.space.json).
+#               Its --dry-run: 0.9 to 3 PFLOP
 #               (trials 5.3e2 to 1.8e3 TFLOP, final 4.1e2 to 1.1e3): 5 to 17 hours at the
 #               ~50 GFLOP/s an AVX2-only host of this machine type sustains (its RBM pretraining)
 set -euo pipefail
