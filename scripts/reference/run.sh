@@ -27,6 +27,8 @@
 #                                                          1 h 39 min measured (18 cells)
 #   classic-pretrain-30  classic-small-batch with 30 pretraining epochs per layer
 #                                                          see runs/reference/classic-pretrain-30
+#   dbn-small-batch  classic-pretrain-30 with RBMs (a DBN) in place of denoising autoencoders,
+#               CD-1, Adam 1e-3, 30 epochs per layer           see runs/reference/dbn-small-batch
 #   deep-autoencoder  784-1000-500-250-30 RBM stack, unrolled and fine-tuned, beside PCA-30
 #               (squared reconstruction error per test image), and the 2-D codes beside PCA's:
 #               scripts/reference/deep_autoencoder.py        see runs/reference/deep-autoencoder
@@ -44,9 +46,15 @@
 #               Its --dry-run: 0.9 to 3 PFLOP
 #               (trials 5.3e2 to 1.8e3 TFLOP, final 4.1e2 to 1.1e3): 5 to 17 hours at the
 #               ~50 GFLOP/s an AVX2-only host of this machine type sustains (its RBM pretraining)
+#   dbn-dropout  dbn-small-batch fine-tuned with dropout (Hinton et al. 2012): 200 epochs,
+#               batch 100, input dropout 0.2; both arms tuned on seeds 0 and 1, 12 trials: lr,
+#               hidden dropout (0.3, 0.5) and max-norm (off, 4, 8: seed 0's first RBM layer
+#               starts with unit norms 1.3 to 6.4, median 2.8) (dbn-dropout.space.json). Its
+#               --dry-run: ~9 PFLOP; a probe's epochs here took 61 s each for one network
+#               (sharing the CPU with another run), and it makes 11,600 network-epochs: a GPU job
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for name in "${@:-classic classic-small-batch classic-pretrain-30 budgets budgets-large modern modern-long objectives deep-autoencoder}"; do
+for name in "${@:-classic classic-small-batch classic-pretrain-30 dbn-small-batch budgets budgets-large modern modern-long objectives deep-autoencoder}"; do
   for n in $name; do
     if [ "$n" = deep-autoencoder ]; then
       python scripts/reference/deep_autoencoder.py --out runs/reference/deep-autoencoder
