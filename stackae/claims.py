@@ -106,8 +106,9 @@ def record(folder: Path, settings: dict, device, resuming: bool, shared: bool = 
                          f"same options, or add --resume to take the folder's",
                          option=f"--{name.replace('_', '-')}")
     entry = resume_entry(device)
-    if name is not None:  # a resume that changed settings of layers not yet trained
-        entry["changed"] = {k: saved.get(k) for k in settings if saved.get(k) != settings[k]}
+    changed = {k: saved.get(k) for k in settings if saved.get(k) != settings[k]}
+    if changed:  # settings of layers not yet trained, or of how the run executes (RUN_ONLY)
+        entry["changed"] = changed  # each one's value before
     write_json(path, {**saved, **settings, "resumed": saved.get("resumed", []) + [entry]})
 
 

@@ -238,7 +238,7 @@ PER_CELL = ("seed", "objective", "init", "init_scheme", "like", "labels")  # set
 PER_NETWORK = ("seed", "init", "init_scheme", "like", "lr", "dropout", "input_dropout", "max_norm")
 # settings of how a run executes, not of what it computes: a resumed run or a joining shard may
 # change them, and a stack trained either way is the same stack
-RUN_ONLY = ("compile",)
+RUN_ONLY = ("compile", "seed_batch")  # seed_batch: results are the same however batched
 NOT_SWEPT = ("loss", "persistent", "rbm_visible", "unroll_epochs", "freeze_encoder",  # defaults
              "read_test")  # a grid reports every test error; tune's trials turn it off
 STAGES = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}

@@ -267,6 +267,23 @@ def test_each_stage_has_its_own_momentum_and_weight_decay_and_old_grids_still_lo
     assert "sgd lr 0.1 (momentum 0.5)" in (out / "REPORT.md").read_text()
 
 
+def test_a_resumed_grid_may_change_how_many_networks_train_at_once(tmp_path):
+    import stackae
+    small = dict(train_size=600, val_size=300, layers=(8,), seeds=(0, 1), labels=("all",),
+                 pretrain_epochs=(1,), finetune_epochs=1, device="cpu")
+    out = tmp_path / "a"
+    stackae.run_ablation(out=out, seed_batch=1, quiet=True, **small)
+    (out / "runs" / "finetune" / "xavier-d1-nall-s1" / "result.json").unlink()  # unfinished
+    # the same results however the networks are batched: a resume may raise or lower the cap
+    grid = stackae.run_ablation(out=out, resume=True, seed_batch=0, quiet=True)
+    saved = json.loads((out / "config.json").read_text())
+    assert grid.finished and saved["seed_batch"] == 0
+    assert saved["resumed"][-1]["changed"] == {"seed_batch": 1}  # what it was before
+    with pytest.raises(ConfigError, match="differs from the run being resumed") as e:
+        stackae.run_ablation(out=out, resume=True, finetune_epochs=2, quiet=True)
+    assert e.value.name == "finetune_epochs"  # what a cell computes may not change
+
+
 @pytest.mark.parametrize("cmd", ["ablate", "report"])
 def test_help(cmd):
     r = invoke(cmd, "--help")
