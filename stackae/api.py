@@ -196,8 +196,7 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
     n = len(g.cfg.inits) * len(g.cfg.labels)
     with claims.locked(g.out / "tune", "tuning in"), \
             Progress(n * trials + len(g.cells), "run", quiet) as bar:
-        done = [sum(min(len(T.trials_of(g.out / "tune" / f"n{b}", a)), trials)
-                    for b in g.cfg.labels for a in g.cfg.inits)]  # finished before a resume
+        done = [T.finished_trials(g.cfg, g.out, trials)]  # finished before a resume
         bar.update(done[0])
 
         def progress(line):  # one line per finished trial of an arm

@@ -138,12 +138,17 @@ def plan(cfg: AblateConfig, out: Path, cells: list[Cell], sizes: dict) -> dict:
             "estimate": estimate(cfg, cells, sizes)}
 
 
+def arm_names(cfg: AblateConfig) -> list[str]:
+    """Each arm with what it is: 'denoising (pretrained)', 'xavier (random init: xavier)'."""
+    return [f"{i} ({'pretrained' if i in OBJECTIVES else 'random init: ' + RANDOM_INITS[i]})"
+            for i in cfg.inits]
+
+
 def describe_plan(cfg: AblateConfig, out: Path, cells: list[Cell], mine: list[Cell],
                   sizes: dict) -> list[str]:
     """The --dry-run text."""
     est = estimate(cfg, cells, sizes)
-    arms = [f"{i} ({'pretrained' if i in OBJECTIVES else 'random init: ' + RANDOM_INITS[i]})"
-            for i in cfg.inits]
+    arms = arm_names(cfg)
     done = {c.id for c in cells if finished(out, c)}
     keys = sorted({c.pretrain for c in mine if c.pretrain})
     pre_done = sum((out / "runs" / "pretrain" / k / "stack.pt").exists() for k in keys)

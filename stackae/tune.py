@@ -124,6 +124,12 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
     return {arm: {b: per[b] for b in cfg.labels} for arm, per in choices.items()}
 
 
+def finished_trials(cfg: AblateConfig, out: Path, trials: int) -> int:
+    """How many of the tuning's trials (every arm at every budget) have finished."""
+    return sum(min(len(trials_of(out / "tune" / f"n{b}", a)), trials)
+               for b in cfg.labels for a in cfg.inits)
+
+
 def best_trial(done: list[dict], trials: int) -> dict:
     """The trial with the lowest validation error among the first `trials` (the earliest of equals)."""
     return min(done[:trials], key=lambda t: (t["val_error"], t["number"]))

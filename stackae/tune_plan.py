@@ -8,10 +8,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .config import OBJECTIVES, RANDOM_INITS, AblateConfig
-from .grid import estimate, expand, finished
+from .config import OBJECTIVES, AblateConfig
+from .grid import arm_names, estimate, expand, finished
 from .space import PRETRAINING, applied
-from .tune import command, trial_config, trials_of
+from .tune import command, finished_trials, trial_config
 
 # the settings that change how much work a run is (grid.estimate reads them)
 SIZED = ("pretrain_epochs", "finetune_epochs", "min_epoch_examples")
@@ -71,11 +71,9 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
     seeds = tuple(chosen["tune_seeds"])
     first = chosen.get("pretrain_budget")
     pretrained = [i for i in cfg.inits if i in OBJECTIVES]
-    arms = [f"{i} ({'pretrained' if i in OBJECTIVES else 'random init: ' + RANDOM_INITS[i]})"
-            for i in cfg.inits]
     order = sorted(cfg.labels, key=lambda b: b != first)
     lines = [f"tuning plan for {out}",
-             f"  arms:    {', '.join(arms)}",
+             f"  arms:    {', '.join(arm_names(cfg))}",
              f"  budgets: {', '.join(order)} labelled images, each arm tuned at each"
              + (f" ({first} first: it tunes the pretraining)" if first else ""),
              f"  trials:  {trials} per arm and budget, {at_once} of each arm at once; each "
@@ -119,9 +117,7 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
     if len(ranges) > 1:
         lines.append(f"           (the range: the space's fewest to most epochs, "
                      f"{', '.join(n for n in SIZED if n in space)})")
-    done = sum(min(len(trials_of(out / "tune" / f"n{b}", a)), trials)
-               for b in cfg.labels for a in cfg.inits)
-    lines += [f"  progress: {done} of {len(cfg.inits) * len(cfg.labels) * trials} trials and "
+    lines += [f"  progress: {finished_trials(cfg, out, trials)} of {len(cfg.inits) * len(cfg.labels) * trials} trials and "
               f"{sum(finished(out, c) for c in cells)} of {len(cells)} cells finished",
               f"  command: {command(cfg, out, chosen)}"]
     return lines
