@@ -150,7 +150,10 @@ def ensure_stacks(cfg: AblateConfig, jobs: list[Job], data, device, say, cap: in
     layer checkpoints. Each stack is locked, so concurrent shards pretrain it once."""
     from contextlib import ExitStack
 
+    from .checks import matching_stack, stacks_source
+    from .runlog import copy_run_folder
     from .runner import run_pretrains
+    source = stacks_source(cfg.stacks_from)
     wanted = {}  # the seeds' settings without the seed -> {stack folder: its settings}
     for j in jobs:
         if j.stack and not (j.stack / "stack.pt").exists():
@@ -162,6 +165,11 @@ def ensure_stacks(cfg: AblateConfig, jobs: list[Job], data, device, say, cap: in
                 for folder, _ in part:
                     folder.parent.mkdir(parents=True, exist_ok=True)
                     held.enter_context(locked(folder.parent / f".{folder.name}.lock"))
+                for f, c in part:
+                    have = source and matching_stack(source / f.name, c)
+                    if have and not (f / "stack.pt").exists() and not f.exists():
+                        copy_run_folder(have, f)
+                        say(f"pretrain {f.name}: copied from {have} (the same settings)")
                 part = [(f, c) for f, c in part if not (f / "stack.pt").exists()]
                 if not part:
                     continue

@@ -171,6 +171,33 @@ def check_grid_stacks(out: Path, cfg, cells, per_arm: dict | None = None) -> Non
             check_layers(folder, want, whose=f"this grid's cell {c.id}")
 
 
+def stacks_source(stacks_from: str | None) -> Path | None:
+    """The folder of stacks --stacks-from names: a grid's runs/pretrain, or that folder itself."""
+    if not stacks_from:
+        return None
+    grid = Path(stacks_from) / "runs" / "pretrain"
+    return grid if grid.is_dir() else Path(stacks_from)
+
+
+def matching_stack(folder: Path, want) -> Path | None:
+    """`folder` when it holds a finished stack pretrained with the settings `want` (a
+    PretrainConfig, compared as a grid's own stacks are, by mismatch), else None."""
+    try:
+        saved = read(folder / "stack.pt").get("config") if (folder / "stack.pt").exists() else None
+    except CheckpointError:
+        return None
+    return folder if isinstance(saved, dict) and mismatch(saved, want) is None else None
+
+
+def check_stacks_from(path: str) -> None:
+    """--stacks-from names a folder that holds finished stacks to copy."""
+    source = stacks_source(path)
+    if not source.is_dir() or not any((d / "stack.pt").exists() for d in source.iterdir()):
+        raise OptionError("--stacks-from", f"{path} holds no finished stacks; expected a "
+                          f"`stackae ablate` or `stackae tune` folder (its runs/pretrain/"
+                          f"<objective>-d<D>-s<S>/stack.pt)")
+
+
 # ---- resuming pretraining with new settings for the layers not yet trained ---------------------
 
 def refused_change(saved: PretrainConfig, name: str, value, finished: int) -> str | None:

@@ -235,10 +235,12 @@ RENAMED = {"momentum": ("pretrain_momentum", "finetune_momentum"),
 PER_CELL = ("seed", "objective", "init", "init_scheme", "like", "labels")  # set by the cell
 # fine-tuning settings that may differ between the K networks of one loop (every other one must
 # agree): what a cell sets, and what the step can apply per network (tuning trials)
-PER_NETWORK = ("seed", "init", "init_scheme", "like", "lr", "dropout", "input_dropout", "max_norm")
+PER_NETWORK = ("seed", "init", "init_scheme", "like", "lr", "weight_decay", "dropout",
+               "input_dropout", "max_norm")
 # settings of how a run executes, not of what it computes: a resumed run or a joining shard may
 # change them, and a stack trained either way is the same stack
-RUN_ONLY = ("compile", "seed_batch")  # seed_batch: results are the same however batched
+RUN_ONLY = ("compile", "seed_batch",  # seed_batch: results are the same however batched
+            "stacks_from")  # a stack copied is the stack its settings would pretrain
 NOT_SWEPT = ("loss", "persistent", "rbm_visible", "unroll_epochs", "freeze_encoder",  # defaults
              "read_test")  # a grid reports every test error; tune's trials turn it off
 STAGES = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
@@ -371,6 +373,12 @@ GRID_LAST = [
                             "fine-tuning (0 = as many as fit: all of them on a GPU; on a CPU at "
                             "most 8, fewer for wide layers). "
                             "Results are the same however they are batched.")),
+    ("stacks_from", Optional[str], opt(None, "A `stackae ablate` or `stackae tune` folder (or "
+                                       "its runs/pretrain) whose finished stacks this grid "
+                                       "copies instead of pretraining them again: each stack "
+                                       "whose objective, depth, seed and pretraining settings "
+                                       "are the ones a cell needs (checked); any other is "
+                                       "pretrained here.", path=True)),
 ]
 STAGE_WORDS = {"pretrain": "Pretraining", "finetune": "Fine-tuning"}
 

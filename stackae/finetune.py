@@ -5,11 +5,11 @@ selection on its own validation error.
     stackae finetune --init random --like runs/pretrain/demo/stack.pt --out runs/finetune/demo-rand
 
 A single run is K = 1; `stackae ablate` trains every arm and seed of a label budget together. The
-K networks share their settings (all but config.PER_NETWORK: seed, init, learning rate, dropout,
-input dropout and max-norm) and shape, and nothing else: each has its own data split, labelled
-subset, batch order, dropout masks, model selection and early stopping, so a network trained
-beside others ends as it would alone (tests/test_stacked.py). result.json reports the test error at the epoch of best validation
-error (None with read_test off, as in stackae tune's trials), and the curves.
+K networks share their settings (all but config.PER_NETWORK: seed, init, learning rate, weight
+decay, dropout, input dropout and max-norm) and shape, and nothing else: each has its own data
+split, labelled subset, batch order, dropout masks, model selection and early stopping, so a
+network trained beside others ends as it would alone (tests/test_stacked.py). result.json reports
+the test error at the epoch of best validation error (None with read_test off, as in stackae tune's trials), and the curves.
 """
 from __future__ import annotations
 
@@ -136,11 +136,15 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
     # Networks with different learning rates (tuning trials) share one optimizer at rate 1 whose
     # step each network's rate then scales: SGD's and Adam's steps are proportional to the rate,
     # so network k moves as it would alone at its own rate.
+    # Networks with different weight decays add their own L2 term to their gradient slice, as
+    # the optimizer (then without one) adds it for a network alone.
     lrs = torch.tensor([c.lr for c in cfgs], device=device)
     scaled = len(set(lrs.tolist())) > 1
+    decays = torch.tensor([c.weight_decay for c in cfgs], device=device)
+    own_decay = len(set(decays.tolist())) > 1
     trained = [p for p in net.parameters() if p.requires_grad]
     opt = make_optimizer(cfg.optimizer, trained, 1.0 if scaled else cfg.lr, cfg.momentum,
-                         cfg.weight_decay)
+                         0.0 if own_decay else cfg.weight_decay)
     n = len(idxs[0])
     schedule = make_schedule(cfg, opt, n)
     # labelled sets, validation and test sets: one copy per distinct data split
@@ -192,6 +196,10 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
             loss, batch_wrong = (step if full else forward)(x[rows, b], yb, masks)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # slice k of every gradient is network k's own
+            if own_decay:
+                with torch.no_grad():
+                    for p in trained:
+                        p.grad.add_(p * decays.view(-1, *[1] * (p.dim() - 1)))
             if scaled:
                 before = [p.detach().clone() for p in trained]
             opt.step()

@@ -144,6 +144,16 @@ def arm_names(cfg: AblateConfig) -> list[str]:
             for i in cfg.inits]
 
 
+def copyable(cfg: AblateConfig, out: Path, cells: list[Cell]) -> int:
+    """How many of these cells' unfinished stacks --stacks-from holds with their settings."""
+    from .checks import matching_stack, stacks_source
+    source, wanted = stacks_source(cfg.stacks_from), {}
+    for c in cells:
+        if c.pretrain and not (out / "runs" / "pretrain" / c.pretrain).exists():
+            wanted[c.pretrain] = cfg.pretrain_config(c.init, c.seed, c.depth)
+    return sum(bool(source and matching_stack(source / k, w)) for k, w in wanted.items())
+
+
 def describe_plan(cfg: AblateConfig, out: Path, cells: list[Cell], mine: list[Cell],
                   sizes: dict) -> list[str]:
     """The --dry-run text."""
@@ -152,6 +162,7 @@ def describe_plan(cfg: AblateConfig, out: Path, cells: list[Cell], mine: list[Ce
     done = {c.id for c in cells if finished(out, c)}
     keys = sorted({c.pretrain for c in mine if c.pretrain})
     pre_done = sum((out / "runs" / "pretrain" / k / "stack.pt").exists() for k in keys)
+    copies = copyable(cfg, out, mine)
     lines = [f"ablation plan for {out}",
              f"  arms:    {', '.join(arms)}",
              f"  seeds:   {', '.join(map(str, cfg.seeds))}",
@@ -162,7 +173,8 @@ def describe_plan(cfg: AblateConfig, out: Path, cells: list[Cell], mine: list[Ce
              f"{sizes['val']:,} validation, {sizes['test']:,} test images",
              f"  cells:   {len(cells)} fine-tunes, {len(done)} finished; this run: "
              f"{len(mine)} cells, {sum(c.id not in done for c in mine)} to do",
-             f"  pretraining: {len(keys)} runs for these cells, {pre_done} finished",
+             f"  pretraining: {len(keys)} runs for these cells, {pre_done} finished"
+             + (f", {copies} to copy from {cfg.stacks_from}" if cfg.stacks_from else ""),
              f"  work (whole grid): pretraining {est['pretrain_example_passes']:,} example-passes "
              f"(~{est['pretrain_tflop']:.2g} TFLOP); fine-tuning {est['finetune_example_passes']:,} "
              f"example-passes plus evaluation (~{est['finetune_tflop']:.2g} TFLOP)",

@@ -231,6 +231,8 @@ def prepare_grid(data, config, settings: dict, out, resume: bool, shard, quiet: 
                                              f"with ({saved}); resume with the same arrays, or "
                                              f"use another folder")
     cfg = config_for(AblateConfig, {**given, **where}, out if resuming else None)
+    if cfg.stacks_from:
+        checks.check_stacks_from(cfg.stacks_from)
     device = device_of(cfg) if local else cfg.device
     known = G.DATASET_SIZES if dry_run or not local else None
     with tempfile.TemporaryDirectory() as tmp:

@@ -288,3 +288,12 @@ def carry_events(old: list[Path], writer, keep) -> None:
     file_writer.flush()
     for path in old:
         path.unlink(missing_ok=True)
+
+
+def copy_run_folder(source: Path, target: Path) -> None:
+    """Copy a finished run folder (a stack's) to `target`, whole or not at all: a copy cut off
+    leaves a hidden .copying folder, never a target without its checkpoint."""
+    partial = target.with_name(f".{target.name}.copying")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, partial, dirs_exist_ok=True)
+    partial.rename(target)

@@ -20,9 +20,9 @@ with the test set never evaluated (read_test off). Trials run in rounds of `--tr
 per arm (1 on a CPU, 5 on a GPU): a round's proposals are made from the trials of earlier rounds,
 those of the same round counted as running (TPE's constant liar). Every trial of every arm in a
 round runs at once: those whose settings differ at most in settings one loop applies per network
-(space.PER_ARM: learning rate, dropout, input dropout, max-norm, and every pretraining setting,
-which only decides the stack a network starts from) fine-tune together as one K-network loop, up
-to the batch cap, and their stacks that differ only in seed pretrain together (the sampler's
+(space.PER_ARM: learning rate, weight decay, dropout, input dropout, max-norm, and every
+pretraining setting, which only decides the stack a network starts from) fine-tune together as
+one K-network loop, up to the batch cap, and their stacks that differ only in seed pretrain together (the sampler's
 random start, seeded alike for every arm, proposes the same fine-tuning settings to every arm
 whose space is the same). Then each (arm, budget) runs over all seeds with its chosen settings,
 test error read once per cell, and the folder is an ordinary ablation folder.
@@ -50,13 +50,12 @@ import dataclasses
 import json
 import math
 import shlex
-import shutil
 from pathlib import Path
 
 from .claims import ClaimError
 from .config import OBJECTIVES, AblateConfig, ConfigError
 from .grid import Cell
-from .runlog import Diverged, write_json
+from .runlog import Diverged, copy_run_folder, write_json
 from .space import (PER_ARM, PRETRAINING, applied, arm_space, default_space, distributions,
                     pretrain_budget, propose, read_space, shown)
 
@@ -235,9 +234,7 @@ def reuse_stacks(chosen: Path, out: Path) -> None:
     for stack in sorted(chosen.iterdir()):
         target = out / "runs" / "pretrain" / stack.name
         if (stack / "stack.pt").exists() and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(stack, target.with_name(f".{stack.name}.copying"), dirs_exist_ok=True)
-            target.with_name(f".{stack.name}.copying").rename(target)
+            copy_run_folder(stack, target)
 
 
 def one_k_groups(settings: dict) -> list[tuple[list, dict]]:

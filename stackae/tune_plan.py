@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from .config import OBJECTIVES, AblateConfig
-from .grid import arm_names, estimate, expand, finished
+from .grid import arm_names, copyable, estimate, expand, finished
 from .space import PRETRAINING, applied
 from .tune import command, finished_trials, trial_config
 
@@ -100,7 +100,9 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
     lines.append(f"  final:   {len(cells)} cells over seeds {', '.join(map(str, cfg.seeds))}, "
                  f"each arm with its choice per budget, the test set read once per cell; "
                  f"pretraining: {len(keys)} stacks"
-                 + (" (the tuning seeds' copied from the chosen trials)" if first and keys else ""))
+                 + (" (the tuning seeds' copied from the chosen trials)" if first and keys else "")
+                 + (f", {copyable(cfg, out, cells)} to copy from {cfg.stacks_from}"
+                    if cfg.stacks_from and not first else ""))
     ranges = work(cfg, space, trials, seeds, sizes, first)
 
     def span(stage: str, what: str, unit: str, fmt) -> str:

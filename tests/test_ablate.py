@@ -284,6 +284,43 @@ def test_a_resumed_grid_may_change_how_many_networks_train_at_once(tmp_path):
     assert e.value.name == "finetune_epochs"  # what a cell computes may not change
 
 
+def test_a_grid_copies_the_stacks_another_made_with_its_settings_and_pretrains_the_rest(tmp_path):
+    import stackae
+    small = dict(train_size=600, val_size=300, layers=(8,), seeds=(0, 1), labels=("all",),
+                 inits=("denoising", "xavier"), pretrain_epochs=(1,), finetune_epochs=1,
+                 device="cpu")
+    first = tmp_path / "first"
+    stackae.run_ablation(out=first, quiet=True, **small)
+    stacks = first / "runs" / "pretrain"
+    (stacks / "denoising-d1-s1" / "stack.pt").unlink()  # unfinished there
+    # another fine-tuning recipe on the same stacks: seed 0's is copied, seed 1's pretrained
+    plan = stackae.plan_ablation(out=tmp_path / "second", stacks_from=str(first),
+                                 finetune_lr=0.05, **small)
+    assert f"2 runs for these cells, 0 finished, 1 to copy from {first}" in "\n".join(plan)
+    flags = ["--layers", "8", "--train-size", "600", "--val-size", "300", "--seeds", "0,1",
+             "--labels", "all", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--device",
+             "cpu", "--finetune-lr", "0.05"]
+    r = invoke("ablate", *flags, "--stacks-from", first, "--out", tmp_path / "second")
+    assert r.exit_code == 0, r.output
+    assert f"pretrain denoising-d1-s0: copied from {stacks / 'denoising-d1-s0'}" in r.output
+    assert "pretrain denoising-d1-s1" in r.output.replace("copied", "")
+    copied = tmp_path / "second" / "runs" / "pretrain"
+    original = (stacks / "denoising-d1-s0" / "stack.pt").read_bytes()
+    assert (copied / "denoising-d1-s0" / "stack.pt").read_bytes() == original
+    assert (copied / "denoising-d1-s1" / "stack.pt").exists()
+    # other pretraining settings copy nothing; the grid records where it looked
+    r = invoke("ablate", *flags, "--pretrain-lr", "0.05", "--stacks-from", copied,
+               "--out", tmp_path / "third")
+    assert r.exit_code == 0 and "copied" not in r.output, r.output
+    third = tmp_path / "third" / "runs" / "pretrain" / "denoising-d1-s0" / "stack.pt"
+    assert third.read_bytes() != original
+    assert json.loads((tmp_path / "third" / "config.json").read_text())["stacks_from"] == str(copied)
+    r = invoke("ablate", *flags, "--stacks-from", tmp_path / "third" / "runs" / "finetune",
+               "--out", tmp_path / "fourth")
+    assert r.exit_code == 2 and "--stacks-from" in r.output and "holds no finished stacks" \
+        in r.output and "Traceback" not in r.output and not (tmp_path / "fourth").exists()
+
+
 @pytest.mark.parametrize("cmd", ["ablate", "report"])
 def test_help(cmd):
     r = invoke(cmd, "--help")

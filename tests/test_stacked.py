@@ -169,11 +169,12 @@ def test_networks_with_their_own_learning_rates_match_separate_runs(datas, stack
     assert [r["lrs"][0] for r in runs[1]] != pytest.approx([runs[1][0]["lrs"][0]] * 3)
 
 
-def test_networks_with_their_own_dropout_and_max_norm_match_separate_runs(datas, stack):
-    """Tuning trials that differ in dropout, input dropout and max-norm train as one K too; a
-    network without dropout draws no masks, so its stream and result are those it has alone."""
+def test_networks_with_their_own_dropout_max_norm_and_decay_match_separate_runs(datas, stack):
+    """Tuning trials that differ in dropout, input dropout, max-norm and weight decay train as
+    one K too; a network without dropout draws no masks, so its stream and result are those it
+    has alone."""
     per = {"dropout": (0.3, 0.0, 0.5), "input_dropout": (0.0, 0.2, 0.1),
-           "max_norm": (0.0, 0.3, 0.5), "lr": (0.1, 0.2, 0.05)}
+           "max_norm": (0.0, 0.3, 0.5), "lr": (0.1, 0.2, 0.05), "weight_decay": (1e-3, 0.0, 0.0)}
     runs = both_ways(datas, stack, per=per)
     assert_same_runs(*runs)
     for model, cap in zip(runs[2], per["max_norm"]):

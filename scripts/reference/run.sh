@@ -52,6 +52,11 @@
 #               starts with unit norms 1.3 to 6.4, median 2.8) (dbn-dropout.space.json). Its
 #               --dry-run: ~9 PFLOP; a probe's epochs here took 61 s each for one network
 #               (sharing the CPU with another run), and it makes 11,600 network-epochs: a GPU job
+#   dbn-tuned  dbn-small-batch with both arms tuned by `stackae tune` on seeds 0 and 1, 6 trials
+#               per arm: fine-tuning lr (0.03 to 0.3) and weight decay (0, 1e-5, 1e-4, 1e-3)
+#               (dbn-tuned.space.json); the stacks are dbn-small-batch's, copied when that folder
+#               holds them (--stacks-from checks their settings), else pretrained. On this CPU:
+#               24 trial fine-tunes and 10 final cells of 30 epochs, about 4 hours
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for name in "${@:-classic classic-small-batch classic-pretrain-30 dbn-small-batch budgets budgets-large modern modern-long objectives deep-autoencoder}"; do
@@ -59,8 +64,9 @@ for name in "${@:-classic classic-small-batch classic-pretrain-30 dbn-small-batc
     if [ "$n" = deep-autoencoder ]; then
       python scripts/reference/deep_autoencoder.py --out runs/reference/deep-autoencoder
     elif [ -f "scripts/reference/$n.space.json" ]; then  # a tuned experiment
+      trials=12; if [ "$n" = dbn-tuned ]; then trials=6; fi  # sized for this CPU
       stackae tune --config "scripts/reference/$n.json" --space "scripts/reference/$n.space.json" \
-        --trials 12 --tune-seeds 0,1 --out "runs/reference/$n" --resume
+        --trials "$trials" --tune-seeds 0,1 --out "runs/reference/$n" --resume
     else
       stackae ablate --config "scripts/reference/$n.json" --out "runs/reference/$n" --resume
     fi
