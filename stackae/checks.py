@@ -190,9 +190,14 @@ def matching_stack(folder: Path, want) -> Path | None:
 
 
 def check_stacks_from(path: str) -> None:
-    """--stacks-from names a folder that holds finished stacks to copy."""
+    """--stacks-from names a grid folder (whose stacks may be none yet, as in a fresh clone of
+    committed results without their checkpoints) or a folder of finished stacks."""
     source = stacks_source(path)
-    if not source.is_dir() or not any((d / "stack.pt").exists() for d in source.iterdir()):
+    if not Path(path).is_dir():
+        raise OptionError("--stacks-from", f"{path} is not a folder; expected a `stackae ablate` "
+                          f"or `stackae tune` folder")
+    if source.name != "pretrain" and not any((d / "stack.pt").exists()
+                                             for d in source.iterdir()):
         raise OptionError("--stacks-from", f"{path} holds no finished stacks; expected a "
                           f"`stackae ablate` or `stackae tune` folder (its runs/pretrain/"
                           f"<objective>-d<D>-s<S>/stack.pt)")

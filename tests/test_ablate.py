@@ -10,6 +10,7 @@ from stackae import ablate as A
 from stackae import runner
 from stackae import grid as G
 from stackae.config import ConfigError
+from stackae.data import OptionError
 from stackae.grid import AblateConfig
 
 # a grid that runs in seconds: one small layer, 300 training images, one short epoch
@@ -319,6 +320,8 @@ def test_a_grid_copies_the_stacks_another_made_with_its_settings_and_pretrains_t
                "--out", tmp_path / "fourth")
     assert r.exit_code == 2 and "--stacks-from" in r.output and "holds no finished stacks" \
         in r.output and "Traceback" not in r.output and not (tmp_path / "fourth").exists()
+    with pytest.raises(OptionError, match="is not a folder"):
+        stackae.plan_ablation(out=tmp_path / "fifth", stacks_from=str(tmp_path / "none"), **small)
 
 
 @pytest.mark.parametrize("cmd", ["ablate", "report"])

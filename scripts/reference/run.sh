@@ -42,14 +42,16 @@
 #   budgets-tuned  the budgets experiment (100 and 1000 labels, 10 seeds) with both arms tuned
 #               by `stackae tune` on seeds 0 and 1, 12 trials per arm and budget: fine-tuning lr,
 #               batch size (10, 32, 128), epochs (30, 100), dropout (0, 0.2, 0.5) and weight
-#               decay (0, 1e-4, 1e-3); the stacks pretrained once (budgets-tuned.space.json).
+#               decay (0, 1e-4, 1e-3); the stacks pretrained once, or copied from budgets'
+#               folder where it holds them (budgets-tuned.space.json).
 #               Its --dry-run: 0.9 to 3 PFLOP
 #               (trials 5.3e2 to 1.8e3 TFLOP, final 4.1e2 to 1.1e3): 5 to 17 hours at the
 #               ~50 GFLOP/s an AVX2-only host of this machine type sustains (its RBM pretraining)
 #   dbn-dropout  dbn-small-batch fine-tuned with dropout (Hinton et al. 2012): 200 epochs,
 #               batch 100, input dropout 0.2; both arms tuned on seeds 0 and 1, 12 trials: lr,
 #               hidden dropout (0.3, 0.5) and max-norm (off, 4, 8: seed 0's first RBM layer
-#               starts with unit norms 1.3 to 6.4, median 2.8) (dbn-dropout.space.json). Its
+#               starts with unit norms 1.3 to 6.4, median 2.8) (dbn-dropout.space.json); the
+#               stacks copied from dbn-small-batch's folder where it holds them. Its
 #               --dry-run: ~9 PFLOP; a probe's epochs here took 61 s each for one network
 #               (sharing the CPU with another run), and it makes 11,600 network-epochs: a GPU job
 #   dbn-tuned  dbn-small-batch with both arms tuned by `stackae tune` on seeds 0 and 1, 6 trials
