@@ -156,7 +156,10 @@ def setup(folder: Path, grid: dict, records: list[dict], provenance: list[dict])
     cfg, sizes = grid.get("config", {}), grid.get("data", {})
     seconds = [json.loads(p.read_text()).get("seconds", 0.0)
                for p in sorted((folder / "runs" / "pretrain").glob("*/summary.json"))]
+    copied = Counter(str(Path(json.loads(p.read_text())["from"]).parent)
+                     for p in sorted((folder / "runs" / "pretrain").glob("*/copied.json")))
     return {"config": cfg, "data": sizes, "command": grid.get("command"),
+            "copied_stacks": dict(sorted(copied.items())),
             "versions": sorted(Counter(json.dumps(p, sort_keys=True) for p in provenance).items()),
             "finetune_seconds": sum(r["seconds"] for r in records),
             "pretrain_runs": len(seconds), "pretrain_seconds": sum(seconds)}

@@ -113,7 +113,10 @@ def markdown(rep: dict) -> str:
               + (f", momentum {cfg['pretrain_momentum']}" if cfg["pretrain_optimizer"] == "sgd"
                  else "")
               + (f", weight decay {cfg['pretrain_weight_decay']}"
-                 if cfg.get("pretrain_weight_decay") else "") + ".",
+                 if cfg.get("pretrain_weight_decay") else "") + "."
+              + "".join(f" {n} of the {s['pretrain_runs']} stacks {'was' if n == 1 else 'were'} copied from {where} "
+                        f"(pretrained there with these settings, checked)."
+                        for where, n in s.get("copied_stacks", {}).items()),
               f"- **Fine-tuning:** {cfg['finetune_optimizer']} lr {cfg['finetune_lr']}"
               + (f" (momentum {cfg['finetune_momentum']})" if cfg["finetune_optimizer"] == "sgd"
                  else "")
