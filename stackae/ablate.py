@@ -206,6 +206,14 @@ def run_cells(cfg: AblateConfig, out: Path, cells: list[Cell], device, say=None,
                           for c in cells], device, say)
 
 
+def job_finetune_config(cfg: AblateConfig, job: Job, read_test: bool = True):
+    """The FinetuneConfig a job's cell runs with."""
+    c = job.cell
+    return dataclasses.replace(job.config(cfg).finetune_config(
+        c.init, c.seed, c.depth, c.budget, str(job.stack / "stack.pt") if job.stack else None),
+        read_test=read_test)
+
+
 def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bool = True) -> dict:
     """Run the jobs not yet finished. Jobs that share a depth, label budget and architecture
     train together (every arm, seed and trial at once, up to the batch cap); each still gets its
@@ -260,10 +268,7 @@ def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bo
             for job in group:
                 if job.folder.exists():
                     shutil.rmtree(job.folder)
-            fcfgs = [dataclasses.replace(j.config(cfg).finetune_config(
-                         j.cell.init, j.cell.seed, j.cell.depth, j.cell.budget,
-                         str(j.stack / "stack.pt") if j.stack else None), read_test=read_test)
-                     for j in group]
+            fcfgs = [job_finetune_config(cfg, j, read_test) for j in group]
             cells = [j.cell for j in group]
             results = run_finetunes(fcfgs, [j.folder for j in group], device,
                                     [data(c.seed) for c in cells], quiet=True,

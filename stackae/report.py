@@ -260,7 +260,9 @@ def build(folder: Path) -> tuple[dict, dict]:
            "cells": {"planned": len(planned), "finished": len(done),
                      "missing": sorted(set(planned) - done)}}
     if (folder / "tune.json").exists():  # a stackae tune folder: its space and choices
-        rep["tuning"] = json.loads((folder / "tune.json").read_text())
+        rep["tuning"] = {**json.loads((folder / "tune.json").read_text()),
+                         "adopted_cells": sorted(p.parent.name for p in (
+                             folder / "runs" / "finetune").glob("*/copied.json"))}
     return rep, seen
 
 

@@ -169,7 +169,11 @@ def tuning_text(t: dict) -> list[str]:
             if t.get("trials_at_once", 1) > 1 else "")
          + "); the test set was read only by the runs above, "
          "with the chosen settings. The settings in Setup are the starting point; the table gives "
-         "what each arm ran with.", "",
+         "what each arm ran with."
+         + (f" The tuning seeds' {len(t['adopted_cells'])} cells are the chosen trials' own "
+            "runs (the same settings, seed, data order and model selection), not trained again: "
+            "their test error was read once, on each one's selected model, after the choice."
+            if t.get("adopted_cells") else ""), "",
          "Search space: " + "; ".join(f"`{k}` " + (
              f"{v['low']:g} to {v['high']:g}" + (" (log)" if v.get("log") else "")
              + (f" step {v['step']:g}" if v.get("step") else "")

@@ -290,12 +290,14 @@ def carry_events(old: list[Path], writer, keep) -> None:
         path.unlink(missing_ok=True)
 
 
-def copy_run_folder(source: Path, target: Path) -> None:
-    """Copy a finished run folder (a stack's) to `target`, whole or not at all: a copy cut off
-    leaves a hidden .copying folder, never a target without its checkpoint. The copy records
-    where it came from (copied.json), for reports."""
+def copy_run_folder(source: Path, target: Path, replaced: dict | None = None) -> None:
+    """Copy a finished run folder to `target`, whole or not at all: a copy cut off leaves a
+    hidden .copying folder, never a target without its checkpoint or result. `replaced` gives
+    JSON files of the copy new contents ({"result.json": {...}}); the copy records where it came
+    from (copied.json), for reports."""
     partial = target.with_name(f".{target.name}.copying")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, partial, dirs_exist_ok=True)
-    write_json(partial / "copied.json", {"from": str(source)})
+    for name, obj in {**(replaced or {}), "copied.json": {"from": str(source)}}.items():
+        write_json(partial / name, obj)
     partial.rename(target)

@@ -54,6 +54,10 @@ def work(cfg: AblateConfig, space: dict, trials: int, seeds: tuple, sizes: dict,
                 pre += trials * one["pretrain_example_passes"]
                 pre_flops += trials * one["pretrain_tflop"]
         final = estimate(at, expand(at), sizes)
+        trained = [c for c in expand(at) if c.seed not in seeds or c.budget == first]
+        kept = estimate(at, trained, sizes)  # a tuning seed's cell is its chosen trial's run
+        final = {**final, "finetune_example_passes": kept["finetune_example_passes"],
+                 "finetune_tflop": kept["finetune_tflop"]}
         if first is not None:  # the tuning seeds' stacks come from the chosen trials
             share = len(set(at.seeds) - set(seeds)) / len(at.seeds)
             final = {**final, "pretrain_example_passes": round(final["pretrain_example_passes"]
@@ -98,7 +102,8 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
     cells = expand(cfg)
     keys = sorted({c.pretrain for c in cells if c.pretrain})
     lines.append(f"  final:   {len(cells)} cells over seeds {', '.join(map(str, cfg.seeds))}, "
-                 f"each arm with its choice per budget, the test set read once per cell; "
+                 f"each arm with its choice per budget, the test set read once per cell (a "
+                 f"tuning seed's cell is the chosen trial's run, not trained again); "
                  f"pretraining: {len(keys)} stacks"
                  + (" (the tuning seeds' copied from the chosen trials)" if first and keys else "")
                  + (f", {copyable(cfg, out, cells)} to copy from {cfg.stacks_from}"

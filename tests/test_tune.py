@@ -43,9 +43,20 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path):
                 assert cfg["lr"] == pytest.approx(best["settings"]["finetune_lr"])
                 assert cfg["dropout"] == best["settings"]["dropout"]
                 assert json.loads((cell / "result.json").read_text())["test_error"] is not None
+            # the tuning seed's cell is the chosen trial's run, its test set read on its model
+            cell = out / "runs" / "finetune" / f"{arm}-d1-n{budget}-s0"
+            chosen = out / "tune" / f"n{budget}" / f"trial-{best['number']:03d}" / cell.name
+            assert json.loads((cell / "copied.json").read_text()) == {"from": str(chosen)}
+            res, model = stackae.Classifier(cell).result, stackae.Classifier(cell).model
+            assert res["best_val_error"] == best["val_error"]
+            d = stackae.load_data(train_size=600, val_size=300, seed=0)
+            wrong = (model(d.test_x).argmax(1) != d.test_y).float().mean().item()
+            assert res["test_error"] == pytest.approx(wrong)
+            assert not (cell.with_name(cell.name[:-1] + "1") / "copied.json").exists()
     assert grid.finished and len(grid.records) == 8
     report = (out / "REPORT.md").read_text()
     assert "## Tuning (stackae tune)" in report and "3 trials at each label budget" in report
+    assert "The tuning seeds' 4 cells are the chosen trials' own runs" in report
     assert grid.report["tuning"]["choices"] == tuned["choices"]
     plan = "\n".join(stackae.plan_tuning(out=out, resume=True))  # what is done is counted
     assert "progress: 12 of 12 trials and 8 of 8 cells finished" in plan, plan
