@@ -26,7 +26,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import AblateConfig, DataConfig, from_dict, load_json, to_dict
+from .config import PROVENANCE_KEYS, AblateConfig, DataConfig, from_dict, load_json, to_dict
 from .grid import Cell, plan
 from .runlog import RunError, write_json
 
@@ -288,7 +288,7 @@ def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bo
 
 def load_config(out: Path) -> AblateConfig:
     return from_dict(AblateConfig, {k: v for k, v in load_json(Path(out) / "config.json").items()
-                                    if k not in ("provenance", "resumed")})
+                                    if k not in PROVENANCE_KEYS})
 
 
 def stderr_say(line: str) -> None:

@@ -239,6 +239,7 @@ PER_NETWORK = ("seed", "init", "init_scheme", "like", "lr", "weight_decay", "dro
                "input_dropout", "max_norm")
 # settings of how a run executes, not of what it computes: a resumed run or a joining shard may
 # change them, and a stack trained either way is the same stack
+PROVENANCE_KEYS = ("provenance", "resumed")  # what a saved config.json holds beside the settings
 RUN_ONLY = ("compile", "seed_batch",  # seed_batch: results are the same however batched
             "stacks_from")  # a stack copied is the stack its settings would pretrain
 NOT_SWEPT = ("loss", "persistent", "rbm_visible", "unroll_epochs", "freeze_encoder",  # defaults

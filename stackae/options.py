@@ -13,10 +13,8 @@ from pathlib import Path
 
 import click
 
-from .config import ConfigError, field_types, from_dict, load_json
+from .config import PROVENANCE_KEYS, ConfigError, field_types, from_dict, load_json
 from .schema import not_one_of
-
-PROVENANCE_KEYS = ("provenance", "resumed")  # what a config.json holds beside the settings
 
 
 class ListParam(click.ParamType):

@@ -16,14 +16,13 @@ import torch
 from . import checks, claims
 from . import data as data_mod
 from .config import DATASETS, RUN_ONLY, AblateConfig, ConfigError, FinetuneConfig, PretrainConfig
-from .config import field_types, from_dict, load_json, to_dict
+from .config import PROVENANCE_KEYS, field_types, from_dict, load_json, to_dict
 from .files import NAMES
 from .progress import say
 from .runlog import RunError
 from .schema import coerce, did_you_mean
 
 ARRAYS = "(arrays in memory)"  # what config.json says when the data came as arrays
-PROVENANCE_KEYS = ("provenance", "resumed")  # what a config.json holds beside the settings
 COMMANDS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "ablate": AblateConfig}
 
 
