@@ -80,10 +80,11 @@ def data_sizes(cfg: AblateConfig) -> dict:
     return checked(cfg, (), known=DATASET_SIZES)
 
 
-def estimate(cfg: AblateConfig, cells: list[Cell], sizes: dict) -> dict:
+def estimate(cfg: AblateConfig, cells: list[Cell], sizes: dict, copied=frozenset()) -> dict:
     """Work in example-passes and rough FLOPs (a multiply-add is 2 FLOPs; backward is twice
-    forward; an autoencoder layer is encoder plus decoder)."""
-    keys = sorted({c.pretrain for c in cells if c.pretrain})
+    forward; an autoencoder layer is encoder plus decoder). The stacks named in `copied` come
+    from elsewhere and are no pretraining work."""
+    keys = sorted({c.pretrain for c in cells if c.pretrain} - set(copied))
     pre_passes = pre_flops = 0
     for key in keys:
         depth = int(key.split("-d")[1].split("-")[0])
@@ -144,25 +145,30 @@ def arm_names(cfg: AblateConfig) -> list[str]:
             for i in cfg.inits]
 
 
-def copyable(cfg: AblateConfig, out: Path, cells: list[Cell]) -> int:
-    """How many of these cells' unfinished stacks --stacks-from holds with their settings."""
+def copied_stacks(cfg: AblateConfig, out: Path, cells: list[Cell]) -> tuple[set, set]:
+    """These cells' stacks that are not pretrained here: (those copied already, recorded by
+    copied.json; those still to copy, which --stacks-from holds with their settings)."""
     from .checks import matching_stack, stacks_source
-    source, wanted = stacks_source(cfg.stacks_from), {}
+    source, done, wanted = stacks_source(cfg.stacks_from), set(), {}
     for c in cells:
-        if c.pretrain and not (out / "runs" / "pretrain" / c.pretrain).exists():
+        folder = out / "runs" / "pretrain" / (c.pretrain or "")
+        if c.pretrain and (folder / "copied.json").exists():
+            done.add(c.pretrain)
+        elif c.pretrain and not folder.exists():
             wanted[c.pretrain] = cfg.pretrain_config(c.init, c.seed, c.depth)
-    return sum(bool(source and matching_stack(source / k, w)) for k, w in wanted.items())
+    return done, {k for k, w in wanted.items() if source and matching_stack(source / k, w)}
 
 
 def describe_plan(cfg: AblateConfig, out: Path, cells: list[Cell], mine: list[Cell],
                   sizes: dict) -> list[str]:
     """The --dry-run text."""
-    est = estimate(cfg, cells, sizes)
+    elsewhere = set().union(*copied_stacks(cfg, out, cells))
+    est = estimate(cfg, cells, sizes, elsewhere)
     arms = arm_names(cfg)
     done = {c.id for c in cells if finished(out, c)}
     keys = sorted({c.pretrain for c in mine if c.pretrain})
     pre_done = sum((out / "runs" / "pretrain" / k / "stack.pt").exists() for k in keys)
-    copies = copyable(cfg, out, mine)
+    copies = len(copied_stacks(cfg, out, mine)[1])
     lines = [f"ablation plan for {out}",
              f"  arms:    {', '.join(arms)}",
              f"  seeds:   {', '.join(map(str, cfg.seeds))}",
@@ -176,7 +182,9 @@ def describe_plan(cfg: AblateConfig, out: Path, cells: list[Cell], mine: list[Ce
              f"  pretraining: {len(keys)} runs for these cells, {pre_done} finished"
              + (f", {copies} to copy from {cfg.stacks_from}" if cfg.stacks_from else ""),
              f"  work (whole grid): pretraining {est['pretrain_example_passes']:,} example-passes "
-             f"(~{est['pretrain_tflop']:.2g} TFLOP); fine-tuning {est['finetune_example_passes']:,} "
+             f"(~{est['pretrain_tflop']:.2g} TFLOP"
+             + ("; the copied stacks are none of it" if elsewhere else "")
+             + f"); fine-tuning {est['finetune_example_passes']:,} "
              f"example-passes plus evaluation (~{est['finetune_tflop']:.2g} TFLOP)",
              f"  command: {command(cfg, out)}", "  cells of this run:"]
     lines += [f"    {c.id:<28} {'finished' if c.id in done else 'to do'}" for c in mine]

@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from .config import OBJECTIVES, AblateConfig
-from .grid import arm_names, copyable, estimate, expand, finished
+from .grid import arm_names, copied_stacks, estimate, expand, finished
 from .space import PRETRAINING, applied
 from .tune import command, finished_trials, trial_config
 
@@ -36,10 +36,10 @@ def described(spec) -> str:
 
 
 def work(cfg: AblateConfig, space: dict, trials: int, seeds: tuple, sizes: dict,
-         first) -> list[dict]:
+         first, copied=frozenset()) -> list[dict]:
     """The work of the trials and of the final ablation, at the space's lowest and highest
     epochs: [{"trials": estimate, "final": estimate}, ...] (one entry when the space does not
-    change the number of epochs)."""
+    change the number of epochs). The final stacks named in `copied` are no work."""
     sized = [n for n in SIZED if n in space]
     out = []
     for end in ([0, 1] if sized else [0]):
@@ -53,7 +53,7 @@ def work(cfg: AblateConfig, space: dict, trials: int, seeds: tuple, sizes: dict,
             if budget == first:  # each of its trials pretrains stacks of its own
                 pre += trials * one["pretrain_example_passes"]
                 pre_flops += trials * one["pretrain_tflop"]
-        final = estimate(at, expand(at), sizes)
+        final = estimate(at, expand(at), sizes, copied)
         trained = [c for c in expand(at) if c.seed not in seeds or c.budget == first]
         kept = estimate(at, trained, sizes)  # a tuning seed's cell is its chosen trial's run
         final = {**final, "finetune_example_passes": kept["finetune_example_passes"],
@@ -101,14 +101,17 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
     lines += [f"  trial runs: {n_ft} fine-tunes; pretraining: {stacks}"]
     cells = expand(cfg)
     keys = sorted({c.pretrain for c in cells if c.pretrain})
+    copied, copies = copied_stacks(cfg, out, cells) if not first else (set(), set())
+    elsewhere = copied | copies
     lines.append(f"  final:   {len(cells)} cells over seeds {', '.join(map(str, cfg.seeds))}, "
                  f"each arm with its choice per budget, the test set read once per cell (a "
                  f"tuning seed's cell is the chosen trial's run, not trained again); "
                  f"pretraining: {len(keys)} stacks"
                  + (" (the tuning seeds' copied from the chosen trials)" if first and keys else "")
-                 + (f", {copyable(cfg, out, cells)} to copy from {cfg.stacks_from}"
-                    if cfg.stacks_from and not first else ""))
-    ranges = work(cfg, space, trials, seeds, sizes, first)
+                 + (f", {len(copies)} to copy from {cfg.stacks_from}"
+                    if cfg.stacks_from and not first else "")
+                 + (", the copied ones no work below" if elsewhere else ""))
+    ranges = work(cfg, space, trials, seeds, sizes, first, elsewhere)
 
     def span(stage: str, what: str, unit: str, fmt) -> str:
         vals = [r[stage][f"{what}_{unit}"] for r in ranges]

@@ -298,6 +298,13 @@ def test_a_grid_copies_the_stacks_another_made_with_its_settings_and_pretrains_t
     plan = stackae.plan_ablation(out=tmp_path / "second", stacks_from=str(first),
                                  finetune_lr=0.05, **small)
     assert f"2 runs for these cells, 0 finished, 1 to copy from {first}" in "\n".join(plan)
+    own = stackae.plan_ablation(out=tmp_path / "second", finetune_lr=0.05, **small)
+
+    def pretraining(lines):  # the work line's example-passes of pretraining
+        work = next(line for line in lines if "work (whole grid)" in line)
+        return int(work.split("pretraining ")[1].split(" ")[0].replace(",", ""))
+    assert pretraining(plan) * 2 == pretraining(own)  # a copy is no pretraining work
+    assert "the copied stacks are none of it" in "\n".join(plan)
     flags = ["--layers", "8", "--train-size", "600", "--val-size", "300", "--seeds", "0,1",
              "--labels", "all", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--device",
              "cpu", "--finetune-lr", "0.05"]
