@@ -66,8 +66,7 @@ def read_folder(folder: Path) -> dict:
             curves[rec["id"]] = json.loads((cell / "result.json").read_text()).get("curves", {})
         if (cell / "config.json").exists():
             p = json.loads((cell / "config.json").read_text()).get("provenance", {})
-            provenance.append({k: p.get(k) for k in ("device", "stackae", "torch", "python",
-                                                      "git_commit", "git_dirty")})
+            provenance.append({k: p.get(k) for k in VERSION_NAMES})
     return {"grid": grid, "records": sorted(records.values(), key=lambda r: r["id"]),
             "bad_lines": bad, "curves": curves, "provenance": provenance}
 
@@ -150,6 +149,12 @@ def undertrained(records: list[dict], curves: dict, inits, depths, budgets,
                        f"error was still falling when fine-tuning stopped: more epochs may lower "
                        f"this arm's error and change any difference from it")
     return out
+
+
+# what a cell's provenance records that can differ between cells, as the warning names it
+VERSION_NAMES = {"device": "devices", "stackae": "stackae versions", "torch": "torch versions",
+                 "python": "python versions", "git_commit": "git commits",
+                 "git_dirty": "uncommitted changes"}
 
 
 def setup(folder: Path, grid: dict, records: list[dict], provenance: list[dict]) -> dict:
@@ -252,8 +257,10 @@ def build(folder: Path) -> tuple[dict, dict]:
     if reference_arm(inits) is None:
         warnings.append("no random-init arm in the grid, so no paired comparison is made")
     info = setup(folder, grid, records, seen["provenance"])
-    if len(info["versions"]) > 1:
-        warnings.append("cells ran on different devices or versions (see Setup)")
+    differ = [name for key, name in VERSION_NAMES.items()
+              if len({p.get(key) for p in seen["provenance"]}) > 1]
+    if differ:
+        warnings.append(f"cells ran with different {', '.join(differ)} (see Setup)")
     rep = {"folder": str(folder), "inits": inits, "depths": depths, "budgets": budgets,
            "reference": reference_arm(inits), "conditions": conditions,
            "comparisons": comparisons, "warnings": warnings, "setup": info,

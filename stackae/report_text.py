@@ -132,7 +132,7 @@ def markdown(rep: dict) -> str:
               f"{', '.join(map(str, cfg['seeds']))}."]
     for v, count in s["versions"]:
         p = json.loads(v)
-        cells = f" ({count} cells)" if len(s["versions"]) > 1 else ""
+        cells = f" ({count} cell{'s' if count > 1 else ''})" if len(s["versions"]) > 1 else ""
         L.append(f"- **Ran on:** {p['device']}; stackae {p['stackae']}, torch {p['torch']}, "
                  f"python {p['python']}, git commit {p['git_commit'] or 'unknown'}"
                  f"{' with uncommitted changes' if p.get('git_dirty') else ''}{cells}.")

@@ -100,7 +100,8 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
             if todo:
                 asked = ask_round(cfg, dists, folder, numbers, todo, done, budget == first)
                 runs = {(n, a): applied({**fixed[a], **asked[n][a]}) for n, a in todo}
-                blown = run_round(cfg, out, folder, budget, seeds, runs, device, budget == first)
+                blown = run_round(cfg, out, folder, budget, seeds, runs, device, budget == first,
+                                  say)
                 for n, arm in todo:
                     done[arm].append(record_trial(cfg, folder, budget, seeds, n, arm,
                                                   asked[n][arm], (n, arm) in blown))
@@ -171,12 +172,17 @@ def ask_round(cfg: AblateConfig, dists: dict, folder: Path, numbers: range, todo
 
 
 def run_round(cfg: AblateConfig, out: Path, folder: Path, budget: str, seeds, runs: dict, device,
-              pretraining: bool) -> set:
+              pretraining: bool, say=None) -> set:
     """Train a round's trials ({(number, arm): settings}) on the tuning seeds, test set unread:
     those whose settings differ at most in PER_ARM ones as one K-network loop (up to the batch
     cap). Returns the (number, arm) that diverged; a loop that diverged is rerun a trial at a time
-    to find which."""
+    to find which. Of what the runs say, the stacks' lines (pretrained, copied) are passed on: a
+    trial's own cells are summed up by its trial line."""
     from .ablate import run_jobs
+
+    def stacks_say(line):
+        if say and line.startswith("pretrain "):
+            say(line)
 
     def jobs(keys, per):
         return [trial_job(out, folder / f"trial-{n:03d}", Cell(a, d, budget, s), pretraining,
@@ -187,7 +193,7 @@ def run_round(cfg: AblateConfig, out: Path, folder: Path, budget: str, seeds, ru
         arms = sorted({a for _, a in keys}, key=cfg.inits.index)
         try:
             run_jobs(trial_config(cfg, arms, budget, seeds, runs[keys[0]]), jobs(keys, per),
-                     device, read_test=False)
+                     device, stacks_say, read_test=False)
         except Diverged:
             if len(keys) == 1:
                 blown.update(keys)
@@ -195,7 +201,7 @@ def run_round(cfg: AblateConfig, out: Path, folder: Path, budget: str, seeds, ru
             for n, a in keys:
                 try:
                     run_jobs(trial_config(cfg, [a], budget, seeds, runs[n, a]),
-                             jobs([(n, a)], per), device, read_test=False)
+                             jobs([(n, a)], per), device, stacks_say, read_test=False)
                 except Diverged:
                     blown.add((n, a))
     return blown

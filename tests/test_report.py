@@ -258,6 +258,24 @@ def test_setup_names_the_fine_tuning_optimizer_as_run(tiny, tmp_path):
     assert "adam lr 0.001, cosine decay to 0, " in text and "momentum" not in text
 
 
+def test_cells_of_different_code_or_devices_are_warned_by_what_differs(tiny, tmp_path):
+    out, _ = tiny
+    copy = tmp_path / "g"
+    shutil.copytree(out, copy)
+    assert not [w for w in write_report(copy)["warnings"] if "cells ran with" in w]
+    cells = sorted((copy / "runs" / "finetune").glob("*/config.json"))
+    saved = json.loads(cells[0].read_text())
+    saved["provenance"]["git_commit"] = "0" * 40  # one cell resumed after a commit
+    cells[0].write_text(json.dumps(saved))
+    warned = [w for w in write_report(copy)["warnings"] if "cells ran with" in w]
+    assert warned == ["cells ran with different git commits (see Setup)"]
+    saved["provenance"]["device"] = "cuda:0"
+    cells[0].write_text(json.dumps(saved))
+    text = (copy / "REPORT.md").read_text() if write_report(copy) else ""
+    assert "cells ran with different devices, git commits (see Setup)" in text
+    assert "**Ran on:** cuda:0" in text and "(1 cell)." in text
+
+
 def test_report_reads_only_the_folder_and_is_repeatable(tiny):
     out, _ = tiny
     before = {n: (out / n).read_text() for n in ("REPORT.md", "report.json", "results.csv")}

@@ -336,9 +336,13 @@ def test_tune_and_ablate_folders_do_not_resume_each_other(tmp_path, capsys, monk
     assert code == 0
     code, _, err = run_main(["tune", "--out", tmp_path / "a", "--resume"], capsys, monkeypatch)
     assert code == 2 and "holds a `stackae ablate` run" in err, err
-    code, _, _ = run_main(["tune", *small, "--trials", "1", "--out", tmp_path / "t"], capsys,
-                          monkeypatch)
-    assert code == 0
+    code, out, err = run_main(["tune", *small[:-1], "--trials", "1", "--stacks-from",
+                               tmp_path / "a", "--out", tmp_path / "t"], capsys, monkeypatch)
+    assert code == 0, err
+    said = out + err  # the trials' stacks are said, copied from the grid as they had its settings
+    for seed in (0, 1):
+        assert f"pretrain denoising-d1-s{seed}: copied from {tmp_path / 'a'}" in said, said
+    assert "tune denoising at all labels: trial 1/1 validation error" in said
     code, _, err = run_main(["ablate", "--out", tmp_path / "t", "--resume"], capsys, monkeypatch)
     assert code == 2 and "holds a `stackae tune` run" in err, err
 
