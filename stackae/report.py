@@ -199,13 +199,15 @@ def draw(folder: Path, rep: dict, records: list[dict], curves: dict) -> list[str
 
 
 def filter_figure(folder: Path, rep: dict, path: Path) -> bool:
-    """First-layer filters of a pretrained stack beside the same layer at random init."""
+    """First-layer filters of a pretrained stack beside the same layer at random init. Where the
+    stacks are gone (a clone of committed results: checkpoints are not in git) the figure drawn
+    from them earlier is kept."""
     from .checkpoint import load_stack
     from .network import build_classifier, init_random
     pre = [i for i in rep["inits"] if i in OBJECTIVES]
     stacks = sorted(folder.glob(f"runs/pretrain/{pre[0]}-d*-s*/stack.pt")) if pre else []
     if not stacks:
-        return False
+        return bool(pre) and path.exists()
     stacks.sort(key=lambda p: (-int(p.parent.name.split("-d")[1].split("-")[0]),
                                int(p.parent.name.rsplit("-s", 1)[1])))
     stack = load_stack(stacks[0])

@@ -276,6 +276,21 @@ def test_cells_of_different_code_or_devices_are_warned_by_what_differs(tiny, tmp
     assert "**Ran on:** cuda:0" in text and "(1 cell)." in text
 
 
+def test_the_filters_figure_outlives_the_stacks_it_was_drawn_from(tiny, tmp_path):
+    out, _ = tiny
+    copy = tmp_path / "g"
+    shutil.copytree(out, copy)
+    drawn = (copy / "figures" / "filters.png").read_bytes()
+    for stack in (copy / "runs" / "pretrain").glob("*/stack.pt"):
+        stack.unlink()  # as in a clone of committed results
+    assert "figures/filters.png" in write_report(copy)["figures"]
+    assert (copy / "figures" / "filters.png").read_bytes() == drawn
+    assert "![filters](figures/filters.png)" in (copy / "REPORT.md").read_text()
+    (copy / "figures" / "filters.png").unlink()  # nothing to draw it from, nothing drawn
+    assert "figures/filters.png" not in write_report(copy)["figures"]
+    assert "![filters]" not in (copy / "REPORT.md").read_text()
+
+
 def test_report_reads_only_the_folder_and_is_repeatable(tiny):
     out, _ = tiny
     before = {n: (out / n).read_text() for n in ("REPORT.md", "report.json", "results.csv")}
