@@ -159,15 +159,18 @@ VERSION_NAMES = {"device": "devices", "stackae": "stackae versions", "torch": "t
 
 def setup(folder: Path, grid: dict, records: list[dict], provenance: list[dict]) -> dict:
     cfg, sizes = grid.get("config", {}), grid.get("data", {})
+    # a copied stack's seconds were spent where it was pretrained, not on this experiment
     seconds = [json.loads(p.read_text()).get("seconds", 0.0)
-               for p in sorted((folder / "runs" / "pretrain").glob("*/summary.json"))]
+               for p in sorted((folder / "runs" / "pretrain").glob("*/summary.json"))
+               if not (p.parent / "copied.json").exists()]
     copied = Counter(str(Path(json.loads(p.read_text())["from"]).parent)
                      for p in sorted((folder / "runs" / "pretrain").glob("*/copied.json")))
     return {"config": cfg, "data": sizes, "command": grid.get("command"),
             "copied_stacks": dict(sorted(copied.items())),
             "versions": sorted(Counter(json.dumps(p, sort_keys=True) for p in provenance).items()),
             "finetune_seconds": sum(r["seconds"] for r in records),
-            "pretrain_runs": len(seconds), "pretrain_seconds": sum(seconds)}
+            "pretrain_runs": len(seconds) + sum(copied.values()),
+            "pretrain_seconds": sum(seconds)}
 
 
 def x_positions(records, budgets) -> dict:
@@ -269,9 +272,19 @@ def build(folder: Path) -> tuple[dict, dict]:
            "cells": {"planned": len(planned), "finished": len(done),
                      "missing": sorted(set(planned) - done)}}
     if (folder / "tune.json").exists():  # a stackae tune folder: its space and choices
+        trials = sorted((folder / "tune").glob("n*/trial-*"))
+        runs = [json.loads(line) for t in trials if (t / "results.jsonl").exists()
+                for line in (t / "results.jsonl").read_text().splitlines() if line.strip()]
+        stacks = [json.loads(p.read_text()).get("seconds", 0.0) for t in trials
+                  for p in sorted((t / "pretrain").glob("*/summary.json"))
+                  if not (p.parent / "copied.json").exists()]
         rep["tuning"] = {**json.loads((folder / "tune.json").read_text()),
                          "adopted_cells": sorted(p.parent.name for p in (
-                             folder / "runs" / "finetune").glob("*/copied.json"))}
+                             folder / "runs" / "finetune").glob("*/copied.json")),
+                         "compute": {"finetunes": len(runs),
+                                     "finetune_seconds": sum(r["seconds"] for r in runs),
+                                     "pretrain_runs": len(stacks),
+                                     "pretrain_seconds": sum(stacks)}}
     return rep, seen
 
 

@@ -136,8 +136,13 @@ def markdown(rep: dict) -> str:
         L.append(f"- **Ran on:** {p['device']}; stackae {p['stackae']}, torch {p['torch']}, "
                  f"python {p['python']}, git commit {p['git_commit'] or 'unknown'}"
                  f"{' with uncommitted changes' if p.get('git_dirty') else ''}{cells}.")
-    L.append(f"- **Compute:** {s['pretrain_runs']} pretraining runs, {s['pretrain_seconds']:.0f} s; "
-             f"{rep['cells']['finished']} fine-tunes, {s['finetune_seconds']:.0f} s.")
+    n_copied = sum(s.get("copied_stacks", {}).values())
+    pretrained = s["pretrain_runs"] - n_copied
+    L.append(f"- **Compute:** {pretrained} pretraining run{'' if pretrained == 1 else 's'}, "
+             f"{s['pretrain_seconds']:.0f} s"
+             + ((" (the copied stack's time is in its own folder)" if n_copied == 1 else
+                 f" (the {n_copied} copied stacks' time is in their own folder)") if n_copied else "")
+             + f"; {rep['cells']['finished']} fine-tunes, {s['finetune_seconds']:.0f} s.")
     if rep.get("tuning"):
         L += tuning_text(rep["tuning"])
     L += ["", "## Reproduce", "", "```"]
@@ -195,4 +200,13 @@ def tuning_text(t: dict) -> list[str]:
                      f"{c['trial'] + 1} of {t['trials']}"
                      + (f" (pretraining: trial {pre['trial'] + 1} at {pre['budget']} labels)"
                         if pre else "") + " |")
+    if t.get("compute"):
+        c = t["compute"]
+        L += ["", f"Tuning compute: {c['finetunes']} trial fine-tunes, "
+              f"{c['finetune_seconds']:.0f} s"
+              + (f"; {c['pretrain_runs']} trial pretraining runs, {c['pretrain_seconds']:.0f} s"
+                 if c["pretrain_runs"] else "")
+              + (f" (the {len(t['adopted_cells'])} adopted cells' fine-tunes are among them, "
+                 "counted under Compute too)" if t.get("adopted_cells") else "")
+              + ". Seconds are each network's share of its batch's wall time."]
     return L

@@ -316,8 +316,12 @@ def test_a_grid_copies_the_stacks_another_made_with_its_settings_and_pretrains_t
     original = (stacks / "denoising-d1-s0" / "stack.pt").read_bytes()
     assert (copied / "denoising-d1-s0" / "stack.pt").read_bytes() == original
     assert (copied / "denoising-d1-s1" / "stack.pt").exists()
+    report = (tmp_path / "second" / "REPORT.md").read_text()
     assert f"1 of the 2 stacks was copied from {stacks} (pretrained there with these settings" \
-        in (tmp_path / "second" / "REPORT.md").read_text()
+        in report
+    own_seconds = json.loads((copied / "denoising-d1-s1" / "summary.json").read_text())["seconds"]
+    assert f"**Compute:** 1 pretraining run, {own_seconds:.0f} s (the copied stack's time" \
+        in report  # the copy's seconds were spent in the first folder
     # other pretraining settings copy nothing; the grid records where it looked
     r = invoke("ablate", *flags, "--pretrain-lr", "0.05", "--stacks-from", copied,
                "--out", tmp_path / "third")

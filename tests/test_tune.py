@@ -57,6 +57,13 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path):
     report = (out / "REPORT.md").read_text()
     assert "## Tuning (stackae tune)" in report and "3 trials at each label budget" in report
     assert "The tuning seeds' 4 cells are the chosen trials' own runs" in report
+    trial_runs = [r for b in ("100", "all") for t in sorted((out / "tune" / f"n{b}").glob("trial-*"))
+                  for r in map(json.loads, (t / "results.jsonl").read_text().splitlines())]
+    assert len(trial_runs) == 12  # 3 trials x 2 arms x 2 budgets x 1 seed: the search's cost
+    assert grid.report["tuning"]["compute"] == {
+        "finetunes": 12, "finetune_seconds": pytest.approx(sum(r["seconds"] for r in trial_runs)),
+        "pretrain_runs": 0, "pretrain_seconds": 0}
+    assert "Tuning compute: 12 trial fine-tunes" in report
     assert grid.report["tuning"]["choices"] == tuned["choices"]
     plan = "\n".join(stackae.plan_tuning(out=out, resume=True))  # what is done is counted
     assert "progress: 12 of 12 trials and 8 of 8 cells finished" in plan, plan
@@ -244,6 +251,8 @@ def test_pretraining_settings_are_tuned_at_the_largest_budget_with_stacks_of_the
         "stack.pt").read_bytes()
     report = (out / "REPORT.md").read_text()
     assert "Pretraining settings were tuned at the all-label budget" in report
+    # the 3 trials at all labels pretrained a stack each; the 100-label trials reused those
+    assert "; 3 trial pretraining runs, " in report
 
 
 def test_a_tuning_interrupted_after_choosing_the_pretraining_resumes(tmp_path, monkeypatch):
