@@ -58,8 +58,9 @@
 #               per arm: fine-tuning lr (0.03 to 0.3) and weight decay (0, 1e-5, 1e-4, 1e-3)
 #               (dbn-tuned.space.json); the stacks are dbn-small-batch's, copied when that folder
 #               holds them (--stacks-from checks their settings), else pretrained. On this CPU:
-#               24 trial fine-tunes (four at a time, ~52 min a round of 30 epochs) and 6 final
-#               ones (the tuning seeds' 4 cells are the chosen trials' runs): about 6.5 hours
+#               24 trial fine-tunes (four at a time, 16,666 s in all) and 6 final ones (six at
+#               a time, 4,567 s; the tuning seeds' 4 cells are the chosen trials' runs): about
+#               5 h 55 min measured (see runs/reference/dbn-tuned)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for name in "${@:-classic classic-small-batch classic-pretrain-30 dbn-small-batch budgets budgets-large modern modern-long objectives deep-autoencoder}"; do
