@@ -12,6 +12,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from . import figures, stats
 from .config import OBJECTIVES, RANDOM_INITS, AblateConfig
 from .report_text import markdown
@@ -19,6 +21,7 @@ from .runlog import RunError, atomic_write, write_json
 
 CSV_COLUMNS = ("id", "init", "kind", "depth", "budget", "labels", "seed", "test_error",
                "best_val_error", "best_epoch", "epochs_run", "seconds", "pretrain")
+ERROR_COLUMNS = ("test_error", "best_val_error")
 
 
 def budget_order(b: str) -> float:
@@ -231,11 +234,15 @@ def filter_figure(folder: Path, rep: dict, path: Path) -> bool:
 
 
 def write_csv(path: Path, records: list[dict]) -> None:
+    """One row per cell. An error rate computed in float32 is written as the shortest decimal
+    that is that float32 (0.0123, not its float64 widening 0.012299999594688416)."""
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
             w.writeheader()
-            w.writerows(records)
+            w.writerows({**r, **{k: str(np.float32(r[k])) for k in ERROR_COLUMNS
+                                 if r.get(k) is not None and float(np.float32(r[k])) == r[k]}}
+                        for r in records)
     atomic_write(path, write)
 
 

@@ -70,6 +70,19 @@ def test_holm_known_values():
     assert holm([0.9, 0.02]) == pytest.approx([0.9, 0.04])
 
 
+def test_results_csv_writes_float32_error_rates_as_their_shortest_decimal(tmp_path):
+    from stackae.report import write_csv
+    widened = float(np.float32(0.0123))  # how a float32 error rate reaches the record
+    assert widened != 0.0123
+    records = [{"id": "a", "test_error": widened, "best_val_error": 0.1 / 3, "seconds": 2.5},
+               {"id": "b", "test_error": None, "best_val_error": widened}]
+    write_csv(tmp_path / "r.csv", records)
+    rows = list(csv.DictReader(open(tmp_path / "r.csv")))
+    assert rows[0]["test_error"] == "0.0123" and np.float32(rows[0]["test_error"]) == widened
+    assert float(rows[0]["best_val_error"]) == 0.1 / 3  # a float64 keeps every digit
+    assert rows[1]["test_error"] == "" and rows[1]["best_val_error"] == "0.0123"
+
+
 def test_numbers_recomputed_from_results_csv(tmp_path):
     effects = {("denoising", "100"): 0.20, ("random", "100"): 0.30, ("denoising", "1000"): 0.08,
                ("random", "1000"): 0.085, ("denoising", "all"): 0.02, ("random", "all"): 0.02}
