@@ -41,21 +41,32 @@ def usable(rec) -> bool:
         for k, t in RECORD_TYPES.items())
 
 
+def timed(rec) -> bool:
+    """A tuning trial's results line (its test error unread): enough to count its compute."""
+    return isinstance(rec, dict) and isinstance(rec.get("id"), str) and \
+        isinstance(rec.get("seconds"), (int, float))
+
+
+def read_records(path: Path, keep=usable) -> tuple[dict, int]:
+    """A results.jsonl's records that `keep` accepts, by cell id (the last line of a cell wins),
+    and the number of lines skipped as unreadable."""
+    records, bad = {}, 0
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            rec = None
+        if keep(rec):
+            records[rec["id"]] = rec
+        elif line.strip():
+            bad += 1
+    return records, bad
+
+
 def read_folder(folder: Path) -> dict:
     """grid.json, the results.jsonl records (last line per cell wins) and each cell's result.json
     curves and config.json provenance."""
-    path = folder / "results.jsonl"
-    records, bad = {}, 0
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                rec = None
-            if usable(rec):
-                records[rec["id"]] = rec
-            else:
-                bad += 1
+    records, bad = read_records(folder / "results.jsonl")
     if not records:
         raise RunError(f"{folder} has no results (expected results.jsonl written by stackae "
                        f"ablate); nothing to report")
@@ -280,8 +291,7 @@ def build(folder: Path) -> tuple[dict, dict]:
                      "missing": sorted(set(planned) - done)}}
     if (folder / "tune.json").exists():  # a stackae tune folder: its space and choices
         trials = sorted((folder / "tune").glob("n*/trial-*"))
-        runs = [json.loads(line) for t in trials if (t / "results.jsonl").exists()
-                for line in (t / "results.jsonl").read_text().splitlines() if line.strip()]
+        runs = [r for t in trials for r in read_records(t / "results.jsonl", timed)[0].values()]
         stacks = [json.loads(p.read_text()).get("seconds", 0.0) for t in trials
                   for p in sorted((t / "pretrain").glob("*/summary.json"))
                   if not (p.parent / "copied.json").exists()]

@@ -64,6 +64,11 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path):
         "finetunes": 12, "finetune_seconds": pytest.approx(sum(r["seconds"] for r in trial_runs)),
         "pretrain_runs": 0, "pretrain_seconds": 0}
     assert "Tuning compute: 12 trial fine-tunes" in report
+    trial = sorted((out / "tune" / "nall").glob("trial-*"))[0] / "results.jsonl"
+    with open(trial, "a") as f:  # a line cut short by a kill is skipped, not a traceback
+        f.write('{"id": "denoising-d1-nall-s0", "seconds": ')
+    from stackae.report import write_report
+    assert write_report(out)["tuning"]["compute"]["finetunes"] == 12
     assert grid.report["tuning"]["choices"] == tuned["choices"]
     plan = "\n".join(stackae.plan_tuning(out=out, resume=True))  # what is done is counted
     assert "progress: 12 of 12 trials and 8 of 8 cells finished" in plan, plan
