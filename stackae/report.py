@@ -143,7 +143,8 @@ def undertrained(records: list[dict], curves: dict, inits, depths, budgets,
     out = []
     for key in [(d, b, i) for d in depths for b in budgets for i in inits if (d, b, i) in groups]:
         rs = groups[key]
-        last = sum(r["best_epoch"] == r["epochs_run"] > 1 for r in rs)
+        at_end = sum(r["best_epoch"] == r["epochs_run"] for r in rs)
+        last = sum(r["best_epoch"] == r["epochs_run"] > 1 for r in rs)  # of more than one epoch
         train = []
         for r in rs:
             curve = curves.get(r["id"], {}).get("train_error") or []
@@ -153,7 +154,7 @@ def undertrained(records: list[dict], curves: dict, inits, depths, budgets,
         if train and sum(train) / len(train) >= UNDERFIT_TRAIN_ERROR:
             lo, hi = f"{100 * min(train):.0f}", f"{100 * max(train):.0f}"
             out.append(f"{name}: training error at the selected epoch "
-                       f"is {lo if lo == hi else lo + '–' + hi}% ({last} of {len(rs)} "
+                       f"is {lo if lo == hi else lo + '–' + hi}% ({at_end} of {len(rs)} "
                        f"seeds chose their last epoch): the arm had not fit its labelled set when "
                        f"fine-tuning stopped (too few epochs, a plateau, or too little capacity), "
                        f"so its error, and any difference from it, may reflect that more than the "

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from .config import (NOT_SWEPT, OBJECTIVES, PER_CELL, PER_NETWORK, AblateConfig, ConfigError,
-                     FinetuneConfig, PretrainConfig, field_types, grid_name)
+                     FinetuneConfig, PretrainConfig, field_types, from_dict, grid_name, to_dict)
 from .schema import did_you_mean
 
 
@@ -93,28 +93,58 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
                                                                           "step"}:
             if tp not in (int, float):
                 raise ConfigError("space", f"{name!r} takes a list of values, not a range")
+            if not isinstance(spec.get("log", False), bool):
+                raise ConfigError("space", f"{name!r}: \"log\" must be true or false, got "
+                                  f"{json.dumps(spec['log'])}")
+            values = [spec["low"], spec["high"]]
+            for v in values:  # a bound of the setting's own type (no 2.5 epochs, no true)
+                valid_value(cfg, name, v)
+            step = spec.get("step")
+            if isinstance(step, (int, float)) and not isinstance(step, bool) and \
+                    0 < spec["high"] - spec["low"] < step:
+                raise ConfigError("space", f"{name!r}: step {step:g} is larger than the range "
+                                  f"{spec['low']:g} to {spec['high']:g}")
             try:
                 kind = IntDistribution if tp is int else FloatDistribution
-                out[name] = kind(spec["low"], spec["high"], log=bool(spec.get("log", False)),
+                out[name] = kind(spec["low"], spec["high"], log=spec.get("log", False),
                                  step=spec.get("step", 1 if tp is int else None))
             except (ValueError, TypeError) as e:
                 raise ConfigError("space", f"{name!r}: {e}")
-            values = [spec["low"], spec["high"]]
         else:
             raise ConfigError("space", f"{name!r}: expected a range {{\"low\": a, \"high\": b}} "
                               f"or a non-empty list of values, got {json.dumps(spec)}")
         for v in values:  # each bound or value must make a valid grid
-            try:
-                dataclasses.replace(cfg, **applied({name: v}))
-            except ConfigError as e:
-                raise ConfigError("space", f"{name!r}: {v!r} is not a valid value ({e})")
-            except TypeError:
-                raise ConfigError("space", f"{name!r}: {v!r} is not a valid value")
+            valid_value(cfg, name, v)
     if not set(out) - PRETRAINING:
         raise ConfigError("space", "needs at least one fine-tuning setting (such as finetune_lr): "
                           "every arm tunes those at every budget, and a random-init arm nothing "
                           "else")
     return out
+
+
+def valid_value(cfg: AblateConfig, name: str, value) -> None:
+    """Refuse a value of the space that --config would refuse for the setting (a wrong type, a
+    choice it does not have, a bad grid), or that it would only take converted ("yes" for true):
+    a trial runs with the value as the space gives it."""
+    given = applied({name: value})[name]
+    try:
+        checked = getattr(from_dict(AblateConfig, {**to_dict(cfg), name: given}), name)
+    except ConfigError as e:
+        raise ConfigError("space", f"{name!r}: {json.dumps(value)} is not a valid value ({e})")
+    except TypeError:
+        raise ConfigError("space", f"{name!r}: {json.dumps(value)} is not a valid value")
+    if checked != given or type(checked) is bool and type(given) is not bool:
+        plain = list(checked) if isinstance(checked, tuple) else checked
+        raise ConfigError("space", f"{name!r}: {json.dumps(value)} is not a valid value (write "
+                          f"it as {json.dumps(plain)})")
+
+
+def no_duplicates(pairs: list) -> dict:
+    seen = [k for k, _ in pairs]
+    twice = sorted({k for k in seen if seen.count(k) > 1})
+    if twice:
+        raise ConfigError("space", f"names {twice[0]!r} twice; expected each setting once")
+    return dict(pairs)
 
 
 def read_space(value) -> dict:
@@ -126,8 +156,11 @@ def read_space(value) -> dict:
         except OSError as e:
             raise ConfigError("space", f"cannot read {value}: {e.strerror}; expected a JSON file "
                               f"or JSON text")
+        except UnicodeDecodeError:
+            raise ConfigError("space", f"{value} is not a text file; expected a JSON file or "
+                              f"JSON text")
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as e:
         raise ConfigError("space", f"is not valid JSON ({e.msg} at line {e.lineno}); expected "
                           f"{SPACE_HELP}")

@@ -23,7 +23,7 @@ TINY_FLAGS = ["--layers", "16", "--train-size", "300", "--val-size", "200", "--d
 
 
 def synthetic(folder: Path, effects: dict, seeds=range(8), budgets=("100", "1000", "all"),
-              noise=0.004, train_errors=None):
+              noise=0.004, train_errors=None, epochs=None):
     """An ablation folder written by hand: effects[(init, budget)] is the mean test error; a
     per-seed offset is shared by the arms of a seed (what pairing is for); train_errors[(init,
     budget)] is the training error at the last (selected) epoch, 0 where not given."""
@@ -36,7 +36,7 @@ def synthetic(folder: Path, effects: dict, seeds=range(8), budgets=("100", "1000
             for b in budgets:
                 cid = f"{init}-d2-n{b}-s{s}"
                 err = float(effects[(init, b)] + shared + rng.normal(0, noise))
-                n_epochs = 3 + (s % 2)  # uneven lengths, as with early stopping
+                n_epochs = epochs or 3 + (s % 2)  # uneven lengths, as with early stopping
                 train = (train_errors or {}).get((init, b), 0.0)
                 curves = {"val_error": list(np.linspace(err + 0.05, err, n_epochs)),
                           "train_error": list(np.linspace(train + 0.2, train, n_epochs))}
@@ -144,6 +144,17 @@ def test_an_arm_that_has_not_fit_its_labels_is_warned(tmp_path):
     assert flagged[0].startswith("random, 100 labels: training error at the selected epoch is "
                                  "50% (8 of 8 seeds chose their last epoch)")
     assert flagged[0] in (tmp_path / "REPORT.md").read_text()
+
+
+def test_a_one_epoch_run_that_has_not_fit_is_warned_truly(tmp_path):
+    """Epoch 1 of 1 is the last epoch (the warning says so) but no sign of still falling."""
+    effects = {("denoising", "all"): 0.2, ("random", "all"): 0.3}
+    rep = write_report(synthetic(tmp_path, effects, budgets=("all",), epochs=1,
+                                 train_errors={("random", "all"): 0.5}))
+    flagged = [w for w in rep["warnings"] if "epoch" in w]
+    assert [w.split(":")[0] for w in flagged] == ["denoising, all labels", "random, all labels"]
+    assert all("% (8 of 8 seeds chose their last epoch)" in w for w in flagged)  # it was "0 of 8"
+    assert "is 70% (8 of" in flagged[1] and not any("still falling" in w for w in flagged)
 
 
 def test_an_arm_still_improving_at_its_last_epoch_is_warned(tmp_path):

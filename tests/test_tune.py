@@ -303,6 +303,16 @@ def test_a_pretraining_setting_needs_a_pretrained_arm_and_a_fine_tuning_one(tmp_
     ('{"dropout": {"low": 0.0, "high": 1.5}}', "'dropout': 1.5 is not a valid value"),
     ('{"finetune_lr": 0.1}', "expected a range"),
     ('{"finetune_lr": [0.1,', "is not valid JSON"),
+    # a value the setting's own check refuses, or would only take converted: never trained
+    ('{"finetune_optimizer": ["sgd", "bogus"]}', "'bogus' is not one of sgd, adam"),
+    ('{"finetune_lr": [0.1], "corruption": ["bogus"]}', "is not one of masking"),
+    ('{"finetune_epochs": [1, 1.5]}', "'finetune_epochs': 1.5 is not a valid value"),
+    ('{"finetune_lr": [0.1], "tied": ["yes"]}', '"yes" is not a valid value (write it as true)'),
+    ('{"finetune_lr": ["0.1"]}', "(write it as 0.1)"),
+    ('{"finetune_lr": {"low": true, "high": 1}}', "expected a number"),
+    ('{"finetune_lr": {"low": 0.1, "high": 1, "log": "yes"}}', '"log" must be true or false'),
+    ('{"finetune_lr": {"low": 0.1, "high": 0.5, "step": 1}}', "step 1 is larger than the range"),
+    ('{"finetune_lr": [0.1], "finetune_lr": [0.2]}', "names 'finetune_lr' twice"),
 ])
 def test_a_bad_search_space_is_one_line_and_writes_nothing(space, words, tmp_path, capsys,
                                                            monkeypatch):
@@ -311,6 +321,14 @@ def test_a_bad_search_space_is_one_line_and_writes_nothing(space, words, tmp_pat
                              "--space", space, "--out", tmp_path / "t"], capsys, monkeypatch)
     assert code == 2 and "'--space'" in err and words in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "t").exists()
+
+
+def test_a_space_file_that_is_not_text_is_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "space.json").write_bytes(b"\xff\xfe")
+    code, _, err = run_main(["tune", "--labels", "all", "--space", tmp_path / "space.json",
+                             "--out", tmp_path / "t"], capsys, monkeypatch)
+    assert code == 2 and "is not a text file" in err and "Traceback" not in err, err
+    assert not (tmp_path / "t").exists()
 
 
 def test_a_diverging_trial_scores_worst_and_tuning_goes_on(tmp_path):
