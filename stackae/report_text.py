@@ -164,6 +164,16 @@ def markdown(rep: dict) -> str:
     return "\n".join(L)
 
 
+def adopted_text(n: int) -> str:
+    """The tuning section's sentence on final cells taken from the chosen trials' runs."""
+    if n == 1:
+        start, its = " One tuning seed's cell is its chosen trial's own run", "its"
+    else:
+        start, its = f" The tuning seeds' {n} cells are the chosen trials' own runs", "their"
+    return (start + " (the same settings, seed, data order and model selection), not trained "
+            f"again: {its} test error was read once, on the selected model, after the choice.")
+
+
 def tuning_text(t: dict) -> list[str]:
     """The tuning section: the search space, the budget per arm, and each arm's choice."""
     L = ["", "## Tuning (stackae tune)", "",
@@ -175,10 +185,7 @@ def tuning_text(t: dict) -> list[str]:
          + "); the test set was read only by the runs above, "
          "with the chosen settings. The settings in Setup are the starting point; the table gives "
          "what each arm ran with."
-         + (f" The tuning seeds' {len(t['adopted_cells'])} cells are the chosen trials' own "
-            "runs (the same settings, seed, data order and model selection), not trained again: "
-            "their test error was read once, on each one's selected model, after the choice."
-            if t.get("adopted_cells") else ""), "",
+         + (adopted_text(len(t["adopted_cells"])) if t.get("adopted_cells") else ""), "",
          "Search space: " + "; ".join(f"`{k}` " + (
              f"{v['low']:g} to {v['high']:g}" + (" (log)" if v.get("log") else "")
              + (f" step {v['step']:g}" if v.get("step") else "")
@@ -206,7 +213,9 @@ def tuning_text(t: dict) -> list[str]:
               f"{c['finetune_seconds']:.0f} s"
               + (f"; {c['pretrain_runs']} trial pretraining runs, {c['pretrain_seconds']:.0f} s"
                  if c["pretrain_runs"] else "")
-              + (f" (the {len(t['adopted_cells'])} adopted cells' fine-tunes are among them, "
-                 "counted under Compute too)" if t.get("adopted_cells") else "")
+              + ((" (the adopted cell's fine-tune is among them, counted under Compute too)"
+                  if len(t["adopted_cells"]) == 1 else
+                  f" (the {len(t['adopted_cells'])} adopted cells' fine-tunes are among them, "
+                  "counted under Compute too)") if t.get("adopted_cells") else "")
               + ". Seconds are each network's share of its batch's wall time."]
     return L

@@ -90,22 +90,29 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
         lines.append(f"    {name}: {described(spec)}  [{who}]")
     depths = len(cfg.depth_list)
     n_ft = len(cfg.inits) * len(cfg.labels) * trials * len(seeds) * depths
-    if first:
-        stacks = (f"{len(pretrained) * trials * len(seeds) * depths} stacks, each trial of a "
-                  f"pretrained arm at {first} labels its own")
-    elif pretrained:
-        stacks = (f"the grid's stacks of seed{'s' if len(seeds) > 1 else ''} "
-                  f"{', '.join(map(str, seeds))}, pretrained once and shared by every trial")
-    else:
-        stacks = "none"
-    lines += [f"  trial runs: {n_ft} fine-tunes; pretraining: {stacks}"]
     cells = expand(cfg)
     keys = sorted({c.pretrain for c in cells if c.pretrain})
     copied, copies = copied_stacks(cfg, out, cells) if not first else (set(), set())
     elsewhere = copied | copies
+    if first:
+        stacks = (f"{len(pretrained) * trials * len(seeds) * depths} stacks, each trial of a "
+                  f"pretrained arm at {first} labels its own")
+    elif pretrained:
+        shared = {c.pretrain for c in cells if c.pretrain and c.seed in seeds}
+        stacks = (f"the grid's stacks of seed{'s' if len(seeds) > 1 else ''} "
+                  f"{', '.join(map(str, seeds))}"
+                  + (f" ({len(shared & elsewhere)} of {len(shared)} copied"
+                     + (", the rest pretrained once" if shared - elsewhere else "")
+                     + "), shared by every trial"
+                     if shared & elsewhere else ", pretrained once and shared by every trial"))
+    else:
+        stacks = "none"
+    lines += [f"  trial runs: {n_ft} fine-tunes; pretraining: {stacks}"]
     lines.append(f"  final:   {len(cells)} cells over seeds {', '.join(map(str, cfg.seeds))}, "
                  f"each arm with its choice per budget, the test set read once per cell (a "
-                 f"tuning seed's cell is the chosen trial's run, not trained again); "
+                 f"tuning seed's cell is the chosen trial's run, not trained again"
+                 + (f", but for the pretrained arms at {first} labels, whose trials started "
+                    f"from stacks of their own" if first else "") + "); "
                  f"pretraining: {len(keys)} stacks"
                  + (" (the tuning seeds' copied from the chosen trials)" if first and keys else "")
                  + (f", {len(copies)} to copy from {cfg.stacks_from}"

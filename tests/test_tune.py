@@ -256,6 +256,9 @@ def test_pretraining_settings_are_tuned_at_the_largest_budget_with_stacks_of_the
         "stack.pt").read_bytes()
     report = (out / "REPORT.md").read_text()
     assert "Pretraining settings were tuned at the all-label budget" in report
+    plan = "\n".join(stackae.plan_tuning(out=out, resume=True))  # what is adopted, said truly
+    assert "not trained again, but for the pretrained arms at all labels, whose trials " \
+        "started from stacks of their own" in plan
     # the 3 trials at all labels pretrained a stack each; the 100-label trials reused those
     assert "; 3 trial pretraining runs, " in report
 
@@ -368,6 +371,11 @@ def test_tune_and_ablate_folders_do_not_resume_each_other(tmp_path, capsys, monk
     assert code == 0
     code, _, err = run_main(["tune", "--out", tmp_path / "a", "--resume"], capsys, monkeypatch)
     assert code == 2 and "holds a `stackae ablate` run" in err, err
+    code, out, err = run_main(["tune", *small[:-1], "--trials", "1", "--stacks-from",
+                               tmp_path / "a", "--out", tmp_path / "t", "--dry-run"], capsys,
+                              monkeypatch)  # the trials' stacks too are copies, not pretrained
+    assert code == 0 and "pretraining: the grid's stacks of seeds 0, 1 (2 of 2 copied), shared " \
+        "by every trial" in out, out
     code, out, err = run_main(["tune", *small[:-1], "--trials", "1", "--stacks-from",
                                tmp_path / "a", "--out", tmp_path / "t"], capsys, monkeypatch)
     assert code == 0, err
