@@ -295,8 +295,8 @@ def adopt_trial_cell(cfg: AblateConfig, out: Path, cell: Cell, choice: dict, dev
                                        Job(cell, target, out / "results.jsonl",
                                            out / "runs" / "pretrain")))
     saved = load_json(trial / "config.json")
-    if any(saved.get(k) != v for k, v in want.items() if k not in ("read_test", "device",
-                                                                   "compile")):
+    if any(saved.get(k) != v and not (k == "init" and same_grid_stack(saved[k], v))
+           for k, v in want.items() if k not in ("read_test", "device", "compile")):
         return
     d = load(DataConfig(dataset=cfg.dataset, data=cfg.data, train_size=cfg.train_size,
                         val_size=cfg.val_size, seed=cell.seed, device=cfg.device), device)
@@ -308,6 +308,14 @@ def adopt_trial_cell(cfg: AblateConfig, out: Path, cell: Cell, choice: dict, dev
     copy_run_folder(trial, target, {"result.json": result})
     say(f"{cell.id}: trial {choice['trial'] + 1}'s run (the chosen settings, this seed), "
         f"test error {100 * result['test_error']:.2f}% read once on its selected model")
+
+
+def same_grid_stack(saved, want) -> bool:
+    """Whether a trial's recorded stack is the grid's stack a final cell starts from, in a tuning
+    folder moved or copied since: stack paths are recorded whole, and a stack of the grid is
+    <folder>/runs/pretrain/<key>/stack.pt (a trial's own stacks are under its trial folder)."""
+    a, b = Path(str(saved)).parts[-4:], Path(str(want)).parts[-4:]
+    return a == b and a[:2] == ("runs", "pretrain")
 
 
 def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,

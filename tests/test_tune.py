@@ -290,6 +290,28 @@ def test_a_tuning_interrupted_after_choosing_the_pretraining_resumes(tmp_path, m
     assert tuned["100"]["pretraining_trial"] == {"budget": "all", "trial": tuned["all"]["trial"]}
 
 
+def test_a_tuning_moved_before_its_final_runs_still_adopts_the_chosen_trials_runs(tmp_path,
+                                                                                 monkeypatch):
+    import shutil
+
+    import stackae.tune as T
+    real = T.final
+
+    def stops(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(T, "final", stops)
+    with pytest.raises(KeyboardInterrupt):
+        stackae.run_tuning(out=tmp_path / "t", trials=2, space=SPACE, tune_seeds=(0,), quiet=True,
+                           **SMALL)
+    shutil.move(tmp_path / "t", tmp_path / "moved")  # the trials recorded the old stack paths
+    monkeypatch.setattr(T, "final", real)
+    grid = stackae.run_tuning(out=tmp_path / "moved", resume=True, quiet=True)
+    assert grid.finished
+    adopted = sorted(p.parent.name for p in (tmp_path / "moved" / "runs" / "finetune").glob(
+        "*/copied.json"))
+    assert adopted == [f"{a}-d1-n{b}-s0" for a in ("denoising", "xavier") for b in ("100", "all")]
+
+
 def test_a_pretraining_setting_needs_a_pretrained_arm_and_a_fine_tuning_one(tmp_path):
     with pytest.raises(stackae.ConfigError, match="no arm of the grid is pretrained"):
         stackae.run_tuning(out=tmp_path / "a", space={"finetune_lr": [0.1], "noise": [[0.2]]},
