@@ -92,22 +92,37 @@ def _bundled_mnist() -> tuple[np.ndarray, ...]:
             xt.reshape(len(xt), -1).astype(np.float32) / 255, yt.astype(np.int64))
 
 
+def torchvision_source(name: str) -> tuple[str, dict]:
+    """The torchvision dataset class (by name) and arguments of a downloadable dataset."""
+    if name.startswith("emnist-"):
+        return "EMNIST", {"split": name.split("-", 1)[1]}
+    return {"fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}[name], {}
+
+
+def raw_folder(name: str) -> Path | None:
+    """Where a downloadable dataset's raw files go; None for MNIST, which ships with stackae."""
+    return None if name == "mnist" else cache_root() / torchvision_source(name)[0] / "raw"
+
+
+def on_this_machine(name: str) -> bool:
+    raw = raw_folder(name)
+    return raw is None or (raw.is_dir() and any(raw.iterdir()))
+
+
 @functools.lru_cache(maxsize=2)  # a command checks the data before it creates its folder
 def _torchvision_set(name: str) -> tuple[np.ndarray, ...]:
     if name == "mnist":
         return _bundled_mnist()
     import torchvision.datasets as tvd
     root = cache_root()
-    if name.startswith("emnist-"):
-        cls, kw = tvd.EMNIST, {"split": name.split("-", 1)[1]}
-    else:
-        cls, kw = {"fashion-mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST}[name], {}
+    cls_name, kw = torchvision_source(name)
+    cls = getattr(tvd, cls_name)
     sets = []
     for train in (True, False):
         try:
             ds = cls(str(root), train=train, download=True, **kw)
         except Exception as e:  # offline: URLError, HTTPError, RuntimeError from torchvision
-            raw = Path(root) / cls.__name__ / "raw"
+            raw = raw_folder(name)
             raise DataError(f"could not load {name} ({type(e).__name__}); without network, put its "
                             f"raw files in {raw}, or pass --data with your own copy")
         x, y = ds.data.numpy(), ds.targets.numpy()

@@ -167,6 +167,7 @@ def describe_plan(cfg: AblateConfig, out: Path, cells: list[Cell], mine: list[Ce
     arms = arm_names(cfg)
     done = {c.id for c in cells if finished(out, c)}
     keys = sorted({c.pretrain for c in mine if c.pretrain})
+    from .data import on_this_machine, raw_folder  # data.py loads torch: only when planning
     pre_done = sum((out / "runs" / "pretrain" / k / "stack.pt").exists() for k in keys)
     copies = len(copied_stacks(cfg, out, mine)[1])
     lines = [f"ablation plan for {out}",
@@ -176,7 +177,10 @@ def describe_plan(cfg: AblateConfig, out: Path, cells: list[Cell], mine: list[Ce
              "  depths:  " + ", ".join("-".join(map(str, (sizes['input_dim'],) + cfg.layers[:d]))
                                        for d in cfg.depth_list),
              f"  data:    {cfg.data or cfg.dataset}: {sizes['train']:,} training, "
-             f"{sizes['val']:,} validation, {sizes['test']:,} test images",
+             f"{sizes['val']:,} validation, {sizes['test']:,} test images"
+             + ("" if cfg.data or on_this_machine(cfg.dataset) else
+                f" (not on this machine yet: the run downloads it, or put its raw files in "
+                f"{raw_folder(cfg.dataset)})"),
              f"  cells:   {len(cells)} fine-tunes, {len(done)} finished; this run: "
              f"{len(mine)} cells, {sum(c.id not in done for c in mine)} to do",
              f"  pretraining: {len(keys)} runs for these cells, {pre_done} finished"

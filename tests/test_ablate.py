@@ -85,6 +85,20 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     assert "784-1000-1000-500" in r.output and "example-passes" in r.output
     assert "stackae ablate --preset full --out" in r.output
     assert not (tmp_path / "a").exists()
+    assert "not on this machine" not in r.output  # MNIST ships with stackae
+
+
+def test_a_dry_run_says_a_dataset_it_would_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("STACKAE_DATA", str(tmp_path / "cache"))
+    r = invoke("ablate", "--dataset", "fashion-mnist", "--dry-run", "--out", tmp_path / "a")
+    assert r.exit_code == 0, r.output
+    raw = tmp_path / "cache" / "FashionMNIST" / "raw"
+    assert f"(not on this machine yet: the run downloads it, or put its raw files in {raw})" \
+        in r.output
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte").write_bytes(b"")
+    assert "not on this machine" not in invoke("ablate", "--dataset", "fashion-mnist",
+                                               "--dry-run", "--out", tmp_path / "a").output
 
 
 def _spy(monkeypatch):
