@@ -128,13 +128,16 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
                f"(~{span(stage, 'pretrain', 'tflop', '{:.2g}'.format)} TFLOP)"
                if any(r[stage]["pretrain_example_passes"] for r in ranges) else "none")
         lines.append(
-            f"  work ({stage}): pretraining {pre}; fine-tuning "
+            f"  work ({stage}, whole): pretraining {pre}; fine-tuning "
             f"{span(stage, 'finetune', 'example_passes', '{:,}'.format)} example-passes plus "
             f"evaluation (~{span(stage, 'finetune', 'tflop', '{:.2g}'.format)} TFLOP)")
     if len(ranges) > 1:
         lines.append(f"           (the range: the space's fewest to most epochs, "
                      f"{', '.join(n for n in SIZED if n in space)})")
-    lines += [f"  progress: {finished_trials(cfg, out, trials)} of {len(cfg.inits) * len(cfg.labels) * trials} trials and "
-              f"{sum(finished(out, c) for c in cells)} of {len(cells)} cells finished",
+    n_trials = len(cfg.inits) * len(cfg.labels) * trials
+    stacks_done = sum((out / "runs" / "pretrain" / k / "stack.pt").exists() for k in keys)
+    lines += [f"  progress: {finished_trials(cfg, out, trials)} of {n_trials} trials, "
+              f"{sum(finished(out, c) for c in cells)} of {len(cells)} cells and {stacks_done} "
+              f"of {len(keys)} final stacks finished (the work above counts all of them)",
               f"  command: {command(cfg, out, chosen)}"]
     return lines

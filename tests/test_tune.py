@@ -71,7 +71,7 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path):
     assert write_report(out)["tuning"]["compute"]["finetunes"] == 12
     assert grid.report["tuning"]["choices"] == tuned["choices"]
     plan = "\n".join(stackae.plan_tuning(out=out, resume=True))  # what is done is counted
-    assert "progress: 12 of 12 trials and 8 of 8 cells finished" in plan, plan
+    assert "progress: 12 of 12 trials, 8 of 8 cells and 2 of 2 final stacks finished" in plan, plan
 
 
 def test_a_dry_run_counts_the_trials_runs_and_work_and_writes_nothing(tmp_path, capsys,
@@ -84,15 +84,15 @@ def test_a_dry_run_counts_the_trials_runs_and_work_and_writes_nothing(tmp_path, 
     # 2 arms x 2 budgets x 3 trials x 1 tuning seed; denoising's 3 trials at all labels pretrain
     assert "trial runs: 12 fine-tunes; pretraining: 3 stacks" in plan, plan
     # each trial's stack: one layer, 1 to 3 epochs over the 600 training images
-    assert "work (trials): pretraining 1,800 to 5,400 example-passes" in plan, plan
+    assert "work (trials, whole): pretraining 1,800 to 5,400 example-passes" in plan, plan
     assert "pretrain_epochs: one of 1, 3  [pretrained arms (denoising), at all labels]" in plan
-    assert "progress: 0 of 12 trials and 0 of 8 cells finished" in plan
+    assert "progress: 0 of 12 trials, 0 of 8 cells and 0 of 2 final stacks finished" in plan
     code, out, _ = run_main(["tune", "--train-size", "600", "--val-size", "300", "--layers", "12",
                              "--seeds", "0,1", "--trials", "2", "--device", "cpu", "--dry-run",
                              "--out", tmp_path / "c"], capsys, monkeypatch)
     assert code == 0 and out.startswith("tuning plan for") and "finetune_lr: 0.01 to 1.0" in out
     # 2 arms x 2 budgets (100 and all: 600 images leave no room for 1000 or 10000) x 2 x 2 seeds
-    assert "trial runs: 16 fine-tunes" in out and "work (trials): pretraining none" in out, out
+    assert "trial runs: 16 fine-tunes" in out and "work (trials, whole): pretraining none" in out, out
     assert not (tmp_path / "c").exists()
 
 
