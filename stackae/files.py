@@ -68,12 +68,16 @@ def _find_idx(folder: Path, split: str, kind: str) -> Path:
     return hits[0]
 
 
-def _check_pair(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _check_pair(x: np.ndarray, y: np.ndarray, where: str,
+                labels_where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One split's images and labels checked; messages about the labels name `labels_where`
+    (their own file) when given, the rest `where`."""
+    lw = labels_where or where
     if x.ndim < 2:
         raise DataError(f"{where}: images must have at least 2 dimensions (N, features...), "
                         f"got shape {x.shape}")
     if y.ndim != 1:
-        raise DataError(f"{where}: labels must be a 1-D array, got shape {y.shape}")
+        raise DataError(f"{lw}: labels must be a 1-D array, got shape {y.shape}")
     if len(x) != len(y):
         raise DataError(f"{where}: {len(x)} images but {len(y)} labels; counts must match")
     if len(x) == 0:
@@ -81,9 +85,9 @@ def _check_pair(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, n
     if not np.issubdtype(y.dtype, np.integer):
         if not (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y))
                 and np.all(y == np.round(y))):
-            raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
+            raise DataError(f"{lw}: labels must be integers, got dtype {y.dtype}")
     if y.min() < 0:
-        raise DataError(f"{where}: labels must be integers >= 0, found {int(y.min())}")
+        raise DataError(f"{lw}: labels must be integers >= 0, found {int(y.min())}")
     x = x.reshape(len(x), -1)
     if np.issubdtype(x.dtype, np.floating):
         if not np.all(np.isfinite(x)):
@@ -132,10 +136,21 @@ def read_user_data(path: str | Path) -> tuple[np.ndarray, ...]:
     if path.is_dir():
         if (path / "x_train.npy").exists():
             parts = [_read_npy(path / f"{k}.npy") for k in NAMES]
-            where = [str(path / "x_train.npy"), str(path / "x_test.npy")]
+            where = [(str(path / f"x_{s}.npy"), str(path / f"y_{s}.npy")) for s in ("train", "test")]
         elif (path / "train.csv").exists():
-            (xtr, ytr), (xte, yte) = (_read_csv(path / f"{s}.csv") for s in ("train", "test"))
+            (xtr, ytr, head), (xte, yte, test_head) = (_read_csv(path / f"{s}.csv")
+                                                       for s in ("train", "test"))
+            if head != test_head:  # the label column would be another column in one of them
+                has, lacks = ("train", "test") if head else ("test", "train")
+                raise DataError(f"{path / (lacks + '.csv')} has no header row but "
+                                f"{path / (has + '.csv')} has one; give both a header (with a "
+                                f"'label' column) or neither (the label last)")
             parts, where = [xtr, ytr, xte, yte], [str(path / "train.csv"), str(path / "test.csv")]
+        elif [p for p in path.iterdir() if p.suffix in (".npy", ".npz")]:
+            found = sorted(p.name for p in path.iterdir() if p.suffix in (".npy", ".npz"))
+            raise DataError(f"{path} holds {', '.join(found[:4])}{' ...' if len(found) > 4 else ''}"
+                            f" but no x_train.npy (expected x_train, y_train, x_test and y_test "
+                            f".npy files, names as written; an .npz is given as the file itself)")
         else:
             parts = [read_idx(_find_idx(path, s, k)) for s in ("train", "test")
                      for k in ("images", "labels")]
@@ -188,14 +203,15 @@ def _read_npy(path: Path) -> np.ndarray:
         raise DataError(f"{path} is not a readable .npy file ({type(e).__name__}: {e})")
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
     """Features and labels of a CSV: one example per row, the label in the column named 'label'
     (when the first row is a header) or else the last column. Values that are all whole numbers
-    above 1 are read as 8-bit pixels; others must be in [0, 1]."""
+    above 1 are read as 8-bit pixels; others must be in [0, 1]. A byte-order mark (as Excel
+    writes) is skipped. Returns the features, the labels and whether a header row was found."""
     if not path.exists():
         raise DataError(f"{path.parent} has train.csv but no {path.name}")
     try:
-        with path.open() as f:
+        with path.open(encoding="utf-8-sig") as f:
             first = f.readline().strip().split(",")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {path}: {e}")
@@ -206,7 +222,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         header = [h.strip().strip('"') for h in first]
     try:
         table = np.loadtxt(path, delimiter=",", skiprows=1 if header else 0, ndmin=2,
-                           dtype=np.float64)
+                           dtype=np.float64, encoding="utf-8-sig")
     except ValueError as e:
         raise DataError(f"{path}: not a table of numbers ({e})")
     col = header.index("label") if header and "label" in header else table.shape[1] - 1
@@ -216,20 +232,22 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.delete(table, col, axis=1), table[:, col]
     if np.all(x == np.round(x)) and x.max(initial=0) > 1:
         x = x.astype(np.int64)
-    return x, y
+    return x, y, header is not None
 
 
 def checked_arrays(x_train, y_train, x_test, y_test, where=("train", "test"),
                    path=None) -> tuple[np.ndarray, ...]:
     """The four arrays checked (shapes, counts, integer labels, matching widths, pixel range) and
     scaled to float32 in [0, 1]; every source of data, files or arrays, passes through here."""
-    xtr, ytr = _check_pair(np.asarray(x_train), np.asarray(y_train), where[0])
-    xte, yte = _check_pair(np.asarray(x_test), np.asarray(y_test), where[1])
-    check_classes(ytr, where[0])
+    # where: each split's name in messages, or (its images' name, its labels') for two files
+    (wx, wy), (tx, ty) = (w if isinstance(w, tuple) else (w, w) for w in where)
+    xtr, ytr = _check_pair(np.asarray(x_train), np.asarray(y_train), wx, wy)
+    xte, yte = _check_pair(np.asarray(x_test), np.asarray(y_test), tx, ty)
+    check_classes(ytr, wy)
     if yte.max() > ytr.max():
-        raise DataError(f"{where[1]}: test labels include class {int(yte.max())}, but training "
+        raise DataError(f"{ty}: test labels include class {int(yte.max())}, but training "
                         f"labels only go up to {int(ytr.max())}")
     if xtr.shape[1] != xte.shape[1]:
-        raise DataError(f"{path or where[1]}: train images have {xtr.shape[1]} features, test "
+        raise DataError(f"{path or tx}: train images have {xtr.shape[1]} features, test "
                         f"images {xte.shape[1]}; they must match")
-    return _scale(xtr, where[0]), ytr, _scale(xte, where[1]), yte
+    return _scale(xtr, wx), ytr, _scale(xte, tx), yte

@@ -89,15 +89,21 @@ def test_every_data_source_gives_the_same_data(tmp_path):
     (tmp_path / "npy").mkdir()
     for name, a in zip(("x_train", "y_train", "x_test", "y_test"), (xtr, ytr, xte, yte)):
         np.save(tmp_path / "npy" / f"{name}.npy", a)
-    (tmp_path / "csv").mkdir()  # train.csv with a header and its label first; test.csv bare, last
-    header = "label," + ",".join(f"p{i}" for i in range(64))
-    np.savetxt(tmp_path / "csv" / "train.csv", np.column_stack([ytr, xtr.reshape(120, -1)]),
-               fmt="%d", delimiter=",", header=header, comments="")
+    (tmp_path / "csv").mkdir()  # headers naming the label column, first in one file, last in the
+    pixels = [f"p{i}" for i in range(64)]  # other (Excel's byte-order mark and CRLF in one)
+    (tmp_path / "csv" / "train.csv").write_text(
+        "\ufefflabel," + ",".join(pixels) + "\r\n" + "".join(
+            ",".join(map(str, [y, *x])) + "\r\n" for x, y in zip(xtr.reshape(120, -1), ytr)),
+        encoding="utf-8")
     np.savetxt(tmp_path / "csv" / "test.csv", np.column_stack([xte.reshape(30, -1), yte]),
-               fmt="%d", delimiter=",")
+               fmt="%d", delimiter=",", header=",".join(pixels) + ",label", comments="")
+    (tmp_path / "bare").mkdir()  # no headers: the label last in both
+    for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+        np.savetxt(tmp_path / "bare" / f"{split}.csv", np.column_stack([x.reshape(len(x), -1), y]),
+                   fmt="%d", delimiter=",")
     sources = [(xtr, ytr, xte, yte), (torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte),
                                       torch.tensor(yte)),
-               tmp_path / "d.npz", tmp_path / "npy", str(tmp_path / "csv")]
+               tmp_path / "d.npz", tmp_path / "npy", str(tmp_path / "csv"), tmp_path / "bare"]
     ref = stackae.load_data(sources[0], seed=3)
     assert ref.val_x.shape == (20, 64) and ref.train_x.shape == (100, 64)  # one sixth held out
     for source in sources[1:]:
@@ -121,6 +127,24 @@ def test_bad_arrays_and_files_fail_in_one_line(tmp_path):
         stackae.load_data(tmp_path / "npy")
     with pytest.raises(stackae.DataError, match="did you mean 'mnist'"):
         stackae.load_data("mnsit")
+    # a label file's fault is named by that file, not the images'
+    np.save(tmp_path / "npy" / "y_train.npy", ytr)
+    np.save(tmp_path / "npy" / "x_test.npy", xte)
+    np.save(tmp_path / "npy" / "y_test.npy", np.eye(3)[yte])  # one-hot
+    with pytest.raises(stackae.DataError, match=re.escape(
+            f"{tmp_path / 'npy' / 'y_test.npy'}: labels must be a 1-D array, got shape (20, 3)")):
+        stackae.load_data(tmp_path / "npy")
+    (tmp_path / "npy" / "x_train.npy").rename(tmp_path / "npy" / "X_train.npy")
+    with pytest.raises(stackae.DataError, match="but no x_train.npy"):
+        stackae.load_data(tmp_path / "npy")
+    # a header in one CSV and not the other: the label column cannot be told; refused
+    (tmp_path / "csv").mkdir()
+    header = "label," + ",".join(f"p{i}" for i in range(64))
+    for split, x, y, head in (("train", xtr, ytr, header), ("test", xte, yte, "")):
+        np.savetxt(tmp_path / "csv" / f"{split}.csv", np.column_stack([y, x.reshape(len(x), -1)]),
+                   fmt="%d", delimiter=",", header=head, comments="")
+    with pytest.raises(stackae.DataError, match="test.csv has no header row but .*train.csv has one"):
+        stackae.load_data(tmp_path / "csv")
 
 
 def test_small_data_set_runs_with_default_flags(tmp_path):
