@@ -169,6 +169,15 @@ def prepare_run(cls, kind: str, data, config, settings: dict, out, resume: bool)
     """(config, data held in memory, folder, resuming) of a pretrain or finetune call."""
     given = named_settings(cls, config, settings)
     where, held = data_source(data)
+    if isinstance(held, data_mod.Data):  # already split: its sizes are what the run records
+        n_val = len(held.val_x)
+        for name in ("train_size", "val_size"):
+            if given.get(name) is not None and not (name == "val_size" and given[name] == n_val):
+                raise ConfigError(name, f"cannot apply to a Data, whose split is already drawn "
+                                  f"({len(held.train_x)} training, {n_val} validation images); "
+                                  f"give it to stackae.load_data, or pass the arrays or path as "
+                                  f"data")
+        where = {**where, "val_size": n_val}
     out, resuming = run_folder(kind, out, resume)
     cfg = config_for(cls, {**given, **where}, out if resuming else None)
     return cfg, held, out, resuming

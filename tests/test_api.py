@@ -66,6 +66,17 @@ def test_stack_from_arrays_saves_loads_and_builds_modules(tmp_path):
     assert stackae.load_stack(tmp_path / "p").path == tmp_path / "p" / "stack.pt"
 
 
+def test_a_data_already_split_refuses_other_sizes_and_records_its_own(tmp_path):
+    d = stackae.load_data(small(), val_size=40)
+    with pytest.raises(stackae.ConfigError, match="cannot apply to a Data") as e:
+        stackae.pretrain_stack(d, out=tmp_path / "p", train_size=5000, **FAST)
+    assert e.value.name == "train_size" and not (tmp_path / "p").exists()
+    with pytest.raises(stackae.ConfigError, match=r"already drawn \(260 training, 40 validation"):
+        stackae.finetune_classifier("random", d, out=tmp_path / "f", val_size=3, **FAST)
+    stack = stackae.pretrain_stack(d, out=tmp_path / "p", **FAST)  # before: val_size None said
+    assert stack.config.val_size == 40 == len(d.val_x)
+
+
 def test_finetune_from_stack_and_random_and_load_model(tmp_path):
     data = small()
     stack = stackae.pretrain_stack(data, out=tmp_path / "p", **FAST)
