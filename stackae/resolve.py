@@ -214,7 +214,12 @@ def prepare_grid(data, config, settings: dict, out, resume: bool, shard, quiet: 
     `local` grid loads its data here; a dry run or a grid for SLURM counts known datasets without
     loading them, and leaves the device to the nodes."""
     from . import grid as G
-    from .grid import expand, shard as shard_of
+    from .grid import expand, parse_shard, shard as shard_of
+    if shard is not None:  # (i, n) or "i/n", 1 <= i <= n
+        try:
+            shard = parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard)))
+        except (TypeError, ValueError):
+            raise ConfigError("shard", f"expected (i, n) or 'i/n' with 1 <= i <= n, got {shard!r}")
     given = named_settings(AblateConfig, config, settings)
     if isinstance(data, data_mod.Data):
         raise TypeError("run_ablation needs the data's arrays or a path (each seed draws its own "

@@ -47,6 +47,8 @@ def field_types(cls) -> dict[str, Any]:
 def coerce(name: str, tp, value):
     """Check `value` (from JSON or a flag) against a field's type; per-layer tuples accept a scalar
     or a list. Raises ConfigError naming the field."""
+    if type(value).__module__ == "numpy":  # numpy scalars and arrays, as the Python values they hold
+        value = value.tolist()
     origin = typing.get_origin(tp)
     if origin is typing.Union:  # Optional[X]
         if value is None:

@@ -216,6 +216,20 @@ class Terminal(io.StringIO):
         return True
 
 
+def test_numpy_values_are_settings_and_a_bad_shard_is_one_error(tmp_path):
+    import stackae.grid as G
+    plan = stackae.plan_ablation(layers=(np.int64(8),), seeds=np.arange(2), labels=(np.int64(100),),
+                                 finetune_lr=np.float32(0.5), out=tmp_path / "a")
+    assert "  seeds:   0, 1" in plan and "  depths:  784-8" in plan
+    for bad in ((3, 2), (1, 0), (0, 2), (-1, 2), 5):  # (0, 2) ran shard 2/2, (3, 2) an IndexError
+        with pytest.raises(stackae.ConfigError, match="expected .* with 1 <= i <= n") as e:
+            stackae.plan_ablation(shard=bad, out=tmp_path / "a")
+        assert e.value.name == "shard"
+    cells = G.expand(stackae.AblateConfig())
+    mine = "\n".join(stackae.plan_ablation(shard="2/2", out=tmp_path / "a"))
+    assert f"this run: {len(G.shard(cells, 2, 2))} cells" in mine
+
+
 def test_progress_is_a_bar_on_a_terminal_plain_lines_elsewhere_nothing_when_quiet():
     from stackae.progress import Progress
     term, pipe, quiet = Terminal(), io.StringIO(), Terminal()
