@@ -28,6 +28,7 @@ from . import data as data_mod
 from . import resolve as R
 from .artifacts import Ablation, Classifier, Stack, load_ablation, load_model, load_stack
 from .config import ConfigError, FinetuneConfig, PretrainConfig, from_dict, to_dict
+from .schema import coerce, field_types
 from .progress import Progress, say
 
 __all__ = ["pretrain_stack", "finetune_classifier", "run_ablation", "plan_ablation", "run_tuning",
@@ -97,9 +98,22 @@ def finetune_classifier(init=None, data=None, config=None, *, out=None, resume: 
     device = R.device_of(cfg)
     d = R.load_for(cfg, device, held)  # everything the run needs is checked before the folder exists
     data_mod.check_budget(cfg.label_budget, len(d.train_x), d.n_classes)
+    given = R.named_settings(FinetuneConfig, config, settings)
     for stack in (cfg.init, cfg.like):
         if stack and stack != "random":
-            checks.check_stack(stack, d.input_dim)
+            layers = checks.check_stack(stack, d.input_dim)["layers"]
+            shape = {"layers": tuple(l["width"] for l in layers),
+                     "activation": ",".join(dict.fromkeys(l["activation"] for l in layers))}
+            for name, real in shape.items():  # a stack's shape is the network's, not --layers'
+                if given.get(name) is None:
+                    continue
+                asked = coerce(name, field_types(FinetuneConfig)[name], given[name])
+                if asked != real:
+                    show = ",".join(map(str, real)) if name == "layers" else real
+                    raise ConfigError(name, f"is {','.join(map(str, asked)) if name == 'layers' else asked}"
+                                      f", but the stack {stack} is {show}, which shapes the "
+                                      f"network; leave {name} out (it shapes random init "
+                                      f"without a stack)")
     if cfg.init == "random" and not cfg.like:
         checks.check_memory(cfg.layers, d.input_dim, d.n_classes, 0, device)
     with claims.run_folder(out, to_dict(cfg), device, resuming), \

@@ -77,6 +77,18 @@ def test_a_data_already_split_refuses_other_sizes_and_records_its_own(tmp_path):
     assert stack.config.val_size == 40 == len(d.val_x)
 
 
+def test_a_stack_shapes_the_network_and_other_layers_or_activation_are_refused(tmp_path):
+    stack = stackae.pretrain_stack(small(), out=tmp_path / "p", **FAST)
+    for name, value in (("layers", (99,)), ("activation", "relu")):
+        for init, like in ((stack, None), ("random", stack)):  # both ignored them silently
+            with pytest.raises(stackae.ConfigError, match="which shapes the network") as e:
+                stackae.finetune_classifier(init, small(), out=tmp_path / "f", like=like,
+                                            **{**FAST, name: value})
+            assert e.value.name == name and not (tmp_path / "f").exists()
+    run = stackae.finetune_classifier(stack, small(), out=tmp_path / "f", **FAST)  # the same: fine
+    assert run.result["test_error"] is not None
+
+
 def test_finetune_from_stack_and_random_and_load_model(tmp_path):
     data = small()
     stack = stackae.pretrain_stack(data, out=tmp_path / "p", **FAST)
