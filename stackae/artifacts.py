@@ -67,6 +67,8 @@ class Stack:
         """The encoder plus a fresh linear head of `n_classes` outputs (default: the pretraining
         data's class count), seeded like `finetune`'s."""
         from .network import assemble
+        if n_classes is not None and (not isinstance(n_classes, int) or n_classes < 2):
+            raise ValueError(f"n_classes must be an integer of at least 2, got {n_classes!r}")
         return assemble(self.checkpoint, input_dim=self.input_dim,
                         n_classes=n_classes or int(self.checkpoint["n_classes"]), dropout=dropout,
                         seed=seed)
@@ -80,7 +82,10 @@ class Stack:
         if any(layer.get("standardize") for layer in layers):
             raise checkpoint.CheckpointError("reconstruct does not support stacks with Gaussian "
                                              "RBM layers (standardised inputs)")
-        h = x.reshape(len(x), -1).float()
+        h = torch.as_tensor(x).reshape(len(x), -1).float()  # numpy arrays too
+        if h.shape[1] != self.input_dim:
+            raise ValueError(f"reconstruct needs inputs of {self.input_dim} features (the stack's "
+                             f"input width), got {h.shape[1]}")
         for layer in layers:
             h = ACTIVATIONS[layer["activation"]](h @ layer["weight"].T + layer["bias"])
         for j in reversed(range(len(layers))):
@@ -108,7 +113,11 @@ class Classifier:
     """A fine-tuned classifier's run: the model (a plain torch module) and its result.json."""
 
     def __init__(self, folder):
+        from .runlog import RunError
         self.folder = Path(folder)
+        if not (self.folder / "result.json").exists():
+            raise RunError(f"{self.folder} holds no result.json: not a finished fine-tuning run "
+                           f"(expected a `stackae finetune` folder)")
         self.result = json.loads((self.folder / "result.json").read_text())
         self.model = load_model(self.folder / "model.pt")
 
@@ -215,4 +224,7 @@ def load_ablation(folder) -> Ablation:
     from .runlog import RunError
     if not Path(folder).is_dir():
         raise RunError(f"{folder} is not a folder (expected an ablation folder)")
+    if not any((Path(folder) / f).exists() for f in ("grid.json", "results.jsonl")):
+        raise RunError(f"{folder} has no results (expected grid.json and results.jsonl, written "
+                       f"by stackae ablate or tune); not an ablation folder")
     return Ablation(folder)

@@ -64,6 +64,17 @@ def test_stack_from_arrays_saves_loads_and_builds_modules(tmp_path):
     again = stackae.load_stack(tmp_path / "copy.pt")
     assert torch.equal(again.encoder[2].weight, enc[2].weight)
     assert stackae.load_stack(tmp_path / "p").path == tmp_path / "p" / "stack.pt"
+    # wrong inputs are one clear error, not a shape error deep in torch or a silent default
+    assert stack.reconstruct(small()[0][:3]).shape == (3, 64)  # numpy is fine
+    with pytest.raises(ValueError, match="needs inputs of 64 features"):
+        stack.reconstruct(torch.rand(3, 10))
+    with pytest.raises(ValueError, match="n_classes must be an integer of at least 2, got 0"):
+        stack.classifier(n_classes=0)  # it gave the default 10 outputs
+    from stackae.runlog import RunError
+    with pytest.raises(RunError, match="not an ablation folder"):
+        stackae.load_ablation(tmp_path / "p")  # its .cells raised FileNotFoundError
+    with pytest.raises(RunError, match="holds no result.json"):
+        stackae.Classifier(tmp_path / "p")
 
 
 def test_a_data_already_split_refuses_other_sizes_and_records_its_own(tmp_path):
