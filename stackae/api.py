@@ -58,10 +58,17 @@ def pretrain_stack(data=None, config=None, *, out=None, resume: bool = False, qu
     checks.check_memory(cfg.layers, d.input_dim, 0, len(d.train_x) + len(d.val_x), device)
     if resuming:
         checks.check_layers(out, cfg)
+    mark, seen = out / "data.sha256", data_mod.digest(d)
+    if resuming and mark.exists() and mark.read_text().strip() != seen:
+        raise data_mod.DataError(f"the data given are not those {out} was started with (its "
+                                 f"finished layers learned from other images; {mark}); resume "
+                                 f"with the same data, or use another folder")
     todo = [cfg.per_layer("epochs", k) for k in range(len(cfg.layers))
             if not (out / f"layer{k + 1}.pt").exists()]
     with claims.run_folder(out, to_dict(cfg), device, resuming), \
             Progress(sum(todo) + cfg.unroll_epochs, "epoch", quiet):
+        if not mark.exists():
+            mark.write_text(seen + "\n")
         summary = run_pretrain(cfg, out, device, quiet=quiet, data=d)
     return Stack(checkpoint.load_stack(summary["stack"]), Path(summary["stack"]), summary)
 

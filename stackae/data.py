@@ -52,6 +52,16 @@ class Data:
         return self.train_x.shape[1]
 
 
+def digest(d: Data) -> str:
+    """A fingerprint of the images and labels a pretraining learns from (training and validation
+    split), so that a resumed run can tell whether it was given the same data."""
+    h = hashlib.sha256()
+    for t in (d.train_x, d.train_y, d.val_x, d.val_y):
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def cache_root() -> Path:
     """Where decompressed datasets live: $STACKAE_DATA, else ~/.cache/stackae."""
     return Path(os.environ.get("STACKAE_DATA") or Path.home() / ".cache" / "stackae")

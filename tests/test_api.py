@@ -100,6 +100,18 @@ def test_a_stack_shapes_the_network_and_other_layers_or_activation_are_refused(t
     assert run.result["test_error"] is not None
 
 
+def test_a_resumed_pretraining_refuses_other_data(tmp_path):
+    a, b = small(seed=0), small(seed=1)
+    stackae.pretrain_stack(a, out=tmp_path / "p", **{**FAST, "layers": (16, 8)})
+    for f in ("layer2.pt", "stack.pt"):  # as if stopped after layer 1
+        (tmp_path / "p" / f).unlink()
+    with pytest.raises(stackae.DataError, match="not those .* was started with"):
+        stackae.pretrain_stack(b, out=tmp_path / "p", resume=True, **{**FAST, "layers": (16, 8)})
+    assert not (tmp_path / "p" / "layer2.pt").exists()  # layer 2 was trained on b before
+    stack = stackae.pretrain_stack(a, out=tmp_path / "p", resume=True, **{**FAST, "layers": (16, 8)})
+    assert stack.widths == [16, 8]
+
+
 def test_finetune_from_stack_and_random_and_load_model(tmp_path):
     data = small()
     stack = stackae.pretrain_stack(data, out=tmp_path / "p", **FAST)
