@@ -116,11 +116,9 @@ def finetune_classifier(init=None, data=None, config=None, *, out=None, resume: 
                     continue
                 asked = coerce(name, field_types(FinetuneConfig)[name], given[name])
                 if asked != real:
-                    show = ",".join(map(str, real)) if name == "layers" else real
-                    raise ConfigError(name, f"is {','.join(map(str, asked)) if name == 'layers' else asked}"
-                                      f", but the stack {stack} is {show}, which shapes the "
-                                      f"network; leave {name} out (it shapes random init "
-                                      f"without a stack)")
+                    raise ConfigError(name, f"is {checks.shown(asked)}, but the stack {stack} is "
+                                      f"{checks.shown(real)}, which shapes the network; leave "
+                                      f"{name} out (it shapes random init without a stack)")
     if cfg.init == "random" and not cfg.like:
         checks.check_memory(cfg.layers, d.input_dim, d.n_classes, 0, device)
     with claims.run_folder(out, to_dict(cfg), device, resuming), \

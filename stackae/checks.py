@@ -121,7 +121,7 @@ def per_layer(values: list, k: int):
 
 
 def shown(v) -> str:
-    return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
 
 
 def check_layers(folder: Path, cfg: PretrainConfig, whose: str = "this run") -> None:

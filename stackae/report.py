@@ -172,12 +172,17 @@ VERSION_NAMES = {"device": "devices", "stackae": "stackae versions", "torch": "t
                  "git_dirty": "uncommitted changes"}
 
 
+def pretrained_seconds(stacks: Path) -> list[float]:
+    """Each stack's pretraining seconds in a folder of stacks, those pretrained there only: a
+    copied stack's seconds were spent where it was pretrained."""
+    return [json.loads(p.read_text()).get("seconds", 0.0)
+            for p in sorted(stacks.glob("*/summary.json"))
+            if not (p.parent / "copied.json").exists()]
+
+
 def setup(folder: Path, grid: dict, records: list[dict], provenance: list[dict]) -> dict:
     cfg, sizes = grid.get("config", {}), grid.get("data", {})
-    # a copied stack's seconds were spent where it was pretrained, not on this experiment
-    seconds = [json.loads(p.read_text()).get("seconds", 0.0)
-               for p in sorted((folder / "runs" / "pretrain").glob("*/summary.json"))
-               if not (p.parent / "copied.json").exists()]
+    seconds = pretrained_seconds(folder / "runs" / "pretrain")
     copied = Counter(str(Path(json.loads(p.read_text())["from"]).parent)
                      for p in sorted((folder / "runs" / "pretrain").glob("*/copied.json")))
     return {"config": cfg, "data": sizes, "command": grid.get("command"),
@@ -293,9 +298,7 @@ def build(folder: Path) -> tuple[dict, dict]:
     if (folder / "tune.json").exists():  # a stackae tune folder: its space and choices
         trials = sorted((folder / "tune").glob("n*/trial-*"))
         runs = [r for t in trials for r in read_records(t / "results.jsonl", timed)[0].values()]
-        stacks = [json.loads(p.read_text()).get("seconds", 0.0) for t in trials
-                  for p in sorted((t / "pretrain").glob("*/summary.json"))
-                  if not (p.parent / "copied.json").exists()]
+        stacks = [s for t in trials for s in pretrained_seconds(t / "pretrain")]
         rep["tuning"] = {**json.loads((folder / "tune.json").read_text()),
                          "adopted_cells": sorted(p.parent.name for p in (
                              folder / "runs" / "finetune").glob("*/copied.json")),

@@ -89,6 +89,8 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
                 warnings.filterwarnings(  # database storage; these studies live in memory
                     "ignore", message="Choices for a categorical distribution should be")
                 out[name] = CategoricalDistribution(values)
+            for v in values:  # each value must make a valid grid
+                valid_value(cfg, name, v)
         elif isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log",
                                                                           "step"}:
             if tp not in (int, float):
@@ -97,8 +99,8 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
                 raise ConfigError("space", f"{name!r}: \"log\" must be true or false, got "
                                   f"{json.dumps(spec['log'])}")
             values = [spec["low"], spec["high"]]
-            for v in values:  # a bound of the setting's own type (no 2.5 epochs, no true)
-                valid_value(cfg, name, v)
+            for v in values:  # bounds of the setting's own type (no 2.5 epochs, no true) before
+                valid_value(cfg, name, v)  # Optuna sees them
             step = spec.get("step")
             if isinstance(step, (int, float)) and not isinstance(step, bool) and \
                     0 < spec["high"] - spec["low"] < step:
@@ -113,8 +115,6 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
         else:
             raise ConfigError("space", f"{name!r}: expected a range {{\"low\": a, \"high\": b}} "
                               f"or a non-empty list of values, got {json.dumps(spec)}")
-        for v in values:  # each bound or value must make a valid grid
-            valid_value(cfg, name, v)
     if not set(out) - PRETRAINING:
         raise ConfigError("space", "needs at least one fine-tuning setting (such as finetune_lr): "
                           "every arm tunes those at every budget, and a random-init arm nothing "
