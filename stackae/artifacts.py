@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from . import checkpoint
-
-ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
+from .autoencoders import ACT
 from .config import AblateConfig, PretrainConfig, from_dict
 
 
@@ -87,7 +86,7 @@ class Stack:
             raise ValueError(f"reconstruct needs inputs of {self.input_dim} features (the stack's "
                              f"input width), got {h.shape[1]}")
         for layer in layers:
-            h = ACTIVATIONS[layer["activation"]](h @ layer["weight"].T + layer["bias"])
+            h = ACT[layer["activation"]](h @ layer["weight"].T + layer["bias"])
         for j in reversed(range(len(layers))):
             layer = layers[j]
             w = layer["decoder_weight"] if "decoder_weight" in layer else layer["weight"].T

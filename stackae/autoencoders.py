@@ -16,7 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
+# Hidden units by name; "linear" is only a stack's top layer (a deep autoencoder's code, Hinton &
+# Salakhutdinov 2006), not a choice of --activation.
+ACT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
+       "linear": lambda x: x}
 
 
 def wide(t: torch.Tensor) -> torch.Tensor:
@@ -207,6 +210,8 @@ def contractive_penalty(h: torch.Tensor, weight: torch.Tensor, activation: str) 
         d = h * (1 - h)
     elif activation == "tanh":
         d = 1 - h * h
+    elif activation == "linear":
+        d = torch.ones_like(h)
     else:  # relu: derivative is 1 where active
         d = (h > 0).to(h.dtype)
     return (wide(d * d) * (weight * weight).sum(2).unsqueeze(1)).sum(-1).mean(-1)
@@ -247,7 +252,12 @@ class RBMObjective:
     """Contrastive divergence for RBMs whose weights are the layer's encoder (W, hidden bias c)
     and whose visible bias is the decoder bias b. The loss F(data) - F(model sample) has the CD-k
     gradient; with `persistent` the negative chains carry over between batches (PCD). Gibbs
-    sampling depends on the chain's state, so its draws are made step by step, per slice."""
+    sampling depends on the chain's state, so its draws are made step by step, per slice.
+
+    Hidden units are binary, or for a layer of activation "linear" Gaussian with unit variance
+    (h = Wv + c + N(0, 1): the linear code of Hinton & Salakhutdinov 2006). CD trains one matrix,
+    so the down pass is always W^T; an untied layer's own decoder is kept a copy of it
+    (`copy_decoder`, after every epoch), which only the unrolled autoencoder trains apart."""
 
     def __init__(self, k: int = 1, persistent: bool = False):
         self.k, self.persistent, self.chains = k, persistent, None
@@ -256,20 +266,30 @@ class RBMObjective:
         return ()
 
     @staticmethod
+    def down(layer: Layer, h: torch.Tensor) -> torch.Tensor:
+        """The visible units' input from hidden states, through the RBM's own W^T."""
+        return linear(h, layer.weight.transpose(1, 2), layer.decoder_bias)
+
+    @staticmethod
     def free_energy(layer: Layer, v: torch.Tensor) -> torch.Tensor:
         """(K, B)."""
-        hidden = F.softplus(layer.pre_activation(v)).sum(-1)
+        a = layer.pre_activation(v)
+        hidden = (0.5 * a * a if layer.activation == "linear" else F.softplus(a)).sum(-1)
         if layer.output == "sigmoid":  # Bernoulli visible units
             return -(v * layer.decoder_bias.unsqueeze(1)).sum(-1) - hidden
         return 0.5 * ((v - layer.decoder_bias.unsqueeze(1)) ** 2).sum(-1) - hidden  # Gaussian
 
-    @staticmethod
-    def gibbs(layer: Layer, v: torch.Tensor, streams, steps: int) -> torch.Tensor:
+    @classmethod
+    def gibbs(cls, layer: Layer, v: torch.Tensor, streams, steps: int) -> torch.Tensor:
         B = v.shape[1]
         for _ in range(steps):
-            ph = torch.sigmoid(layer.pre_activation(v))
-            h = (streams.rand(B, ph.shape[2], dtype=ph.dtype) < ph).to(v.dtype)
-            mean_v = layer.decode_raw(h)
+            a = layer.pre_activation(v)
+            if layer.activation == "linear":
+                h = a + streams.randn(B, a.shape[2], dtype=a.dtype)
+            else:
+                ph = torch.sigmoid(a)
+                h = (streams.rand(B, ph.shape[2], dtype=ph.dtype) < ph).to(v.dtype)
+            mean_v = cls.down(layer, h)
             if layer.output == "sigmoid":
                 pv = torch.sigmoid(mean_v)
                 v = (streams.rand(B, pv.shape[2], dtype=pv.dtype) < pv).to(v.dtype)
@@ -291,8 +311,16 @@ class RBMObjective:
                 self.chains[:, : x.shape[1]] = v_model
         loss = self.free_energy(layer, x).mean(1) - self.free_energy(layer, v_model).mean(1)
         with torch.no_grad():  # mean-field reconstruction, comparable with the autoencoders' loss
-            recon = layer.recon_loss(layer.decode_raw(torch.sigmoid(layer.pre_activation(x))), x)
+            h = ACT[layer.activation](layer.pre_activation(x))
+            recon = layer.recon_loss(self.down(layer, h), x)
         return loss, recon
+
+    @staticmethod
+    @torch.no_grad()
+    def copy_decoder(layer: Layer) -> None:
+        """An untied layer's own decoder set to its W^T."""
+        if layer.decoder_weight is not None:
+            layer.decoder_weight.copy_(layer.weight.transpose(1, 2))
 
 
 def make_objective(cfg, k: int):

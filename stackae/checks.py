@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_stack, read
-from .config import ACTIVATIONS, RUN_ONLY, AblateConfig, PretrainConfig, to_dict
+from .autoencoders import ACT
+from .config import RUN_ONLY, AblateConfig, PretrainConfig, to_dict
 from .data import OptionError, check_budget, check_sizes, read_arrays
 from .runlog import finished_layers
 
@@ -90,9 +91,9 @@ def check_stack(path, input_dim: int | None = None) -> dict:
     """A stack checkpoint that can be fine-tuned: known activations, finite weights."""
     ck = load_stack(path, input_dim)
     for i, layer in enumerate(ck["layers"], 1):
-        if layer.get("activation") not in ACTIVATIONS:
+        if layer.get("activation") not in ACT:
             raise CheckpointError(f"{path}: layer {i} has activation {layer.get('activation')!r}, "
-                                  f"expected one of {', '.join(ACTIVATIONS)}")
+                                  f"expected one of {', '.join(ACT)}")
         if not (torch.isfinite(layer["weight"]).all() and torch.isfinite(layer["bias"]).all()):
             raise CheckpointError(f"{path}: layer {i} weights hold NaN or Inf values, so the "
                                   f"stack is unusable; pretrain it again")
@@ -103,9 +104,9 @@ def mismatch(saved: dict, cfg: PretrainConfig, upto: int | None = None):
     """The first setting in which a checkpoint's recorded config differs from `cfg`, as (name,
     recorded, wanted); with `upto`, per-layer settings are compared for the first `upto` layers
     only (what a finished layer depended on)."""
-    want = to_dict(cfg)
-    for f in dataclasses.fields(PretrainConfig):
-        name, have, need = f.name, saved.get(f.name), want[f.name]
+    want, default = to_dict(cfg), to_dict(PretrainConfig())
+    for f in dataclasses.fields(PretrainConfig):  # a setting newer than the checkpoint: default
+        name, have, need = f.name, saved.get(f.name, default[f.name]), want[f.name]
         if name in NOT_COMPARED:
             continue
         if upto is not None and (f.metadata.get("per_layer") or name == "layers"):

@@ -61,7 +61,13 @@ class PretrainConfig(DataConfig):
     activation: str = opt("sigmoid", "Hidden unit nonlinearity.", choices=ACTIVATIONS)
     objective: tuple[str, ...] = opt(("denoising",), "Layer objective; one value, or one per layer.",
                                      choices=OBJECTIVES, per_layer=True)
-    tied: bool = opt(True, "Tie decoder weights to the encoder's transpose.")
+    tied: bool = opt(True, "Tie decoder weights to the encoder's transpose. Untied, each decoder "
+                     "is a weight of its own; an RBM layer's (CD trains one matrix) starts as "
+                     "its W^T and only the unrolled autoencoder trains it apart (Hinton & "
+                     "Salakhutdinov 2006).")
+    linear_code: bool = opt(False, "The top layer's units are linear: the real-valued code of a "
+                            "deep autoencoder (Hinton & Salakhutdinov 2006); an RBM top layer "
+                            "then has Gaussian hidden units of unit variance.")
     loss: str = opt("auto", "Reconstruction loss; auto = cross-entropy when a layer's inputs lie in "
                     "[0, 1], else squared error.", choices=("auto", "cross-entropy", "mse"))
     noise: tuple[float, ...] = opt((0.25,), "Corruption level of denoising layers (fraction for "
@@ -126,6 +132,9 @@ class PretrainConfig(DataConfig):
             check(not (kind == "sparse" and self.sparsity_penalty == "kl"
                         and self.activation == "relu"), "sparsity_penalty",
                    "the KL sparsity penalty needs activations in (0, 1); with relu use l1")
+        check(not (self.linear_code and self.per_layer("objective", n - 1) == "sparse"
+                   and self.sparsity_penalty == "kl"), "sparsity_penalty",
+              "the KL sparsity penalty needs activations in (0, 1); with --linear-code use l1")
         check(self.unroll_epochs >= 0, "unroll_epochs", f"must be >= 0, got {self.unroll_epochs}")
 
     def per_layer(self, name: str, k: int):
@@ -242,7 +251,8 @@ PER_NETWORK = ("seed", "init", "init_scheme", "like", "lr", "weight_decay", "dro
 PROVENANCE_KEYS = ("provenance", "resumed")  # what a saved config.json holds beside the settings
 RUN_ONLY = ("compile", "seed_batch",  # seed_batch: results are the same however batched
             "stacks_from")  # a stack copied is the stack its settings would pretrain
-NOT_SWEPT = ("loss", "persistent", "rbm_visible", "unroll_epochs", "freeze_encoder",  # defaults
+NOT_SWEPT = ("loss", "persistent", "rbm_visible", "unroll_epochs", "linear_code",  # defaults
+             "freeze_encoder",
              "read_test")  # a grid reports every test error; tune's trials turn it off
 STAGES = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
 

@@ -106,6 +106,15 @@ def check_classes(y: np.ndarray, where: str) -> None:
     if int(y.max()) + 1 > len(y):
         raise DataError(f"{where}: labels go up to {int(y.max())}, which means {int(y.max()) + 1:,} "
                         f"classes for {len(y):,} images; labels must be class indices 0..C-1")
+    missing = np.setdiff1d(np.arange(int(y.max()) + 1), present)
+    if len(missing):  # e.g. labels 1..10: the head would get a class no image has
+        first = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        hint = (f"; labels {int(present[0])}..{int(present[-1])} look shifted: subtract "
+                f"{int(present[0])}" if int(present[0]) > 0
+                and len(present) == int(present[-1]) - int(present[0]) + 1 else "")
+        raise DataError(f"{where}: no training image has label {first}, so the classifier would "
+                        f"have a class it never sees; labels must be class indices 0..C-1, each "
+                        f"present{hint}")
 
 
 def _scale(x: np.ndarray, where: str) -> np.ndarray:

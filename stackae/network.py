@@ -14,7 +14,8 @@ from torch import nn
 from .autoencoders import ACT
 from .seeding import seed_for
 
-ACTIVATION_MODULES = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
+ACTIVATION_MODULES = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU,
+                      "linear": nn.Identity}  # as autoencoders.ACT
 
 
 def build_classifier(input_dim: int, widths, activation, n_classes: int,

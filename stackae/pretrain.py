@@ -57,8 +57,10 @@ def build_layer(cfgs: list[PretrainConfig], k: int, n_in: int, inputs_in_unit_ra
         output = "sigmoid" if inputs_in_unit_range else "linear"
     else:
         output = "sigmoid" if cfg.loss == "cross-entropy" else "linear"
-    layer = Layer(len(cfgs), n_in, cfg.layers[k], "sigmoid" if rbm else cfg.activation, cfg.tied,
-                  output, standardize=rbm and output == "linear")
+    top = cfg.linear_code and k == len(cfg.layers) - 1
+    activation = "linear" if top else "sigmoid" if rbm else cfg.activation
+    layer = Layer(len(cfgs), n_in, cfg.layers[k], activation, cfg.tied, output,
+                  standardize=rbm and output == "linear")
     for i, c in enumerate(cfgs):
         layer.init_slice(i, torch.Generator().manual_seed(seed_for(c.seed, f"init/layer{k + 1}")),
                          rbm)
@@ -105,6 +107,8 @@ def train_layer(cfgs: list[PretrainConfig], k: int, layer: Layer, x: torch.Tenso
             loss.sum().backward()  # slice i of every gradient is stack i's own
             opt.step()
             total += recon.detach() * idx.shape[1]
+        if isinstance(objective, RBMObjective):
+            objective.copy_decoder(layer)
         layer.eval()
         losses = torch.stack([total / n, mean_recon_loss(layer, x_val)])
         check_finite(losses.sum(0), lambda i: (

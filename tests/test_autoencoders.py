@@ -1,4 +1,5 @@
 import itertools
+import math
 
 import pytest
 import torch
@@ -61,7 +62,7 @@ def test_kl_sparsity_matches_direct_computation_and_is_zero_at_target():
     assert kl_sparsity(torch.full((1, 8, 5), rho), rho, "sigmoid").abs().item() < 1e-6
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "linear"])
 def test_contractive_penalty_matches_autograd_jacobian(activation):
     layer = layer_of(7, 5, activation).double()
     x = torch.randn(1, 4, 7, dtype=torch.double)
@@ -136,7 +137,7 @@ def test_objective_losses_are_finite_and_penalties_add():
     assert torch.allclose(sparse - r2, 2.0 * kl_sparsity(layer.encode(x), 0.05, "sigmoid"))
     cae, r3 = AutoencoderObjective("contractive", contraction=0.5)(layer, x, ())
     assert (cae > r3).all()
-    assert set(ACT) == {"sigmoid", "tanh", "relu"}
+    assert set(ACT) == {"sigmoid", "tanh", "relu", "linear"}
 
 
 def test_slices_are_independent_networks():
@@ -150,3 +151,61 @@ def test_slices_are_independent_networks():
     loss1.sum().backward()
     assert torch.allclose(loss[1], loss1[0])
     assert torch.allclose(layer.weight.grad[1], one.weight.grad[0])
+
+
+def test_gaussian_hidden_rbm_free_energy_is_the_integral_over_its_linear_units():
+    """A top RBM with linear (Gaussian, unit-variance) hidden units: F(v) = -log of the integral
+    over h of exp(b.v + c.h + h.W.v - |h|^2 / 2), computed here by quadrature for one hidden unit,
+    equals free_energy up to the constant log(2 pi) / 2 (which no gradient sees)."""
+    layer = layer_of(3, 1, "linear").double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[[0.8, -1.1, 0.4]]]))
+        layer.bias.fill_(0.3)
+        layer.decoder_bias.copy_(torch.tensor([[0.2, -0.5, 0.1]]))
+    h = torch.linspace(-30, 30, 200001, dtype=torch.double)
+    for v in itertools.product([0.0, 1.0], repeat=3):
+        v = torch.tensor(v, dtype=torch.double)
+        a = layer.weight[0, 0] @ v + layer.bias[0, 0]
+        log_integrand = layer.decoder_bias[0] @ v + h * a - h * h / 2
+        explicit = -torch.log(torch.trapezoid(torch.exp(log_integrand), h))
+        got = RBMObjective.free_energy(layer, v[None, None])[0, 0] - 0.5 * math.log(2 * math.pi)
+        assert torch.allclose(got, explicit, atol=1e-8), (v, got, explicit)
+
+
+def test_cd_of_linear_hidden_units_samples_them_around_their_input_and_has_the_cd_gradient():
+    layer = layer_of(6, 4, "linear").double()
+    v = (torch.rand(1, 20000, 6, generator=torch.Generator().manual_seed(1)) < 0.5).double()
+    a = layer.pre_activation(v)
+    # one hidden sample per visible vector: mean a, unit variance (Gaussian units)
+    streams = Streams([0], "chains", CPU)
+    with torch.no_grad():
+        h = a + streams.randn(v.shape[1], 4, dtype=v.dtype)
+    noise = h - a
+    assert abs(noise.mean().item()) < 0.02 and abs(noise.std().item() - 1) < 0.02
+    # the loss's gradient is CD's: -(<v a>_data - <v a>_model) / B for the weights
+    x = v[:, :64]
+    loss, _ = RBMObjective(k=1)(layer, x, (), Streams([0], "chains", CPU))
+    gw, = torch.autograd.grad(loss.sum(), layer.weight)
+    v_model = RBMObjective.gibbs(layer, x, Streams([0], "chains", CPU), 1)
+    with torch.no_grad():
+        a_data, a_model = layer.pre_activation(x), layer.pre_activation(v_model)
+        expect = -(a_data[0].T @ x[0] - a_model[0].T @ v_model[0]) / x.shape[1]
+    assert torch.allclose(gw[0], expect, atol=1e-10)
+
+
+def test_an_untied_rbm_samples_and_reconstructs_through_its_own_transpose():
+    """CD trains one matrix: an untied layer's decoder copy plays no part in the RBM's Gibbs
+    steps or its reconstruction loss, and gets no gradient from it."""
+    tied, untied = Layer(1, 8, 5, tied=True), Layer(1, 8, 5, tied=False)
+    tied.init_slice(0, torch.Generator().manual_seed(3), rbm=True)
+    untied.init_slice(0, torch.Generator().manual_seed(3), rbm=True)
+    with torch.no_grad():
+        untied.decoder_weight.normal_()  # a decoder far from W^T
+    x = (torch.rand(1, 16, 8) < 0.5).float()
+    (lt, rt), (lu, ru) = (RBMObjective(k=2)(layer, x, (), Streams([0], "chains", CPU))
+                          for layer in (tied, untied))
+    assert torch.equal(lt, lu) and torch.equal(rt, ru)
+    lu.sum().backward()
+    assert untied.decoder_weight.grad is None and untied.weight.grad is not None
+    RBMObjective.copy_decoder(untied)
+    assert torch.equal(untied.decoder_weight[0], untied.weight[0].T)

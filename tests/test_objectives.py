@@ -90,3 +90,35 @@ def test_unrolled_autoencoder_improves_and_stays_a_stack(tmp_path):
     assert len(meta) == 2000 and set(meta) <= set("0123456789")
     r = invoke("finetune", *SLICE, "--init", p / "stack.pt", "--epochs", "1", "-q", "--out", tmp_path / "f")
     assert r.exit_code == 0, r.output
+
+
+def test_the_deep_autoencoders_recipe_a_linear_code_and_decoders_untied_for_unrolling(tmp_path):
+    """Hinton & Salakhutdinov 2006: RBMs with a linear (Gaussian-hidden) top layer, unrolled
+    with each decoder a copy of its W^T that fine-tuning then trains apart."""
+    import stackae
+    p = tmp_path / "p"
+    r = invoke("pretrain", *SLICE, "--layers", "64,8", "--objective", "rbm", "--epochs", "2",
+               "--no-tied", "--linear-code", "--unroll-epochs", "2", "-q", "--out", p)
+    assert r.exit_code == 0, r.output
+    stack = torch.load(p / "stack.pt", weights_only=True)
+    assert [l["activation"] for l in stack["layers"]] == ["sigmoid", "linear"]
+    for k in (1, 2):  # greedy layers: the decoder is the RBM's own transpose
+        state = torch.load(p / f"layer{k}.pt", weights_only=True)["state"]
+        assert torch.equal(state["decoder_weight"], state["encoder.weight"].T)
+    for layer in stack["layers"]:  # unrolled: trained apart
+        assert (layer["decoder_weight"] - layer["weight"].T).abs().max() > 1e-4
+    hist = stack["unrolled"]["history"]
+    assert hist[1]["val_recon_loss"] < hist[0]["val_recon_loss"]
+    s = stackae.load_stack(p)
+    x = stackae.load_data("mnist", train_size=1000, val_size=500).test_x[:200]
+    codes = s.encoder(x)
+    assert codes.min() < 0 and isinstance(s.encoder[-1], torch.nn.Identity)  # unbounded code
+    assert s.reconstruct(x).shape == x.shape
+    r = invoke("finetune", *SLICE, "--init", p / "stack.pt", "--epochs", "1", "-q",
+               "--out", tmp_path / "f")
+    assert r.exit_code == 0, r.output
+    r = invoke("finetune", *SLICE, "--like", p / "stack.pt", "--init-scheme", "xavier",
+               "--epochs", "1", "-q", "--out", tmp_path / "g")
+    assert r.exit_code == 0, r.output
+    model = torch.load(tmp_path / "g" / "model.pt", weights_only=True)
+    assert model["activation"] == ["sigmoid", "linear"]

@@ -113,6 +113,10 @@ def npz(path, y_train, n=60):
 @pytest.mark.parametrize("labels, text", [
     (np.zeros(60, dtype=np.int64), "classification needs at least two classes"),
     (np.r_[np.arange(59) % 2, 10**9].astype(np.int64), "labels go up to 1000000000"),
+    (np.arange(60) % 2 + 1, "no training image has label 0, so the classifier would have a class "
+     "it never sees; labels must be class indices 0..C-1, each present; labels 1..2 look "
+     "shifted: subtract 1"),
+    (np.arange(60) % 2 * 2, "no training image has label 1, so"),
 ])
 def test_labels_need_two_classes_and_no_more_classes_than_images(labels, text, tmp_path, capsys,
                                                                   monkeypatch):
@@ -413,3 +417,21 @@ def test_a_resumed_run_logs_read_as_one_run(tmp_path, capsys, monkeypatch):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["provenance"] == first  # the original argv and time are kept
     assert len(cfg["resumed"]) == 1 and "--resume" in cfg["resumed"][0]["argv"]
+
+
+def test_a_layer_saved_before_a_setting_existed_resumes_as_that_settings_default(tmp_path):
+    """layer1.pt written by a version without --linear-code: it trained as the default (no
+    linear code), so a resume with the default takes it and one with the setting on refuses."""
+    out = tmp_path / "p"
+    args = ("--layers", "16,8", "--epochs", "1")
+    assert invoke("pretrain", *SLICE, *args, "-q", "--out", out).exit_code == 0
+    for name in ("layer2.pt", "stack.pt"):  # as if killed in layer 2
+        (out / name).unlink()
+    ck = torch.load(out / "layer1.pt", weights_only=True)
+    del ck["config"]["linear_code"]
+    torch.save(ck, out / "layer1.pt")
+    r = invoke("pretrain", *SLICE, *args, "-q", "--out", out, "--resume", "--linear-code")
+    assert r.exit_code != 0 and "linear" in r.output, r.output
+    r = invoke("pretrain", *SLICE, *args, "-q", "--out", out, "--resume")
+    assert r.exit_code == 0, r.output
+    assert (out / "stack.pt").exists()

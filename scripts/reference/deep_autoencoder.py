@@ -43,6 +43,7 @@ def autoencoder(code: int, args, out: Path) -> stackae.Stack:
         return stackae.pretrain_stack("mnist", out=folder, resume=folder.exists(),
                                       layers=(1000, 500, 250, code), objective="rbm",
                                       epochs=args.rbm_epochs, unroll_epochs=args.unroll_epochs,
+                                      tied=not args.untied, linear_code=args.linear_code,
                                       batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                       device=args.device, quiet=args.quiet)
     except stackae.ConfigError as e:
@@ -83,6 +84,11 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--untied", action="store_true",
+                   help="Untie each decoder from its encoder before the unrolled fine-tuning, as "
+                        "the paper did (the unrolled network then has twice the weights).")
+    p.add_argument("--linear-code", action="store_true",
+                   help="Linear code units (the top RBM's hidden units Gaussian), as the paper's.")
     p.add_argument("--no-2d", dest="two_d", action="store_false",
                    help="Train only the 30-unit code, not the 2-unit one and its figure.")
     p.add_argument("--quiet", action="store_true")
@@ -116,8 +122,13 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(record, indent=1))
     command = ("python scripts/reference/deep_autoencoder.py"
                + "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                         if k not in ("quiet", "two_d") and v != p.get_default(k))
+                         if k not in ("quiet", "two_d", "untied", "linear_code")
+                         and v != p.get_default(k))
+               + "".join(f" --{k.replace('_', '-')}" for k in ("untied", "linear_code")
+                         if getattr(args, k))
                + ("" if args.two_d else " --no-2d"))
+    code = ("a linear code (the top RBM's hidden units Gaussian)" if args.linear_code
+            else "a sigmoid code")
     (args.out / "REPORT.md").write_text(f"""# Deep autoencoder vs PCA (Hinton & Salakhutdinov 2006)
 
 Squared reconstruction error per test image (summed over 784 pixels, mean over
@@ -132,8 +143,8 @@ images (after the seeded validation split every stackae run uses).
 | 784-1000-500-250-2 deep autoencoder | {f"{results['autoencoder2']:.2f}" if ae2 else "not run (--no-2d)"} | |
 | PCA, 2 components | {results['pca2']:.2f} | |
 
-Recipe here: RBMs (CD-1, Adam lr {args.lr}) for {args.rbm_epochs} epochs per layer, then the
-unrolled autoencoder (tied weights, cross-entropy on pixels, Adam lr {args.lr}, batch
+Recipe here: RBMs (CD-1, Adam lr {args.lr}) for {args.rbm_epochs} epochs per layer, {code}, then the
+unrolled autoencoder ({"untied" if args.untied else "tied"} weights, cross-entropy on pixels, Adam lr {args.lr}, batch
 {args.batch_size}) for {args.unroll_epochs} epochs; seed {args.seed}. The paper: 50 RBM epochs per
 layer, a linear 30-unit code layer with Gaussian noise, untied weights after unrolling, and 200
 epochs of conjugate-gradient fine-tuning. Total time {seconds / 60:.1f} min.
