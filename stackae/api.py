@@ -19,6 +19,7 @@ pretraining may change per-layer settings of the layers it has not finished.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -109,16 +110,20 @@ def finetune_classifier(init=None, data=None, config=None, *, out=None, resume: 
     for stack in (cfg.init, cfg.like):
         if stack and stack != "random":
             layers = checks.check_stack(stack, d.input_dim)["layers"]
-            shape = {"layers": tuple(l["width"] for l in layers),
-                     "activation": ",".join(dict.fromkeys(l["activation"] for l in layers))}
+            acts = list(dict.fromkeys(l["activation"] for l in layers))
+            shape = {"layers": tuple(l["width"] for l in layers), "activation": ",".join(acts)}
+            # what config.json records of that shape (--activation has one value), so that it
+            # reruns as a --config file
+            recorded = {**shape, "activation": acts[0] if len(acts) == 1 else cfg.activation}
             for name, real in shape.items():  # a stack's shape is the network's, not --layers'
                 if given.get(name) is None:
                     continue
                 asked = coerce(name, field_types(FinetuneConfig)[name], given[name])
-                if asked != real:
+                if asked not in (real, recorded[name]):
                     raise ConfigError(name, f"is {checks.shown(asked)}, but the stack {stack} is "
                                       f"{checks.shown(real)}, which shapes the network; leave "
                                       f"{name} out (it shapes random init without a stack)")
+            cfg = dataclasses.replace(cfg, **recorded)
     if cfg.init == "random" and not cfg.like:
         checks.check_memory(cfg.layers, d.input_dim, d.n_classes, 0, device)
     with claims.run_folder(out, to_dict(cfg), device, resuming), \

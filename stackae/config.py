@@ -312,7 +312,7 @@ class _Grid:
         try:
             build()
         except ConfigError as e:
-            raise ConfigError(names.get(e.name) or grid_name(stage, e.name), str(e))
+            raise ConfigError(names.get(e.name) or grid_name(stage, e.name), e.message)
 
     @property
     def depth_list(self) -> tuple[int, ...]:

@@ -33,7 +33,7 @@ class ListParam(click.ParamType):
         try:
             out = coerce(param.name if param else "value", tuple[self.item, ...], value)
         except ConfigError as e:
-            self.fail(str(e), param, ctx)
+            self.fail(e.message, param, ctx)
         for v in out:
             if self.choices and v not in self.choices:
                 self.fail(not_one_of(v, self.choices), param, ctx)
@@ -96,9 +96,9 @@ def config_option(cls):
             d = load_json(value)
             from_dict(cls, {k: v for k, v in d.items() if k not in PROVENANCE_KEYS})
         except ConfigError as e:
-            where = (f"{value}: " + (f"{e.name!r} " if repr(e.name) not in str(e) else "")
+            where = (f"{value}: " + (f"{e.name!r} " if repr(e.name) not in e.message else "")
                      if e.name != "config" else "")
-            raise click.BadParameter(f"{where}{e}", ctx=ctx, param=param)
+            raise click.BadParameter(f"{where}{e.message}", ctx=ctx, param=param)
         ctx.default_map = {**(ctx.default_map or {}),
                            **{k: (",".join(map(str, v)) if isinstance(v, list) else v)
                               for k, v in d.items() if k not in PROVENANCE_KEYS}}
@@ -120,7 +120,7 @@ def friendly_errors(f):
         try:
             return f(*args, **kwargs)
         except ConfigError as e:  # a setting's value: a usage error naming its option
-            raise click.BadParameter(str(e), param_hint=f"'{flag(e.name)}'")
+            raise click.BadParameter(e.message, param_hint=f"'{flag(e.name)}'")
         except (DataError, CheckpointError, RunError) as e:
             if getattr(e, "option", None):
                 raise click.BadParameter(str(e), param_hint=f"'{e.option}'")

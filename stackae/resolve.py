@@ -119,7 +119,7 @@ def saved_config(cls, out: Path):
     try:
         settings = {k: v for k, v in load_json(path).items() if k not in PROVENANCE_KEYS}
     except ConfigError as e:
-        raise RunError(f"cannot resume: {e}")
+        raise RunError(f"cannot resume: {e.message}")
     try:
         return from_dict(cls, settings)
     except ConfigError as e:

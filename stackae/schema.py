@@ -13,11 +13,16 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    """A setting with a bad value; `name` is the field, so the CLI can name the option."""
+    """A setting with a bad value: `name` is the field, `message` what is wrong with its value.
+    Shown as text (the Python API's traceback) it names the setting, "lr: must be positive, got
+    -1.0"; the CLI names the option instead (`--lr`), from `name`, beside `message`."""
 
     def __init__(self, name: str, message: str):
-        super().__init__(message)
-        self.name = name
+        super().__init__(name, message)
+        self.name, self.message = name, message
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message}"
 
 
 def opt(default, help: str, **meta):

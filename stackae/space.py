@@ -130,7 +130,8 @@ def valid_value(cfg: AblateConfig, name: str, value) -> None:
     try:
         checked = getattr(from_dict(AblateConfig, {**to_dict(cfg), name: given}), name)
     except ConfigError as e:
-        raise ConfigError("space", f"{name!r}: {json.dumps(value)} is not a valid value ({e})")
+        raise ConfigError("space", f"{name!r}: {json.dumps(value)} is not a valid value "
+                          f"({e.message})")
     except TypeError:
         raise ConfigError("space", f"{name!r}: {json.dumps(value)} is not a valid value")
     if checked != given or type(checked) is bool and type(given) is not bool:

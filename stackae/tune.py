@@ -352,7 +352,7 @@ def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
     try:  # the tuning seeds must make a valid grid of their own
         trial_config(cfg, list(cfg.inits), cfg.labels[0], chosen["tune_seeds"], {})
     except ConfigError as e:
-        raise ConfigError("tune_seeds", str(e))
+        raise ConfigError("tune_seeds", e.message)
     if PRETRAINING & set(distributions(chosen["space"], cfg)):
         chosen["pretrain_budget"] = pretrain_budget(cfg)
     return chosen

@@ -1,5 +1,6 @@
 """The public Python API (stackae.__all__), used only as a user would, on small data."""
 import io
+import json
 import re
 import subprocess
 import sys
@@ -96,8 +97,15 @@ def test_a_stack_shapes_the_network_and_other_layers_or_activation_are_refused(t
                 stackae.finetune_classifier(init, small(), out=tmp_path / "f", like=like,
                                             **{**FAST, name: value})
             assert e.value.name == name and not (tmp_path / "f").exists()
-    run = stackae.finetune_classifier(stack, small(), out=tmp_path / "f", **FAST)  # the same: fine
+    run = stackae.finetune_classifier(stack, small(), out=tmp_path / "f", epochs=1, device="cpu",
+                                      quiet=True)  # no --layers: the stack's
     assert run.result["test_error"] is not None
+    # config.json records the stack's shape (not --layers' default), so it reruns as --config
+    saved = json.loads((tmp_path / "f" / "config.json").read_text())
+    assert saved["layers"] == stack.widths and saved["activation"] == "sigmoid"
+    again = stackae.finetune_classifier(stack, small(), tmp_path / "f" / "config.json",
+                                        out=tmp_path / "g", quiet=True)
+    assert again.test_error == run.test_error
 
 
 def test_a_resumed_pretraining_refuses_other_data(tmp_path):
@@ -235,6 +243,13 @@ def test_ablation_fits_default_budgets_to_small_data(tmp_path, capsys):
 def test_unknown_settings_and_values_name_the_nearest(tmp_path):
     with pytest.raises(stackae.ConfigError, match="unknown setting 'epoch'; did you mean 'epochs'"):
         stackae.pretrain_stack(small(), epoch=3)
+    with pytest.raises(stackae.ConfigError) as e:  # the text names the setting, as the CLI does
+        stackae.finetune_classifier("random", small(), lr=-1, out=tmp_path / "f")
+    assert str(e.value) == "lr: must be positive, got -1.0" and e.value.name == "lr"
+    assert not (tmp_path / "f").exists()
+    r = invoke("finetune", "--lr", "-1", "--out", tmp_path / "f")
+    assert r.exit_code == 2 and "'--lr': must be positive, got -1.0" in r.output
+    assert "lr: must" not in r.output
     cfg = tmp_path / "c.json"
     cfg.write_text('{"lerning_rate": 0.1}')
     r = invoke("finetune", "--config", cfg)
