@@ -168,6 +168,7 @@ def pretrain(cfgs: list[PretrainConfig], datas: list, outs: list[Path], logs: li
     x_val = stacked([d.val_x for d in datas])
     in_unit = True  # the data are scaled to [0, 1]
     layers, metrics = [], [[] for _ in range(K)]
+    earlier = [0.0] * K  # seconds of the layers a resumed run reloads (spent by earlier runs)
     t_start = time.perf_counter()
     for k, width in enumerate(cfg.layers):
         paths = [Path(out) / f"layer{k + 1}.pt" for out in outs]
@@ -177,6 +178,7 @@ def pretrain(cfgs: list[PretrainConfig], datas: list, outs: list[Path], logs: li
             ck = load_layer(paths[i], k, x.shape[2], width)
             layer.load_slice(i, ck["state"])
             metrics[i].append(ck["metrics"])
+            earlier[i] += ck["metrics"].get("seconds") or 0.0
             logs[i].progress(f"layer {k + 1}: resumed from {paths[i]}")
         if todo:
             t0 = time.perf_counter()
@@ -221,7 +223,7 @@ def pretrain(cfgs: list[PretrainConfig], datas: list, outs: list[Path], logs: li
                    "layers": [{k: v for k, v in m.items() if k != "history"} for m in metrics[i]],
                    "unrolled": unrolled[i] and {k: v for k, v in unrolled[i].items()
                                                 if k != "history"},
-                   "seconds": (time.perf_counter() - t_start) / K}
+                   "seconds": earlier[i] + (time.perf_counter() - t_start) / K}
         write_json(Path(out) / "summary.json", summary)
         summaries.append(summary)
     return summaries

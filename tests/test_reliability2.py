@@ -421,7 +421,8 @@ def test_a_resumed_run_logs_read_as_one_run(tmp_path, capsys, monkeypatch):
 
 def test_a_layer_saved_before_a_setting_existed_resumes_as_that_settings_default(tmp_path):
     """layer1.pt written by a version without --linear-code: it trained as the default (no
-    linear code), so a resume with the default takes it and one with the setting on refuses."""
+    linear code), so a resume with the default takes it and one with the setting on refuses.
+    The resumed stack's time counts the reloaded layer's."""
     out = tmp_path / "p"
     args = ("--layers", "16,8", "--epochs", "1")
     assert invoke("pretrain", *SLICE, *args, "-q", "--out", out).exit_code == 0
@@ -429,9 +430,11 @@ def test_a_layer_saved_before_a_setting_existed_resumes_as_that_settings_default
         (out / name).unlink()
     ck = torch.load(out / "layer1.pt", weights_only=True)
     del ck["config"]["linear_code"]
+    ck["metrics"]["seconds"] = 1000.0  # as if layer 1 had taken long
     torch.save(ck, out / "layer1.pt")
     r = invoke("pretrain", *SLICE, *args, "-q", "--out", out, "--resume", "--linear-code")
     assert r.exit_code != 0 and "linear" in r.output, r.output
     r = invoke("pretrain", *SLICE, *args, "-q", "--out", out, "--resume")
     assert r.exit_code == 0, r.output
-    assert (out / "stack.pt").exists()
+    summary = json.loads((out / "summary.json").read_text())  # both processes' time
+    assert 1000 < summary["seconds"] < 1100 and summary["layers"][0]["seconds"] == 1000
