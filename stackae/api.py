@@ -28,7 +28,7 @@ from . import checkpoint, checks, claims
 from . import data as data_mod
 from . import resolve as R
 from .artifacts import Ablation, Classifier, Stack, load_ablation, load_model, load_stack
-from .config import ConfigError, FinetuneConfig, PretrainConfig, from_dict, to_dict
+from .config import ACTIVATIONS, ConfigError, FinetuneConfig, PretrainConfig, from_dict, to_dict
 from .schema import coerce, field_types
 from .progress import Progress, say
 
@@ -112,9 +112,10 @@ def finetune_classifier(init=None, data=None, config=None, *, out=None, resume: 
             layers = checks.check_stack(stack, d.input_dim)["layers"]
             acts = list(dict.fromkeys(l["activation"] for l in layers))
             shape = {"layers": tuple(l["width"] for l in layers), "activation": ",".join(acts)}
-            # what config.json records of that shape (--activation has one value), so that it
-            # reruns as a --config file
-            recorded = {**shape, "activation": acts[0] if len(acts) == 1 else cfg.activation}
+            # what config.json records of that shape, so that it reruns as a --config file:
+            # --activation holds one of its choices, else its default stands in
+            one = acts[0] if len(acts) == 1 and acts[0] in ACTIVATIONS else None
+            recorded = {**shape, "activation": one or FinetuneConfig().activation}
             for name, real in shape.items():  # a stack's shape is the network's, not --layers'
                 if given.get(name) is None:
                     continue

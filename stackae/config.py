@@ -132,9 +132,18 @@ class PretrainConfig(DataConfig):
             check(not (kind == "sparse" and self.sparsity_penalty == "kl"
                         and self.activation == "relu"), "sparsity_penalty",
                    "the KL sparsity penalty needs activations in (0, 1); with relu use l1")
-        check(not (self.linear_code and self.per_layer("objective", n - 1) == "sparse"
-                   and self.sparsity_penalty == "kl"), "sparsity_penalty",
+        top = self.per_layer("objective", n - 1)
+        check(not (self.linear_code and top == "sparse" and self.sparsity_penalty == "kl"),
+              "sparsity_penalty",
               "the KL sparsity penalty needs activations in (0, 1); with --linear-code use l1")
+        # Gaussian hidden units over Gaussian visible ones: an energy unbounded below once W's
+        # spectral norm passes 1, so no proper model for CD to fit
+        gaussian_below = (self.rbm_visible == "gaussian" if n == 1 else
+                          self.per_layer("objective", n - 2) != "rbm"
+                          and self.activation != "sigmoid")
+        check(not (self.linear_code and top == "rbm" and gaussian_below), "linear_code",
+              "a top RBM with linear (Gaussian) hidden units needs binary visible units: inputs "
+              "in [0, 1] (a sigmoid or RBM layer below it, or --rbm-visible bernoulli)")
         check(self.unroll_epochs >= 0, "unroll_epochs", f"must be >= 0, got {self.unroll_epochs}")
 
     def per_layer(self, name: str, k: int):

@@ -117,8 +117,32 @@ def test_the_deep_autoencoders_recipe_a_linear_code_and_decoders_untied_for_unro
     r = invoke("finetune", *SLICE, "--init", p / "stack.pt", "--epochs", "1", "-q",
                "--out", tmp_path / "f")
     assert r.exit_code == 0, r.output
+    # its config.json reruns (--activation stands for no mixed stack: its default is recorded)
+    r = invoke("finetune", "--config", tmp_path / "f" / "config.json", "-q", "--out", tmp_path / "h")
+    assert r.exit_code == 0, r.output
+    r = invoke("finetune", "--out", tmp_path / "f", "--resume")
+    assert r.exit_code == 0 and "already finished" in r.output, r.output
+    for flag in ("--init", "--like"):  # another activation than the stack's is refused
+        r = invoke("finetune", *SLICE, flag, p / "stack.pt", "--activation", "relu", "-q",
+                   "--out", tmp_path / "x")
+        assert r.exit_code == 2 and "the stack" in r.output and "is sigmoid,linear" in r.output
     r = invoke("finetune", *SLICE, "--like", p / "stack.pt", "--init-scheme", "xavier",
                "--epochs", "1", "-q", "--out", tmp_path / "g")
     assert r.exit_code == 0, r.output
     model = torch.load(tmp_path / "g" / "model.pt", weights_only=True)
     assert model["activation"] == ["sigmoid", "linear"]
+
+
+@pytest.mark.parametrize("args", [
+    ("--layers", "16", "--objective", "rbm", "--rbm-visible", "gaussian"),
+    ("--layers", "16,8", "--objective", "denoising,rbm", "--activation", "relu"),
+])
+def test_a_linear_code_rbm_over_gaussian_visible_units_is_refused(args, tmp_path):
+    """Gaussian hidden over Gaussian visible units: no proper model (its energy is unbounded
+    below once W grows), so the combination is refused before anything runs."""
+    r = invoke("pretrain", *SLICE, *args, "--linear-code", "-q", "--out", tmp_path / "p")
+    assert r.exit_code == 2 and "needs binary visible units" in r.output, r.output
+    assert not (tmp_path / "p").exists()
+    ok = invoke("pretrain", *SLICE, "--layers", "16,8", "--objective", "rbm", "--activation",
+                "relu", "--linear-code", "--epochs", "1", "-q", "--out", tmp_path / "q")
+    assert ok.exit_code == 0, ok.output  # RBM layers below are sigmoid: binary visible units
