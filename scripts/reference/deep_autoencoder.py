@@ -100,11 +100,15 @@ def main() -> None:
     mean, directions = pca(x, 30)
     results = {"pca30": squared_error(
         x_test, (x_test - mean) @ directions.T @ directions + mean)}
+    t1 = time.perf_counter()
     ae30 = autoencoder(30, args, args.out)
+    spent = time.perf_counter() - t1  # counted from the stacks' own records below
     results["autoencoder30"] = squared_error(x_test, ae30.reconstruct(x_test))
     results["pca2"] = squared_error(x_test, (x_test - mean) @ directions[:2].T @ directions[:2]
                                     + mean)
+    t1 = time.perf_counter()
     ae2 = autoencoder(2, args, args.out) if args.two_d else None
+    spent += time.perf_counter() - t1
     if ae2 is not None:
         results["autoencoder2"] = squared_error(x_test, ae2.reconstruct(x_test))
         codes = torch.cat([ae2.encoder(x_test[a:a + 2000]).detach()
@@ -113,10 +117,14 @@ def main() -> None:
                 [(f"784-1000-500-250-2 autoencoder (error {results['autoencoder2']:.1f})", codes),
                  (f"PCA, first two components (error {results['pca2']:.1f})",
                   (x_test - mean) @ directions[:2].T)], y_test)
-    seconds = time.perf_counter() - t0
+    # each stack's own time from its summary.json (a stack finished by an earlier call of this
+    # script, or resumed, counts the time it took then); the rest is this call's
+    stack_seconds = {code: ae.summary["seconds"] for code, ae in (("30", ae30), ("2", ae2))
+                     if ae is not None and ae.summary}
+    seconds = sum(stack_seconds.values()) + time.perf_counter() - t0 - spent
     record = {"squared_error_per_test_image": results, "published": PUBLISHED,
               "settings": vars(args) | {"out": str(args.out)}, "train_images": len(x),
-              "test_images": len(x_test), "seconds": seconds,
+              "test_images": len(x_test), "seconds": seconds, "stack_seconds": stack_seconds,
               "stacks": {"30": ae30.summary and ae30.summary.get("unrolled"),
                          "2": ae2 and ae2.summary and ae2.summary.get("unrolled")}}
     (args.out / "results.json").write_text(json.dumps(record, indent=1))
@@ -147,7 +155,8 @@ Recipe here: RBMs (CD-1, Adam lr {args.lr}) for {args.rbm_epochs} epochs per lay
 unrolled autoencoder ({"untied" if args.untied else "tied"} weights, cross-entropy on pixels, Adam lr {args.lr}, batch
 {args.batch_size}) for {args.unroll_epochs} epochs; seed {args.seed}. The paper: 50 RBM epochs per
 layer, a linear 30-unit code layer with Gaussian noise, untied weights after unrolling, and 200
-epochs of conjugate-gradient fine-tuning. Total time {seconds / 60:.1f} min.
+epochs of conjugate-gradient fine-tuning. Total time {seconds / 60:.1f} min ({", ".join(
+        f"{code}-unit code's stack {s / 60:.1f} min" for code, s in stack_seconds.items())}).
 
 {FIGURE if args.two_d else "(2-D codes not trained in this run: --no-2d.)"}
 

@@ -33,6 +33,14 @@
 #               (squared reconstruction error per test image), and the 2-D codes beside PCA's:
 #               scripts/reference/deep_autoencoder.py        see runs/reference/deep-autoencoder
 #
+# Deep-autoencoder variants, run only by name (scripts/reference/deep_autoencoder.py with the
+# flags below, into runs/reference/NAME; times in each REPORT.md):
+#   deep-autoencoder-long        --rbm-epochs 20 --unroll-epochs 200 --no-2d
+#   deep-autoencoder-paper       the paper's recipe: --rbm-epochs 50 --unroll-epochs 200
+#                                --untied --linear-code --no-2d
+#   deep-autoencoder-paper-50    the same stopped at 50 unrolled epochs (deep-autoencoder-paper's
+#                                validation loss was lowest at epoch 47): --unroll-epochs 50
+#
 # Run only by name (not in the default list: sized for a GPU, not yet run):
 #   classic-tuned  classic-small-batch with both arms tuned by `stackae tune` on seeds 0 and 1,
 #               12 trials per arm: the fine-tuning lr for both, and for the denoising arm the
@@ -67,6 +75,13 @@ for name in "${@:-classic classic-small-batch classic-pretrain-30 dbn-small-batc
   for n in $name; do
     if [ "$n" = deep-autoencoder ]; then
       python scripts/reference/deep_autoencoder.py --out runs/reference/deep-autoencoder
+    elif [ "$n" = deep-autoencoder-long ]; then
+      python scripts/reference/deep_autoencoder.py --rbm-epochs 20 --unroll-epochs 200 --no-2d \
+        --out "runs/reference/$n"
+    elif [ "$n" = deep-autoencoder-paper ] || [ "$n" = deep-autoencoder-paper-50 ]; then
+      unroll=200; if [ "$n" = deep-autoencoder-paper-50 ]; then unroll=50; fi
+      python scripts/reference/deep_autoencoder.py --rbm-epochs 50 --unroll-epochs "$unroll" \
+        --untied --linear-code --no-2d --out "runs/reference/$n"
     elif [ -f "scripts/reference/$n.space.json" ]; then  # a tuned experiment
       trials=12; if [ "$n" = dbn-tuned ]; then trials=6; fi  # sized for this CPU
       stackae tune --config "scripts/reference/$n.json" --space "scripts/reference/$n.space.json" \
