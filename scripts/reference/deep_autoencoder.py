@@ -128,13 +128,11 @@ def main() -> None:
               "stacks": {"30": ae30.summary and ae30.summary.get("unrolled"),
                          "2": ae2 and ae2.summary and ae2.summary.get("unrolled")}}
     (args.out / "results.json").write_text(json.dumps(record, indent=1))
-    command = ("python scripts/reference/deep_autoencoder.py"
-               + "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                         if k not in ("quiet", "two_d", "untied", "linear_code")
-                         and v != p.get_default(k))
-               + "".join(f" --{k.replace('_', '-')}" for k in ("untied", "linear_code")
-                         if getattr(args, k))
-               + ("" if args.two_d else " --no-2d"))
+    flag = {"two_d": "--no-2d"}  # a switch is its flag alone
+    command = "python scripts/reference/deep_autoencoder.py" + "".join(
+        " " + (flag.get(k, f"--{k.replace('_', '-')}") if isinstance(v, bool)
+               else f"--{k.replace('_', '-')} {v}")
+        for k, v in vars(args).items() if k != "quiet" and v != p.get_default(k))
     code = ("a linear code (the top RBM's hidden units Gaussian)" if args.linear_code
             else "a sigmoid code")
     (args.out / "REPORT.md").write_text(f"""# Deep autoencoder vs PCA (Hinton & Salakhutdinov 2006)
