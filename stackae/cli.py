@@ -64,8 +64,9 @@ def pretrain(ctx, out, resume, quiet, **kwargs):
         click.echo(f"layer {m['layer']} ({m['objective']}, {m['width']} units): val recon loss "
                    f"{m['val_recon_loss']:.4f}")
     if summary["unrolled"]:
-        click.echo(f"unrolled deep autoencoder: val recon loss "
-                   f"{summary['unrolled']['val_recon_loss']:.4f}")
+        u = summary["unrolled"]
+        click.echo(f"unrolled deep autoencoder: val recon loss {u['val_recon_loss']:.4f} "
+                   f"(epoch {u['best_epoch']} of {u['epochs']}, the lowest; kept)")
     click.echo(f"stack: {summary['stack']}  ({summary['seconds']:.1f}s)")
 
 

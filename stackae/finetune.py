@@ -23,7 +23,7 @@ from torch import nn
 from .config import PER_NETWORK, FinetuneConfig
 from .network import Stacked
 from . import train
-from .train import Streams, autocast, check_finite, compiled, make_optimizer
+from .train import Streams, autocast, check_finite, compiled, keep_slices, make_optimizer
 
 CURVES = ("train_loss", "train_error", "val_loss", "val_error", "test_error")
 
@@ -242,10 +242,7 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
                 logs[k].progress(f"early stop: no better validation error for {cfg.patience} "
                                  "epochs")
         if improved.any():
-            keep = improved.to(device)
-            with torch.no_grad():
-                for p, q in zip(net.parameters(), best):
-                    q.copy_(torch.where(keep.view(-1, *[1] * (p.dim() - 1)), p, q))
+            keep_slices(improved.to(device), list(net.parameters()), best)
     if cfg.epochs == 0:  # the initial networks are the results
         _, val_error = evaluate(net, val_x, val_y, on_val, amp)
         test_error = (evaluate(net, test_x, test_y, on_test, amp)[1].tolist() if cfg.read_test

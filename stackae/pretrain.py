@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .autoencoders import Layer, RBMObjective, corrupt, draw_noise, make_objective
+from .autoencoders import Layer
+from .objectives import RBMObjective, corrupt, draw_noise, make_objective
 from .checkpoint import layer_checkpoint, load_layer, save, stack_checkpoint
 from .config import PretrainConfig
 from .runlog import write_json

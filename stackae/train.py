@@ -125,6 +125,14 @@ def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(tensors)
 
 
+@torch.no_grad()
+def keep_slices(which: torch.Tensor, src: list[torch.Tensor], dst: list[torch.Tensor]) -> None:
+    """Copy slice k of every tensor in `src` into the same slice of `dst` where which[k] (K
+    booleans): how each network's best epoch so far is kept while the others train on."""
+    for p, q in zip(src, dst):
+        q.copy_(torch.where(which.view(-1, *[1] * (p.dim() - 1)), p, q))
+
+
 def check_finite(values: torch.Tensor, what) -> None:
     """Raise Diverged naming the first slice whose value is not finite; `what(k)` describes it."""
     bad = (~torch.isfinite(values)).nonzero().flatten().tolist()

@@ -4,17 +4,19 @@ at once.
 
     stackae pretrain --unroll-epochs 10 --out runs/pretrain/unrolled
 
-The layers are updated in place, so the result is still a stack that `finetune` accepts.
-TensorBoard gets `unroll/*` curves, reconstructions and a projector view of test-set codes.
+The layers are updated in place, so the result is still a stack that `finetune` accepts. Each
+stack ends at its epoch of lowest validation loss, as `finetune` keeps its epoch of lowest
+validation error: the unrolled network overfits the training images if trained long. TensorBoard gets `unroll/*` curves, reconstructions and a projector view of test-set codes.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 
 from .autoencoders import Layer
-from .train import Streams, autocast, check_finite, make_optimizer, stacked
+from .train import Streams, autocast, check_finite, keep_slices, make_optimizer, stacked
 
 
 def encode(layers: list[Layer], x: torch.Tensor) -> torch.Tensor:
@@ -44,8 +46,11 @@ def unroll(cfgs, layers: list[Layer], datas, logs) -> list[dict]:
         layer.requires_grad_(True).train()
     x, x_val = stacked([d.train_x for d in datas]), stacked([d.val_x for d in datas])
     n = x.shape[1]
-    opt = make_optimizer(cfg.optimizer, [p for l in layers for p in l.parameters()],
-                         cfg.per_layer("lr", 0), cfg.momentum, cfg.weight_decay)
+    params = [p for l in layers for p in l.parameters()]
+    opt = make_optimizer(cfg.optimizer, params, cfg.per_layer("lr", 0), cfg.momentum,
+                         cfg.weight_decay)
+    best = [p.detach().clone() for p in params]  # each stack's parameters at its best epoch
+    best_loss = torch.full((K,), math.inf, device=x.device)
     batches = Streams([c.seed for c in cfgs], "batches/unroll", x.device)
     rows = torch.arange(K, device=x.device)[:, None]
     amp = autocast(cfg.precision, x.device)
@@ -67,6 +72,9 @@ def unroll(cfgs, layers: list[Layer], datas, logs) -> list[dict]:
             f"unrolled fine-tuning diverged at epoch {epoch}" + (f" (seed {cfgs[i].seed})" if K > 1
                                                                  else "")
             + "; the greedy layers are kept in layerK.pt. Try a smaller --lr"))
+        better = losses[1] < best_loss
+        keep_slices(better, params, best)
+        best_loss = torch.where(better, losses[1], best_loss)
         losses = losses.tolist()
         dt = time.perf_counter() - t0
         for i in range(K):
@@ -77,12 +85,23 @@ def unroll(cfgs, layers: list[Layer], datas, logs) -> list[dict]:
                                     "unroll/val_recon_loss": val_loss}, stage="unroll")
             logs[i].progress(f"unrolled epoch {epoch}/{cfg.unroll_epochs}  recon {train_loss:.4f}  "
                              f"val {val_loss:.4f}  {dt:.1f}s")
+    keep_slices(torch.ones(K, dtype=torch.bool, device=x.device), best, params)
     for layer in layers:
         layer.requires_grad_(False).eval()
     for i in range(K):
         log_views(layers, i, datas[i], logs[i], cfg.unroll_epochs)
-    return [{"epochs": cfg.unroll_epochs, "history": h,
-             "val_recon_loss": h[-1]["val_recon_loss"] if h else None} for h in history]
+    return [selected(h, cfg.unroll_epochs) for h in history]
+
+
+def selected(history: list[dict], epochs: int) -> dict:
+    """A stack's record: its curves, and the epoch of lowest validation loss that it ends at."""
+    if not history:
+        return {"epochs": epochs, "history": history, "best_epoch": 0, "val_recon_loss": None,
+                "final_val_recon_loss": None}
+    best = min(history, key=lambda h: h["val_recon_loss"])  # the first of equals, as kept
+    return {"epochs": epochs, "history": history, "best_epoch": best["epoch"],
+            "val_recon_loss": best["val_recon_loss"],
+            "final_val_recon_loss": history[-1]["val_recon_loss"]}
 
 
 @torch.no_grad()

@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
-from stackae.autoencoders import (ACT, AutoencoderObjective, Layer, RBMObjective,
-                                  contractive_penalty, corrupt, draw_noise, kl_sparsity)
+from stackae.autoencoders import ACT, Layer
+from stackae.objectives import (AutoencoderObjective, RBMObjective, contractive_penalty, corrupt,
+                                draw_noise, kl_sparsity)
 from stackae.train import Streams
 
 CPU = torch.device("cpu")

@@ -47,6 +47,9 @@ class Silent:
     def image(self, *a):
         pass
 
+    def embedding(self, *a):
+        pass
+
 
 def folder(path):
     path.mkdir(parents=True, exist_ok=True)
@@ -282,3 +285,32 @@ def test_input_dropout_and_max_norm_act_and_stay_per_network(datas):
         assert norms.max() <= 0.5 + 1e-5 and (norms > 0.5 - 1e-4).any()  # the cap binds
     free = both_ways(datas, inits=["xavier"] * 3, dropout=0.2)
     assert runs[3][0]["curves"]["train_loss"] != pytest.approx(free[3][0]["curves"]["train_loss"])
+
+
+def test_unrolled_stacks_trained_together_each_end_at_their_own_best_epoch(tmp_path):
+    """The unrolled autoencoder keeps each stack's epoch of lowest validation loss, not its last:
+    on 30 training images the validation loss rises and falls, so the last epoch need not be the best, and K
+    stacks unrolled together end as they would alone."""
+    import torch.nn.functional as F
+    import stackae
+    split = dict(train_size=30, val_size=200, device="cpu")
+    datas = [load(DataConfig(**split, seed=s), CPU) for s in SEEDS]
+    cfgs = [PretrainConfig(**split, layers=(64, 16), objective=("rbm",), epochs=(1,), lr=(0.03,),
+                           batch_size=10, unroll_epochs=9, seed=s) for s in SEEDS]
+    alone = [pretrain([c], [d], [folder(tmp_path / f"a{c.seed}")], [Silent()])[0]
+             for c, d in zip(cfgs, datas)]
+    together = pretrain(cfgs, datas, [folder(tmp_path / f"t{c.seed}") for c in cfgs],
+                        [Silent() for _ in cfgs])
+    overfit = 0
+    for a, t, d in zip(alone, together, datas):
+        s1, s2 = (torch.load(x["stack"], weights_only=True) for x in (a, t))
+        assert_close(s2["layers"][0]["weight"], s1["layers"][0]["weight"], **TOL)
+        u = s2["unrolled"]
+        losses = [h["val_recon_loss"] for h in u["history"]]
+        assert u["best_epoch"] == 1 + losses.index(min(losses)) and u["val_recon_loss"] == min(losses)
+        assert u["final_val_recon_loss"] == losses[-1] and a["unrolled"]["best_epoch"] == u["best_epoch"]
+        overfit += u["best_epoch"] < len(losses)
+        r = stackae.load_stack(t["stack"]).reconstruct(d.val_x)  # the best epoch's stack
+        loss = F.binary_cross_entropy(r.double(), d.val_x.double(), reduction="sum") / len(r)
+        assert float(loss) == pytest.approx(min(losses), rel=1e-4)
+    assert overfit  # at least one stack's last epoch was not its best
