@@ -93,7 +93,8 @@ class PretrainConfig(DataConfig):
     batch_size: int = opt(256, "Minibatch size (256 keeps a 2-core CPU's matmul units busy; "
                           "see scripts/bench.py).")
     unroll_epochs: int = opt(0, "After greedy training, fine-tune the unrolled deep autoencoder "
-                             "end to end for this many epochs (0 = off).")
+                             "end to end for this many epochs (0 = off), keeping the epoch "
+                             "of lowest validation loss.")
     precision: str = precision_option()
     compile: bool = opt(False, "Compile each layer's training step with torch.compile (on CUDA "
                         "in mode reduce-overhead: replayed as a CUDA graph); each layer pays its "

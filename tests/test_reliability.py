@@ -188,7 +188,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     err = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 1 and "Traceback" not in err
+    assert proc.returncode == 1 and "Traceback" not in err, (proc.returncode, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted" in lines[0] and "--resume" in lines[0], err
     assert (out / "layer1.pt").exists() and not (out / "stack.pt").exists()

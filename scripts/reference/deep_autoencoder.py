@@ -133,6 +133,9 @@ def main() -> None:
         " " + (flag.get(k, f"--{k.replace('_', '-')}") if isinstance(v, bool)
                else f"--{k.replace('_', '-')} {v}")
         for k, v in vars(args).items() if k != "quiet" and v != p.get_default(k))
+    kept = ", ".join(f"{c}-unit code: epoch {u['best_epoch']}, validation loss "
+                     f"{u['val_recon_loss']:.2f}, {u['final_val_recon_loss']:.2f} at the last"
+                     for c, u in record["stacks"].items() if u and "best_epoch" in u)
     code = ("a linear code (the top RBM's hidden units Gaussian)" if args.linear_code
             else "a sigmoid code")
     (args.out / "REPORT.md").write_text(f"""# Deep autoencoder vs PCA (Hinton & Salakhutdinov 2006)
@@ -151,7 +154,8 @@ images (after the seeded validation split every stackae run uses).
 
 Recipe here: RBMs (CD-1, Adam lr {args.lr}) for {args.rbm_epochs} epochs per layer, {code}, then the
 unrolled autoencoder ({"untied" if args.untied else "tied"} weights, cross-entropy on pixels, Adam lr {args.lr}, batch
-{args.batch_size}) for {args.unroll_epochs} epochs; seed {args.seed}. The paper: 50 RBM epochs per
+{args.batch_size}) for {args.unroll_epochs} epochs, each stack kept at its epoch of lowest validation
+loss ({kept}); seed {args.seed}. The paper: 50 RBM epochs per
 layer, a linear 30-unit code layer with Gaussian noise, untied weights after unrolling, and 200
 epochs of conjugate-gradient fine-tuning. Total time {seconds / 60:.1f} min ({", ".join(
         f"{code}-unit code's stack {s / 60:.1f} min" for code, s in stack_seconds.items())}).

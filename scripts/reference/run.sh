@@ -38,8 +38,7 @@
 #   deep-autoencoder-long        --rbm-epochs 20 --unroll-epochs 200 --no-2d
 #   deep-autoencoder-paper       the paper's recipe: --rbm-epochs 50 --unroll-epochs 200
 #                                --untied --linear-code --no-2d
-#   deep-autoencoder-paper-50    the same stopped at 50 unrolled epochs (deep-autoencoder-paper's
-#                                validation loss was lowest at epoch 47): --unroll-epochs 50
+# (the unrolled fine-tuning keeps each stack's epoch of lowest validation loss)
 #
 # Run only by name (not in the default list: sized for a GPU, not yet run):
 #   classic-tuned  classic-small-batch with both arms tuned by `stackae tune` on seeds 0 and 1,
@@ -78,9 +77,8 @@ for name in "${@:-classic classic-small-batch classic-pretrain-30 dbn-small-batc
     elif [ "$n" = deep-autoencoder-long ]; then
       python scripts/reference/deep_autoencoder.py --rbm-epochs 20 --unroll-epochs 200 --no-2d \
         --out "runs/reference/$n"
-    elif [ "$n" = deep-autoencoder-paper ] || [ "$n" = deep-autoencoder-paper-50 ]; then
-      unroll=200; if [ "$n" = deep-autoencoder-paper-50 ]; then unroll=50; fi
-      python scripts/reference/deep_autoencoder.py --rbm-epochs 50 --unroll-epochs "$unroll" \
+    elif [ "$n" = deep-autoencoder-paper ]; then
+      python scripts/reference/deep_autoencoder.py --rbm-epochs 50 --unroll-epochs 200 \
         --untied --linear-code --no-2d --out "runs/reference/$n"
     elif [ -f "scripts/reference/$n.space.json" ]; then  # a tuned experiment
       trials=12; if [ "$n" = dbn-tuned ]; then trials=6; fi  # sized for this CPU
