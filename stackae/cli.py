@@ -65,8 +65,10 @@ def pretrain(ctx, out, resume, quiet, **kwargs):
                    f"{m['val_recon_loss']:.4f}")
     if summary["unrolled"]:
         u = summary["unrolled"]
-        click.echo(f"unrolled deep autoencoder: val recon loss {u['val_recon_loss']:.4f} "
-                   f"(epoch {u['best_epoch']} of {u['epochs']}, the lowest; kept)")
+        # a summary written before the best epoch was kept has none: its loss is the last epoch's
+        kept = (f" (epoch {u['best_epoch']} of {u['epochs']}, the lowest; kept)"
+                if "best_epoch" in u else "")
+        click.echo(f"unrolled deep autoencoder: val recon loss {u['val_recon_loss']:.4f}{kept}")
     click.echo(f"stack: {summary['stack']}  ({summary['seconds']:.1f}s)")
 
 

@@ -6,7 +6,8 @@ at once.
 
 The layers are updated in place, so the result is still a stack that `finetune` accepts. Each
 stack ends at its epoch of lowest validation loss, as `finetune` keeps its epoch of lowest
-validation error: the unrolled network overfits the training images if trained long. TensorBoard gets `unroll/*` curves, reconstructions and a projector view of test-set codes.
+validation error: the unrolled network overfits the training images if trained long.
+TensorBoard gets `unroll/*` curves, reconstructions and a projector view of test-set codes.
 """
 from __future__ import annotations
 
@@ -85,7 +86,9 @@ def unroll(cfgs, layers: list[Layer], datas, logs) -> list[dict]:
                                     "unroll/val_recon_loss": val_loss}, stage="unroll")
             logs[i].progress(f"unrolled epoch {epoch}/{cfg.unroll_epochs}  recon {train_loss:.4f}  "
                              f"val {val_loss:.4f}  {dt:.1f}s")
-    keep_slices(torch.ones(K, dtype=torch.bool, device=x.device), best, params)
+    with torch.no_grad():
+        for p, q in zip(params, best):
+            p.copy_(q)
     for layer in layers:
         layer.requires_grad_(False).eval()
     for i in range(K):
@@ -95,9 +98,6 @@ def unroll(cfgs, layers: list[Layer], datas, logs) -> list[dict]:
 
 def selected(history: list[dict], epochs: int) -> dict:
     """A stack's record: its curves, and the epoch of lowest validation loss that it ends at."""
-    if not history:
-        return {"epochs": epochs, "history": history, "best_epoch": 0, "val_recon_loss": None,
-                "final_val_recon_loss": None}
     best = min(history, key=lambda h: h["val_recon_loss"])  # the first of equals, as kept
     return {"epochs": epochs, "history": history, "best_epoch": best["epoch"],
             "val_recon_loss": best["val_recon_loss"],

@@ -80,6 +80,13 @@ def test_unrolled_autoencoder_improves_and_stays_a_stack(tmp_path):
     hist = torch.load(p / "stack.pt", weights_only=True)["unrolled"]["history"]
     assert len(hist) == 2 and hist[1]["val_recon_loss"] < hist[0]["val_recon_loss"]
     assert summary["unrolled"]["val_recon_loss"] == hist[1]["val_recon_loss"]
+    assert "(epoch 2 of 2, the lowest; kept)" in r.output, r.output
+    # a run finished before the unrolled stage kept its best epoch still reports on --resume
+    del summary["unrolled"]["best_epoch"]
+    (p / "summary.json").write_text(json.dumps(summary))
+    r = invoke("pretrain", *SLICE, "--layers", "64,16", "--epochs", "2", "--unroll-epochs", "2",
+               "-q", "--out", p, "--resume")
+    assert r.exit_code == 0 and "unrolled deep autoencoder: val recon loss" in r.output, r.output
     greedy = torch.load(p / "layer1.pt", weights_only=True)["state"]["encoder.weight"]
     assert not torch.equal(greedy, torch.load(p / "stack.pt", weights_only=True)["layers"][0]["weight"])
     ea = EventAccumulator(str(p), size_guidance={"images": 0}).Reload()
