@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .config import AblateConfig, FinetuneConfig, PretrainConfig
+from .interrupt import deferred_interrupts
 from .options import common_run_options, config_option, friendly_errors, options_from
 
 
@@ -53,7 +54,8 @@ def pretrain(ctx, out, resume, quiet, **kwargs):
     from .train import Diverged
     out = out or out_default("pretrain")
     try:
-        stack = pretrain_stack(out=out, resume=resume, quiet=quiet, **given(ctx, kwargs))
+        with deferred_interrupts():
+            stack = pretrain_stack(out=out, resume=resume, quiet=quiet, **given(ctx, kwargs))
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; finished layers are kept in {out}. Continue "
                                    f"with: {again('pretrain', out)}")
@@ -115,7 +117,9 @@ def finetune(ctx, out, resume, quiet, **kwargs):
     from .api import finetune_classifier
     out = out or out_default("finetune")
     try:
-        run = finetune_classifier(out=out, resume=resume, quiet=quiet, **given(ctx, kwargs))
+        with deferred_interrupts():
+            run = finetune_classifier(out=out, resume=resume, quiet=quiet,
+                                      **given(ctx, kwargs))
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; continue (it redoes this fine-tune) with: "
                                    f"{again('finetune', out)}")
@@ -201,7 +205,8 @@ def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slur
                         slurm_gpus, slurm_cpus, wait)
         return
     try:
-        grid = api.run_ablation(out=out, resume=resume, shard=shard, quiet=quiet, **settings)
+        with deferred_interrupts():
+            grid = api.run_ablation(out=out, resume=resume, shard=shard, quiet=quiet, **settings)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; finished cells are kept in {out}. "
                                    f"Continue with: {again('ablate', out)}")
@@ -266,7 +271,8 @@ def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, trials_at_o
         click.echo("\n".join(api.plan_tuning(**args)))
         return
     try:
-        grid = api.run_tuning(quiet=quiet, **args)
+        with deferred_interrupts():
+            grid = api.run_tuning(quiet=quiet, **args)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; finished trials and cells are kept in {out}. "
                                    f"Continue with: {again('tune', out)}")

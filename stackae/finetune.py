@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import PER_NETWORK, FinetuneConfig
+from .interrupt import stop_point
 from .network import Stacked
 from . import train
 from .train import Streams, autocast, check_finite, compiled, keep_slices, make_optimizer
@@ -212,6 +213,7 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
                 net.cap_norms(caps)
             total_loss += loss.detach() * b.shape[1]
             wrong += batch_wrong
+            stop_point()
         seen = order.shape[1]
         running = [k for k in range(K) if not sel[k].stopped]
         check_finite(total_loss[running], lambda j: (

@@ -20,6 +20,7 @@ from .autoencoders import Layer
 from .objectives import RBMObjective, corrupt, draw_noise, make_objective
 from .checkpoint import layer_checkpoint, load_layer, save, stack_checkpoint
 from .config import PretrainConfig
+from .interrupt import stop_point
 from .runlog import write_json
 from .seeding import seed_for
 from .train import (Streams, autocast, check_finite, check_lockstep, compiled, make_optimizer,
@@ -108,6 +109,7 @@ def train_layer(cfgs: list[PretrainConfig], k: int, layer: Layer, x: torch.Tenso
             loss.sum().backward()  # slice i of every gradient is stack i's own
             opt.step()
             total += recon.detach() * idx.shape[1]
+            stop_point()
         if isinstance(objective, RBMObjective):
             objective.copy_decoder(layer)
         layer.eval()

@@ -223,6 +223,10 @@ class RunLog:
 
     def embedding(self, codes: torch.Tensor, labels, images: torch.Tensor, tag: str) -> None:
         if self._tb is not None:
+            # a resumed run that redoes its stage replaces the embedding written before (where
+            # SummaryWriter would keep the old files and print a warning on stdout)
+            shutil.rmtree(self.folder / "00000" / tag.replace("%", "%25").replace("/", "%2f"),
+                          ignore_errors=True)
             self._board(self._tb.add_embedding, codes.float().cpu(), metadata=labels,
                         label_img=images.cpu(), tag=tag)
 

@@ -138,3 +138,4 @@ def check_finite(values: torch.Tensor, what) -> None:
     bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
     if bad:
         raise Diverged(what(bad[0]))
+

@@ -17,6 +17,7 @@ import time
 import torch
 
 from .autoencoders import Layer
+from .interrupt import stop_point
 from .train import Streams, autocast, check_finite, keep_slices, make_optimizer, stacked
 
 
@@ -68,6 +69,7 @@ def unroll(cfgs, layers: list[Layer], datas, logs) -> list[dict]:
             loss.sum().backward()
             opt.step()
             total += loss.detach() * idx.shape[1]
+            stop_point()
         losses = torch.stack([total / n, mean_loss(layers, x_val)])
         check_finite(losses.sum(0), lambda i: (
             f"unrolled fine-tuning diverged at epoch {epoch}" + (f" (seed {cfgs[i].seed})" if K > 1

@@ -97,6 +97,12 @@ def test_unrolled_autoencoder_improves_and_stays_a_stack(tmp_path):
     assert len(meta) == 2000 and set(meta) <= set("0123456789")
     r = invoke("finetune", *SLICE, "--init", p / "stack.pt", "--epochs", "1", "-q", "--out", tmp_path / "f")
     assert r.exit_code == 0, r.output
+    # interrupted after the unrolled stage logged its codes: --resume redoes it and replaces them
+    (p / "stack.pt").unlink()
+    r = invoke("pretrain", *SLICE, "--layers", "64,16", "--epochs", "2", "--unroll-epochs", "2",
+               "-q", "--out", p, "--resume")
+    assert r.exit_code == 0 and "warning" not in r.output.lower(), r.output
+    assert len(list(p.glob("*/*/metadata.tsv"))) == 1
 
 
 def test_the_deep_autoencoders_recipe_a_linear_code_and_decoders_untied_for_unrolling(tmp_path):

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import SLICE, invoke
 from stackae import data as D
+from stackae.interrupt import deferred_interrupts, stop_point
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -175,6 +176,20 @@ def test_sigkill_mid_grid_then_resume_matches_an_uninterrupted_grid(tmp_path):
         assert all(torch.equal(full[cid][2][k], resumed[cid][2][k]) for k in full[cid][2]), cid
     assert len((cut / "results.jsonl").read_text().splitlines()) == 8
     assert (cut / "REPORT.md").exists()
+
+
+def test_a_first_ctrl_c_waits_for_a_stop_point_and_a_second_interrupts_at_once():
+    before = signal.getsignal(signal.SIGINT)
+    with deferred_interrupts():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # delivered: the handler ran and raised nothing
+        with pytest.raises(KeyboardInterrupt):
+            stop_point()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    stop_point()  # leaving the block clears the flag and restores the handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
