@@ -189,7 +189,11 @@ def pretrain(cfgs: list[PretrainConfig], datas: list, outs: list[Path], logs: li
             xs, xs_val = (x, x_val) if len(todo) == K else (x[todo], x_val[todo])
             if part.standardize:  # Gaussian-visible RBM: standardise this layer's inputs
                 part.in_mean.copy_(xs.mean(1))
-                part.in_std.copy_(xs.std(1).clamp_min(1e-3))
+                # a feature that hardly varies in training (an image's border pixels, a unit
+                # that rarely fires) is centred, not scaled: dividing by its tiny spread would
+                # blow up the values it takes elsewhere; under-scaling does no such harm
+                std = xs.std(1)
+                part.in_std.copy_(torch.where(std < 0.05 * std.amax(1, keepdim=True), 1.0, std))
             history = train_layer([cfgs[i] for i in todo], k, part, xs, xs_val,
                                   [logs[i] for i in todo])
             val = mean_recon_loss(part.eval(), xs_val).tolist()
