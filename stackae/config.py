@@ -82,7 +82,8 @@ class PretrainConfig(DataConfig):
     cd_k: int = opt(1, "Gibbs steps k of contrastive divergence for RBM layers.")
     persistent: bool = opt(False, "RBM layers use persistent CD (chains kept across batches).")
     rbm_visible: str = opt("bernoulli", "Visible units of a first-layer RBM: bernoulli for [0,1] "
-                           "inputs, gaussian for real values (inputs are standardised).",
+                           "inputs, gaussian for real values (inputs are standardised; "
+                           "those that hardly vary in training only centred).",
                            choices=("bernoulli", "gaussian"))
     epochs: tuple[int, ...] = opt((10,), "Epochs per layer; one value, or one per layer.",
                                   per_layer=True)
