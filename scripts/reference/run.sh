@@ -37,7 +37,8 @@
 # flags below, into runs/reference/NAME; times in each REPORT.md):
 #   deep-autoencoder-long        --rbm-epochs 20 --unroll-epochs 200 --no-2d
 #   deep-autoencoder-paper       the paper's recipe: --rbm-epochs 50 --unroll-epochs 200
-#                                --untied --linear-code --no-2d
+#                                --untied --linear-code --seeds 0,1 --logistic-pca-steps 1000
+#                                (the 2-D codes: seed 0's; logistic PCA-30 beside PCA-30)
 # (the unrolled fine-tuning keeps each stack's epoch of lowest validation loss)
 #
 # Run only by name (not in the default list: sized for a GPU, not yet run):
@@ -79,7 +80,7 @@ for name in "${@:-classic classic-small-batch classic-pretrain-30 dbn-small-batc
         --out "runs/reference/$n"
     elif [ "$n" = deep-autoencoder-paper ]; then
       python scripts/reference/deep_autoencoder.py --rbm-epochs 50 --unroll-epochs 200 \
-        --untied --linear-code --no-2d --out "runs/reference/$n"
+        --untied --linear-code --seeds 0,1 --logistic-pca-steps 1000 --out "runs/reference/$n"
     elif [ -f "scripts/reference/$n.space.json" ]; then  # a tuned experiment
       trials=12; if [ "$n" = dbn-tuned ]; then trials=6; fi  # sized for this CPU
       stackae tune --config "scripts/reference/$n.json" --space "scripts/reference/$n.space.json" \

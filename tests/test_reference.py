@@ -1,0 +1,45 @@
+"""scripts/reference/deep_autoencoder.py on a tiny slice: its figures per seed and their mean, its
+report, and a rerun that reuses the finished stacks. The reference numbers themselves come from the
+full runs (runs/reference/deep-autoencoder*/)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = [sys.executable, str(ROOT / "scripts" / "reference" / "deep_autoencoder.py")]
+
+
+def test_deep_autoencoder_script_reports_each_seed_and_reuses_finished_stacks(tmp_path):
+    args = [*SCRIPT, "--rbm-epochs", "1", "--unroll-epochs", "1", "--train-size", "300",
+            "--seeds", "0,1", "--logistic-pca-steps", "50", "--device", "cpu", "--quiet",
+            "--out", str(tmp_path)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "results.json").read_text())
+    rows, mean = record["per_seed"], record["squared_error_per_test_image"]
+    assert [row["seed"] for row in rows] == [0, 1] and "autoencoder2" in rows[0]
+    assert "autoencoder2" not in rows[1]  # the 2-unit code: the first seed's only
+    assert all(row["pca30"] < row["pca2"] and row["logistic_pca30"] < row["pca2"] for row in rows)
+    assert all(ce["test"] < 100 for ce in (row["logistic_pca30_cross_entropy"] for row in rows))
+    assert rows[0]["pca30"] != rows[1]["pca30"]  # each seed's own split
+    assert mean["pca30"] == pytest.approx(sum(row["pca30"] for row in rows) / 2)
+    assert sorted(p.name for p in tmp_path.glob("stack-*")) == ["stack-2", "stack-30",
+                                                                "stack-30-seed1"]
+    assert (tmp_path / "figures" / "codes_2d.png").stat().st_size > 10_000
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "mean ± sd over 2 seeds" in report and "--seeds 0,1" in report
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    rerun = json.loads((tmp_path / "results.json").read_text())["per_seed"]
+    timeless = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert timeless(rerun) == timeless(rows)  # the same stacks, the same logistic PCA fit
+
+
+def test_deep_autoencoder_script_refuses_bad_seeds(tmp_path):
+    r = subprocess.run([*SCRIPT, "--seeds", "0,x", "--out", str(tmp_path)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "--seeds" in r.stderr and "'0,x'" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not any(tmp_path.iterdir())
