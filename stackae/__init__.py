@@ -18,7 +18,7 @@ _EXPORTS = {
     "Stack": "artifacts", "Classifier": "artifacts", "Ablation": "artifacts",
     "Data": "data", "PretrainConfig": "config", "FinetuneConfig": "config",
     "AblateConfig": "config", "ConfigError": "schema", "DataError": "data",
-    "CheckpointError": "checkpoint",
+    "CheckpointError": "checkpoint", "RunError": "runlog", "Diverged": "runlog",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -38,6 +38,13 @@ def test_import_is_cheap_and_every_public_name_resolves():
         assert getattr(stackae, name) is not None
 
 
+def test_a_diverging_pretraining_raises_diverged_and_keeps_nothing_half_done(tmp_path):
+    with pytest.raises(stackae.Diverged, match="diverged: layer 1") as e:
+        stackae.pretrain_stack(small(), layers=(16,), epochs=1, lr=1e30, optimizer="sgd",
+                               quiet=True, out=tmp_path / "p")
+    assert isinstance(e.value, stackae.RunError) and not (tmp_path / "p" / "stack.pt").exists()
+
+
 def test_readme_python_api_runs_as_written(tmp_path, monkeypatch):
     section = README.read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)

@@ -65,17 +65,15 @@ def autoencoder(code: int, seed: int, args, stacks: dict) -> stackae.Stack:
     """The stack with this code size and seed, trained here or loaded; stacks[code, seed] keeps it
     and the seconds this call took (time the stack's own record counts instead)."""
     folder, t0 = args.out / stack_folder(code, seed), time.perf_counter()
-    try:  # a finished stack is loaded, an interrupted one resumed, if trained as asked now
-        stack = stackae.pretrain_stack("mnist", out=folder, resume=folder.exists(),
-                                       layers=(1000, 500, 250, code), objective="rbm",
-                                       epochs=args.rbm_epochs, unroll_epochs=args.unroll_epochs,
-                                       tied=not args.untied, linear_code=args.linear_code,
-                                       batch_size=args.batch_size, lr=args.lr, seed=seed,
-                                       train_size=args.train_size, device=args.device,
-                                       quiet=args.quiet)
-    except stackae.ConfigError as e:
-        raise SystemExit(f"error: {folder} holds a stack trained otherwise: {e}; "
-                         "give another --out")
+    # a finished stack is loaded, an interrupted one resumed, if trained as asked now (a folder
+    # holding a stack trained otherwise is refused naming the setting)
+    stack = stackae.pretrain_stack("mnist", out=folder, resume=folder.exists(),
+                                   layers=(1000, 500, 250, code), objective="rbm",
+                                   epochs=args.rbm_epochs, unroll_epochs=args.unroll_epochs,
+                                   tied=not args.untied, linear_code=args.linear_code,
+                                   batch_size=args.batch_size, lr=args.lr, seed=seed,
+                                   train_size=args.train_size, device=args.device,
+                                   quiet=args.quiet)
     stacks[code, seed] = stack, time.perf_counter() - t0
     return stack
 
@@ -126,6 +124,23 @@ def spread(values: list[float]) -> str:
             else f"{values[0]:.2f}")
 
 
+def logistic_pca_figures(x: torch.Tensor, x_test: torch.Tensor, seed: int, args) -> dict:
+    """Logistic PCA's figures for this seed, kept in <out>/logistic-pca-30-seedS.json and reused
+    by a rerun that fits it the same way (it takes minutes)."""
+    path, fit = args.out / f"logistic-pca-30-seed{seed}.json", {
+        "steps": args.logistic_pca_steps, "train_images": len(x), "test_images": len(x_test)}
+    if path.exists() and json.loads(path.read_text())["fit"] == fit:
+        return json.loads(path.read_text())["figures"]
+    t0 = time.perf_counter()
+    _, v, b, train_ce = logistic_pca(x, 30, args.logistic_pca_steps, seed)
+    codes, *_, test_ce = logistic_pca(x_test, 30, args.logistic_pca_steps, seed, (v, b))
+    figures = {"logistic_pca30": squared_error(x_test, torch.sigmoid(torch.addmm(b, codes, v.T))),
+               "logistic_pca30_cross_entropy": {"train": train_ce, "test": test_ce},
+               "logistic_pca30_seconds": time.perf_counter() - t0}
+    path.write_text(json.dumps({"fit": fit, "figures": figures}, indent=1))
+    return figures
+
+
 def measure(seed: int, args, stacks: dict) -> dict:
     """One seed's figures on its own split: PCA, the 30-unit autoencoder (into stacks[30, seed]),
     logistic PCA if asked, and for the first seed the 2-unit code and its figure."""
@@ -142,12 +157,7 @@ def measure(seed: int, args, stacks: dict) -> dict:
     ae = autoencoder(30, seed, args, stacks)
     row["autoencoder30"] = squared_error(x_test, ae.reconstruct(x_test))
     if args.logistic_pca_steps:
-        t0 = time.perf_counter()
-        _, v, b, train_ce = logistic_pca(x, 30, args.logistic_pca_steps, seed)
-        codes, *_, test_ce = logistic_pca(x_test, 30, args.logistic_pca_steps, seed, (v, b))
-        row |= {"logistic_pca30": squared_error(x_test, torch.sigmoid(torch.addmm(b, codes, v.T))),
-                "logistic_pca30_cross_entropy": {"train": train_ce, "test": test_ce},
-                "logistic_pca30_seconds": time.perf_counter() - t0}
+        row |= logistic_pca_figures(x, x_test, seed, args)
     if args.two_d and seed == args.seeds[0]:
         ae2 = autoencoder(2, seed, args, stacks)
         row["autoencoder2"] = squared_error(x_test, ae2.reconstruct(x_test))
@@ -221,7 +231,9 @@ epochs of conjugate-gradient fine-tuning. Total time {seconds / 60:.1f} min ({",
 
 Reproduce: `{command}` (resumable). Files: {", ".join(f"`{name}/`" for name in stack_seconds)} (stackae
 pretrain run folders with stack.pt, TensorBoard events and metrics; seed 0's `stack-30/`, another
-seed's `stack-30-seedS/`), `results.json` (the figures above as data, and per seed).
+seed's `stack-30-seedS/`), `results.json` (the figures above as data, and per seed){
+    ", `logistic-pca-30-seedS.json` (each seed's logistic PCA fit, reused by a rerun)"
+    if args.logistic_pca_steps else ""}.
 """
 
 
@@ -253,7 +265,14 @@ def main() -> None:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t0, stacks = time.perf_counter(), {}
-    rows = [measure(seed, args, stacks) for seed in args.seeds]
+    try:
+        rows = [measure(seed, args, stacks) for seed in args.seeds]
+    except (stackae.ConfigError, stackae.DataError, stackae.CheckpointError,
+            stackae.RunError) as e:  # a bad setting, or a folder holding other work
+        raise SystemExit(f"error: {e}")
+    except KeyboardInterrupt:
+        raise SystemExit(f"interrupted; finished layers and stacks are kept in {args.out}; "
+                         f"the same command continues")
     results = {k: statistics.mean(r[k] for r in rows if k in r) for k in
                ("autoencoder30", "pca30", "logistic_pca30", "autoencoder2", "pca2") if k in rows[0]}
     # each stack's own time from its summary.json (a stack finished by an earlier call of this
