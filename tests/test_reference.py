@@ -22,8 +22,10 @@ def test_deep_autoencoder_script_reports_each_seed_and_reuses_finished_stacks(tm
     rows, mean = record["per_seed"], record["squared_error_per_test_image"]
     assert [row["seed"] for row in rows] == [0, 1] and "autoencoder2" in rows[0]
     assert "autoencoder2" not in rows[1]  # the 2-unit code: the first seed's only
-    assert all(row["pca30"] < row["pca2"] and row["logistic_pca30"] < row["pca2"] for row in rows)
-    assert all(ce["test"] < 100 for ce in (row["logistic_pca30_cross_entropy"] for row in rows))
+    assert all(row["pca30"] < row["pca2"] for row in rows)
+    # logistic PCA, like the 2-unit code, is the first seed's only
+    assert rows[0]["logistic_pca30"] < rows[0]["pca2"] and "logistic_pca30" not in rows[1]
+    assert rows[0]["logistic_pca30_cross_entropy"]["test"] < 100
     assert rows[0]["pca30"] != rows[1]["pca30"]  # each seed's own split
     assert mean["pca30"] == pytest.approx(sum(row["pca30"] for row in rows) / 2)
     assert sorted(p.name for p in tmp_path.glob("stack-*")) == ["stack-2", "stack-30",
@@ -35,7 +37,8 @@ def test_deep_autoencoder_script_reports_each_seed_and_reuses_finished_stacks(tm
     assert again.returncode == 0, again.stderr
     rerun = json.loads((tmp_path / "results.json").read_text())["per_seed"]
     assert rerun == rows  # the same stacks, and the logistic PCA fits kept (their seconds too)
-    assert len(list(tmp_path.glob("logistic-pca-30-seed*.json"))) == 2
+    assert [p.name for p in tmp_path.glob("logistic-pca-30-seed*.json")] == [
+        "logistic-pca-30-seed0.json"]
 
 
 def test_deep_autoencoder_script_refuses_bad_seeds(tmp_path):
