@@ -158,7 +158,9 @@ def measure(seed: int, args, stacks: dict) -> dict:
     ae = autoencoder(30, seed, args, stacks)
     row["autoencoder30"] = squared_error(x_test, ae.reconstruct(x_test))
     if args.logistic_pca_steps and seed == args.seeds[0]:  # a baseline: one split is enough
+        t0 = time.perf_counter()
         row |= logistic_pca_figures(x, x_test, seed, args)
+        row["call_seconds"] = time.perf_counter() - t0  # popped in main: the fit's own counts
     if args.two_d and seed == args.seeds[0]:
         ae2 = autoencoder(2, seed, args, stacks)
         row["autoencoder2"] = squared_error(x_test, ae2.reconstruct(x_test))
@@ -282,7 +284,8 @@ def main() -> None:
     # script, or resumed, counts the time it took then); the rest is this call's
     stack_seconds = {stack_folder(*key): ae.summary["seconds"] for key, (ae, _) in stacks.items()}
     seconds = (time.perf_counter() - t0 - sum(call for _, call in stacks.values())
-               + sum(stack_seconds.values()))
+               + sum(stack_seconds.values()) + sum(r.get("logistic_pca30_seconds", 0)
+                                                   - r.pop("call_seconds", 0) for r in rows))
     record = {"squared_error_per_test_image": results, "per_seed": rows, "published": PUBLISHED,
               "settings": vars(args) | {"out": str(args.out)}, "seconds": seconds,
               "stack_seconds": stack_seconds}
