@@ -41,8 +41,9 @@ def test_deep_autoencoder_script_reports_each_seed_and_reuses_finished_stacks(tm
         "logistic-pca-30-seed0.json"]
 
 
-def test_deep_autoencoder_script_refuses_bad_seeds(tmp_path):
-    r = subprocess.run([*SCRIPT, "--seeds", "0,x", "--out", str(tmp_path)], capture_output=True,
+@pytest.mark.parametrize("flag,value", [("--seeds", "0,x"), ("--logistic-pca-steps", "-5")])
+def test_deep_autoencoder_script_refuses_bad_values_in_one_line(flag, value, tmp_path):
+    r = subprocess.run([*SCRIPT, flag, value, "--out", str(tmp_path)], capture_output=True,
                        text=True, timeout=60)
-    assert r.returncode == 2 and "--seeds" in r.stderr and "'0,x'" in r.stderr, r.stderr
+    assert r.returncode == 2 and flag in r.stderr and f"'{value}'" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not any(tmp_path.iterdir())

@@ -107,6 +107,12 @@ The test set's 2-D codes, coloured by digit: the autoencoder's (left) against th
 principal components (right)."""
 
 
+def steps(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {text!r}")
+    return int(text)
+
+
 def seed_list(text: str) -> list[int]:
     try:
         seeds = [int(t) for t in text.split(",")]
@@ -129,8 +135,9 @@ def logistic_pca_figures(x: torch.Tensor, x_test: torch.Tensor, seed: int, args)
     by a rerun that fits it the same way (it takes minutes)."""
     path, fit = args.out / f"logistic-pca-30-seed{seed}.json", {
         "steps": args.logistic_pca_steps, "train_images": len(x), "test_images": len(x_test)}
-    if path.exists() and json.loads(path.read_text())["fit"] == fit:
-        return json.loads(path.read_text())["figures"]
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    if kept.get("fit") == fit:
+        return kept["figures"]
     t0 = time.perf_counter()
     _, v, b, train_ce = logistic_pca(x, 30, args.logistic_pca_steps, seed)
     codes, *_, test_ce = logistic_pca(x_test, 30, args.logistic_pca_steps, seed, (v, b))
@@ -254,7 +261,7 @@ def main() -> None:
                         "reported as mean ± sd; the 2-unit code for the first seed only.")
     p.add_argument("--train-size", type=int, default=None,
                    help="Train on the first N training images only (a quick check).")
-    p.add_argument("--logistic-pca-steps", type=int, default=0, metavar="N",
+    p.add_argument("--logistic-pca-steps", type=steps, default=0, metavar="N",
                    help="Fit logistic PCA with 30 components by N full-batch Adam steps on the "
                         "training images, and N more for the test images' codes; the first "
                         "seed's split only (default 0: not fit).")
