@@ -229,7 +229,7 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
             done[0] += 1
             bar.update(min(done[0], n * trials))
         choices = T.tune(g.cfg, g.out, space, trials, seeds, g.device, progress,
-                         chosen["trials_at_once"])
+                         chosen["trials_at_once"], chosen["startup"])
         write_json(path, {**json.loads(path.read_text()), "choices": choices})
         from .grid import finished
 

@@ -18,6 +18,7 @@ from . import figures, stats
 from .config import OBJECTIVES, RANDOM_INITS, AblateConfig
 from .report_text import markdown
 from .runlog import RunError, atomic_write, write_json
+from .space import at_edge
 
 CSV_COLUMNS = ("id", "init", "kind", "depth", "budget", "labels", "seed", "test_error",
                "best_val_error", "best_epoch", "epochs_run", "seconds", "pretrain")
@@ -306,6 +307,7 @@ def build(folder: Path) -> tuple[dict, dict]:
                                      "finetune_seconds": sum(r["seconds"] for r in runs),
                                      "pretrain_runs": len(stacks),
                                      "pretrain_seconds": sum(stacks)}}
+        warnings += at_edge(rep["tuning"]["space"], rep["tuning"].get("choices", {}))
     return rep, seen
 
 

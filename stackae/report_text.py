@@ -6,6 +6,7 @@ import json
 
 from .config import OBJECTIVES
 from .config import RANDOM_INITS
+from .space import STARTUP
 
 SCHEMES = {"default": "torch's default, U(+-1/sqrt(fan_in)) for weights and biases",
            "xavier": "Xavier/Glorot uniform, zero biases",
@@ -174,12 +175,22 @@ def adopted_text(n: int) -> str:
             f"again: {its} test error was read once, on the selected model, after the choice.")
 
 
+def sampler_text(t: dict) -> str:
+    """How the tuning drew its trials (space.propose)."""
+    if t.get("startup") != "sobol":  # tunings from before the Sobol start
+        return f"Optuna's TPE sampler, whose first {STARTUP} trials are random draws"
+    if t["trials"] <= STARTUP:
+        return "a scrambled Sobol sequence over the space, the same points for every arm"
+    return (f"a scrambled Sobol sequence for the first {STARTUP}, the same points for every arm, "
+            f"then Optuna's TPE sampler")
+
+
 def tuning_text(t: dict) -> list[str]:
     """The tuning section: the search space, the budget per arm, and each arm's choice."""
     L = ["", "## Tuning (stackae tune)", "",
          f"Every arm had the same budget: {t['trials']} trials at each label budget, each trial "
          f"fine-tuning seeds {', '.join(map(str, t['tune_seeds']))} and judged on their mean "
-         "validation error (Optuna's TPE sampler"
+         f"validation error ({sampler_text(t)}"
          + (f", {t['trials_at_once']} trials of each arm proposed at a time"
             if t.get("trials_at_once", 1) > 1 else "")
          + "); the test set was read only by the runs above, "

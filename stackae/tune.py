@@ -13,8 +13,10 @@ The search space is a JSON object of grid settings that one stage alone uses: fi
      "noise": [[0.1, 0.2, 0.3], [0.25, 0.25, 0.25]]}
 
 A range of an integer setting draws integers (`step` optional), a list draws one of its values.
-Optuna's TPE sampler proposes the trials through its ask/tell interface; a study is rebuilt from
-the finished trials before every proposal (with a seed fixed by the trial's number), so an
+The first 10 trials are the points of a scrambled Sobol sequence over the space (seeded by the
+grid's first seed): a few trials cover every range evenly, where random draws clump. Later ones
+come from Optuna's TPE sampler through its ask/tell interface, a study rebuilt from the finished
+trials before every proposal (with a seed fixed by the trial's number). Either way an
 interrupted tuning resumes to the same choices. A trial fine-tunes the arm on the tuning seeds
 with the test set never evaluated (read_test off). Trials run in rounds of `--trials-at-once`
 per arm (1 on a CPU, 5 on a GPU): a round's proposals are made from the trials of earlier rounds,
@@ -22,12 +24,14 @@ those of the same round counted as running (TPE's constant liar). Every trial of
 round runs at once: those whose settings differ at most in settings one loop applies per network
 (space.PER_ARM: learning rate, weight decay, dropout, input dropout, max-norm, and every
 pretraining setting, which only decides the stack a network starts from) fine-tune together as
-one K-network loop, up to the batch cap, and their stacks that differ only in seed pretrain together (the sampler's
-random start, seeded alike for every arm, proposes the same fine-tuning settings to every arm
-whose space is the same). Then each (arm, budget) runs over all seeds with its chosen settings,
-test error read once per cell, and the folder is an ordinary ablation folder. A tuning seed's cell
-is the chosen trial's own run (the same settings, seed and stack: the same training), copied
-with its test error read once on its selected model rather than trained again.
+one K-network loop, up to the batch cap, and their stacks that differ only in seed pretrain
+together (the Sobol start gives every arm the same fine-tuning settings). Then each (arm,
+budget) runs over all seeds with its chosen settings, test error read once per cell, and the
+folder is an ordinary ablation folder. A tuning seed's cell is the chosen trial's own run (the
+same settings, seed and stack: the same training), copied with its test error read once on its
+selected model rather than trained again. The report warns of a choice in the outer tenth of
+its range (space.at_edge). Tunings from before the Sobol start (tune.json without "startup")
+resume with TPE's random start, as they began.
 
 Pretraining settings are tuned at one label budget, the largest (space.pretrain_budget), and the
 pretrained arm's choice there is its pretraining at every budget: one stack per objective and
@@ -82,7 +86,7 @@ def trial_config(cfg: AblateConfig, arms: list, budget: str, seeds, settings: di
 
 
 def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, device,
-         say, at_once: int = 1) -> dict:
+         say, at_once: int = 1, startup: str = "sobol") -> dict:
     """Run every (arm, budget)'s trials not yet finished; return the choices (tune.json's). The
     trials run in rounds of `at_once` per arm (ask_round, run_round). With pretraining settings
     in the space, their budget (pretrain_budget) runs first and fixes each pretrained arm's
@@ -98,7 +102,8 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
             todo = [(n, a) for n in numbers for a in cfg.inits
                     if n not in {t["number"] for t in done[a]}]
             if todo:
-                asked = ask_round(cfg, dists, folder, numbers, todo, done, budget == first)
+                asked = ask_round(cfg, dists, folder, numbers, todo, done, budget == first,
+                                  startup)
                 runs = {(n, a): applied({**fixed[a], **asked[n][a]}) for n, a in todo}
                 blown = run_round(cfg, out, folder, budget, seeds, runs, device, budget == first,
                                   say)
@@ -153,7 +158,7 @@ def chosen_pretraining(cfg: AblateConfig, out: Path, space: dict, trials: int) -
 
 
 def ask_round(cfg: AblateConfig, dists: dict, folder: Path, numbers: range, todo: list,
-              done: dict, pretraining: bool) -> dict:
+              done: dict, pretraining: bool, startup: str = "sobol") -> dict:
     """The settings of a round's trials ({number: {arm: settings}}), each written (settings.json)
     before any runs: proposed from the trials of earlier rounds, those of this round counted as
     running, or read back when a resumed round proposed them already."""
@@ -165,7 +170,8 @@ def ask_round(cfg: AblateConfig, dists: dict, folder: Path, numbers: range, todo
             if arm not in asked[n] and (n, arm) in todo:
                 asked[n][arm] = propose(arm_space(dists, arm, pretraining),
                                         [t for t in done[arm] if t["number"] < numbers[0]], n,
-                                        cfg.seeds[0], [asked[m][arm] for m in numbers if m < n])
+                                        cfg.seeds[0], [asked[m][arm] for m in numbers if m < n],
+                                        startup=startup, whole=dists)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, asked[n])
     return asked
@@ -322,7 +328,8 @@ def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
           at_once: int | None = None, device=None) -> dict:
     """tune.json's space, trials, tuning seeds and trials at once: those given (None = not given)
     agree with a resumed tuning's, the rest come from it or the defaults (trials at once: 1 on a
-    CPU, whose loop holds few networks, 5 on a GPU); all checked before any folder."""
+    CPU, whose loop holds few networks, 5 on a GPU); all checked before any folder. Also its
+    pretraining budget (where the space tunes pretraining) and how the first trials are drawn."""
     path = out / "tune.json"
     saved = json.loads(path.read_text()) if resuming and path.exists() else {}
     if saved:
@@ -355,6 +362,9 @@ def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
         raise ConfigError("tune_seeds", e.message)
     if PRETRAINING & set(distributions(chosen["space"], cfg)):
         chosen["pretrain_budget"] = pretrain_budget(cfg)
+    # how the first trials are drawn (space.propose): tunings from before the Sobol start go on
+    # with random ones, so a resumed tuning proposes what it would have
+    chosen["startup"] = saved.get("startup", "random") if saved else "sobol"
     return chosen
 
 

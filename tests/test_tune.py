@@ -1,6 +1,7 @@
 """stackae tune: every arm gets the same trials, chosen on validation error alone; the test set is
 read only by the final runs; an interrupted tuning resumes to the same choices."""
 import json
+import math
 
 import pytest
 
@@ -57,6 +58,7 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path):
     report = (out / "REPORT.md").read_text()
     assert "## Tuning (stackae tune)" in report and "3 trials at each label budget" in report
     assert "The tuning seeds' 4 cells are the chosen trials' own runs" in report
+    assert "(a scrambled Sobol sequence over the space, the same points for every arm)" in report
     trial_runs = [r for b in ("100", "all") for t in sorted((out / "tune" / f"n{b}").glob("trial-*"))
                   for r in map(json.loads, (t / "results.jsonl").read_text().splitlines())]
     assert len(trial_runs) == 12  # 3 trials x 2 arms x 2 budgets x 1 seed: the search's cost
@@ -101,9 +103,9 @@ def test_arms_whose_proposals_differ_in_lr_and_dropout_train_as_one_k(tmp_path, 
     import stackae.tune as T
     real_jobs, real_cells, calls, proposed = A.run_jobs, A.run_cells, [], []
 
-    def varied(*args):  # the arms' first proposals are equal (the same seeded start): vary them
+    def varied(*args, **kw):  # the arms' first proposals are equal (a shared start): vary them
         proposed.append(1)
-        return {**real_propose(*args), "dropout": (0.0, 0.2)[len(proposed) % 2]}
+        return {**real_propose(*args, **kw), "dropout": (0.0, 0.2)[len(proposed) % 2]}
     real_propose = T.propose
     monkeypatch.setattr(T, "propose", varied)
 
@@ -179,6 +181,59 @@ def test_trials_at_once_train_as_one_k_and_resume_to_the_same_choices(tmp_path, 
         json.loads((whole / "tune.json").read_text())["choices"]
     with pytest.raises(stackae.ConfigError, match="differs from the tuning being resumed"):
         stackae.run_tuning(out=cut, resume=True, trials_at_once=1, quiet=True)
+
+
+def test_the_first_trials_cover_each_range_evenly_and_every_arm_draws_the_same():
+    from stackae.config import AblateConfig
+    from stackae.space import STARTUP, arm_space, distributions, propose
+    cfg = AblateConfig(inits=("denoising", "xavier"), layers=(12, 12))
+    dists = distributions({"finetune_lr": {"low": 0.01, "high": 1.0, "log": True},
+                           "finetune_batch_size": {"low": 10, "high": 40, "step": 10},
+                           "dropout": [0.0, 0.2], "noise": [[0.1, 0.2], [0.3]]}, cfg)
+    first = [propose(dists, [], n, 0) for n in range(4)]
+    # one learning rate in each quarter of the log range, each batch size once, each value twice
+    assert sorted(int((math.log10(p["finetune_lr"]) + 2) * 2) for p in first) == [0, 1, 2, 3]
+    assert sorted(p["finetune_batch_size"] for p in first) == [10, 20, 30, 40]
+    assert sorted(p["dropout"] for p in first) == [0.0, 0.0, 0.2, 0.2]
+    assert sorted(map(str, (p["noise"] for p in first))) == ["[0.1, 0.2]"] * 2 + ["[0.3]"] * 2
+    for n, p in enumerate(first):  # a random-init arm draws no pretraining, and the same rest
+        mine = propose(arm_space(dists, "xavier", True), [], n, 0, whole=dists)
+        assert mine == {k: v for k, v in p.items() if k != "noise"}
+    assert propose(dists, [], 1, 1) != first[1]  # another seed, other points
+    done = [{"settings": propose(dists, [], n, 0), "val_error": 0.1 + n / 100}
+            for n in range(STARTUP)]  # then TPE, from the finished trials
+    later = propose(dists, done, STARTUP, 0)
+    assert 0.01 <= later["finetune_lr"] <= 1.0 and later not in [d["settings"] for d in done]
+
+
+def test_a_tuning_from_before_the_sobol_start_resumes_with_random_draws(tmp_path):
+    from stackae.config import AblateConfig
+    from stackae.report_text import sampler_text
+    from stackae.tune import setup
+    cfg = AblateConfig(inits=("denoising", "xavier"), layers=(12,), seeds=(0, 1))
+    new = setup(cfg, tmp_path / "new", False, SPACE, 3, None)
+    assert new["startup"] == "sobol"
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "tune.json").write_text(json.dumps(
+        {"space": SPACE, "trials": 3, "tune_seeds": [0, 1], "trials_at_once": 1}))
+    old = setup(cfg, tmp_path / "old", True, None, None, None)
+    assert old["startup"] == "random"
+    assert sampler_text(old) == "Optuna's TPE sampler, whose first 10 trials are random draws"
+    assert "then Optuna's TPE sampler" in sampler_text({**new, "trials": 12})
+
+
+def test_a_choice_at_the_edge_of_its_range_is_warned_of():
+    from stackae.space import at_edge
+    space = {**SPACE, "finetune_epochs": {"low": 10, "high": 110}}
+    choices = {"rbm": {"all": {"settings": {"finetune_lr": 0.7, "dropout": 0.2,
+                                            "finetune_epochs": 60}}},
+               "xavier": {"all": {"settings": {"finetune_lr": 0.7, "finetune_epochs": 12}},
+                          "100": {"settings": {"finetune_lr": 0.3, "finetune_epochs": 60}}}}
+    assert at_edge(space, choices) == [  # 0.7 is 92% of the way up 0.01 to 1 on the log scale
+        "rbm and xavier chose finetune_lr 0.7 at all labels, in the top tenth of its search range "
+        "(0.01 to 1, log): the best may lie beyond it; widen the range",
+        "xavier chose finetune_epochs 12 at all labels, in the bottom tenth of its search range "
+        "(10 to 110): the best may lie beyond it; widen the range"]
 
 
 def test_an_interrupted_tuning_resumes_to_the_same_choices(tmp_path, monkeypatch):
