@@ -148,10 +148,10 @@ def logistic_pca_figures(x: torch.Tensor, x_test: torch.Tensor, seed: int, args)
     return figures
 
 
-def measure(seed: int, args, stacks: dict) -> dict:
+def measure(seed: int, args, stacks: dict, fits: dict) -> dict:
     """One seed's figures on its own split: PCA and the 30-unit autoencoder (into stacks[30, seed]);
-    for the first seed also logistic PCA if asked (it takes minutes) and the 2-unit code with its
-    figure."""
+    for the first seed also logistic PCA if asked (it takes minutes; fits[seed] keeps the fit's own
+    seconds and this call's) and the 2-unit code with its figure."""
     data = stackae.load_data("mnist", seed=seed, train_size=args.train_size)
     x, x_test, y_test = data.train_x.cpu(), data.test_x.cpu(), data.test_y.cpu()
     mean, directions = pca(x, 30)
@@ -167,7 +167,7 @@ def measure(seed: int, args, stacks: dict) -> dict:
     if args.logistic_pca_steps and seed == args.seeds[0]:  # a baseline: one split is enough
         t0 = time.perf_counter()
         row |= logistic_pca_figures(x, x_test, seed, args)
-        row["call_seconds"] = time.perf_counter() - t0  # popped in main: the fit's own counts
+        fits[seed] = row["logistic_pca30_seconds"], time.perf_counter() - t0
     if args.two_d and seed == args.seeds[0]:
         ae2 = autoencoder(2, seed, args, stacks)
         row["autoencoder2"] = squared_error(x_test, ae2.reconstruct(x_test))
@@ -276,9 +276,9 @@ def main() -> None:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    t0, stacks = time.perf_counter(), {}
+    t0, stacks, fits = time.perf_counter(), {}, {}
     try:
-        rows = [measure(seed, args, stacks) for seed in args.seeds]
+        rows = [measure(seed, args, stacks, fits) for seed in args.seeds]
     except (stackae.ConfigError, stackae.DataError, stackae.CheckpointError,
             stackae.RunError) as e:  # a bad setting, or a folder holding other work
         raise SystemExit(f"error: {e}")
@@ -287,21 +287,23 @@ def main() -> None:
                          f"the same command continues")
     results = {k: statistics.mean(r[k] for r in rows if k in r) for k in
                ("autoencoder30", "pca30", "logistic_pca30", "autoencoder2", "pca2") if k in rows[0]}
-    # each stack's own time from its summary.json (a stack finished by an earlier call of this
-    # script, or resumed, counts the time it took then); the rest is this call's
+    # each stack's and logistic PCA fit's own time from its record (one finished by an earlier
+    # call of this script, or resumed, counts the time it took then); the rest is this call's
     stack_seconds = {stack_folder(*key): ae.summary["seconds"] for key, (ae, _) in stacks.items()}
-    seconds = (time.perf_counter() - t0 - sum(call for _, call in stacks.values())
-               + sum(stack_seconds.values()) + sum(r.get("logistic_pca30_seconds", 0)
-                                                   - r.pop("call_seconds", 0) for r in rows))
+    calls = [call for _, call in stacks.values()] + [call for _, call in fits.values()]
+    seconds = (time.perf_counter() - t0 - sum(calls) + sum(stack_seconds.values())
+               + sum(own for own, _ in fits.values()))
     record = {"squared_error_per_test_image": results, "per_seed": rows, "published": PUBLISHED,
               "settings": vars(args) | {"out": str(args.out)}, "seconds": seconds,
               "stack_seconds": stack_seconds}
     (args.out / "results.json").write_text(json.dumps(record, indent=1))
     flag = {"two_d": "--no-2d"}  # a switch is its flag alone
-    shown = lambda v: ",".join(map(str, v)) if isinstance(v, list) else v  # noqa: E731  (--seeds)
+
+    def value(v):  # --seeds 0,1
+        return ",".join(map(str, v)) if isinstance(v, list) else v
     command = "python scripts/reference/deep_autoencoder.py" + "".join(
         " " + (flag.get(k, f"--{k.replace('_', '-')}") if isinstance(v, bool)
-               else f"--{k.replace('_', '-')} {shown(v)}")
+               else f"--{k.replace('_', '-')} {value(v)}")
         for k, v in vars(args).items() if k != "quiet" and v != p.get_default(k))
     (args.out / "REPORT.md").write_text(report(args, command, rows, stack_seconds, seconds))
     print(json.dumps(results, indent=1))
