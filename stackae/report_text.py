@@ -41,10 +41,10 @@ def markdown(rep: dict) -> str:
     ref = rep["reference"]
     L = [f"# Ablation report: {', '.join(rep['inits'])}", ""]
     L += [f"Test error of the same network fine-tuned from each initialization, over "
-          f"{len({x for c in rep['conditions'] for x in c['seeds']})} seeds and label budgets "
-          f"{', '.join(rep['budgets'])}. Every arm of a seed shares the validation split, the "
-          f"labelled subset, the classifier head and the fine-tuning batch order, so differences "
-          f"are paired by seed. {rep['cells']['finished']} cells finished"
+          f"{counted(len({x for c in rep['conditions'] for x in c['seeds']}), 'seed')} and label "
+          f"budgets {', '.join(rep['budgets'])}. Every arm of a seed shares the validation split, "
+          f"the labelled subset, the classifier head and the fine-tuning batch order, so "
+          f"differences are paired by seed. {counted(rep['cells']['finished'], 'cell')} finished"
           + (f" of {rep['cells']['planned']} planned." if rep["cells"]["planned"] else "."), ""]
     L += ["## Verdicts", ""]
     if rep["comparisons"]:
@@ -139,11 +139,12 @@ def markdown(rep: dict) -> str:
                  f"{' with uncommitted changes' if p.get('git_dirty') else ''}{cells}.")
     n_copied = sum(s.get("copied_stacks", {}).values())
     pretrained = s["pretrain_runs"] - n_copied
-    L.append(f"- **Compute:** {pretrained} pretraining run{'' if pretrained == 1 else 's'}, "
+    L.append(f"- **Compute:** {counted(pretrained, 'pretraining run')}, "
              f"{s['pretrain_seconds']:.0f} s"
              + ((" (the copied stack's time is in its own folder)" if n_copied == 1 else
                  f" (the {n_copied} copied stacks' time is in their own folder)") if n_copied else "")
-             + f"; {rep['cells']['finished']} fine-tunes, {s['finetune_seconds']:.0f} s.")
+             + f"; {counted(rep['cells']['finished'], 'fine-tune')}, "
+               f"{s['finetune_seconds']:.0f} s.")
     if rep.get("tuning"):
         L += tuning_text(rep["tuning"])
     L += ["", "## Reproduce", "", "```"]
@@ -175,6 +176,11 @@ def adopted_text(n: int) -> str:
             f"again: {its} test error was read once, on the selected model, after the choice.")
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 seed', '2 seeds'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def sampler_text(t: dict) -> str:
     """How the tuning drew its trials (space.propose)."""
     if t.get("startup") != "sobol":  # tunings from before the Sobol start
@@ -188,9 +194,11 @@ def sampler_text(t: dict) -> str:
 def tuning_text(t: dict) -> list[str]:
     """The tuning section: the search space, the budget per arm, and each arm's choice."""
     L = ["", "## Tuning (stackae tune)", "",
-         f"Every arm had the same budget: {t['trials']} trials at each label budget, each trial "
-         f"fine-tuning seeds {', '.join(map(str, t['tune_seeds']))} and judged on their mean "
-         f"validation error ({sampler_text(t)}"
+         f"Every arm had the same budget: {counted(t['trials'], 'trial')} at each label budget, "
+         f"each trial fine-tuning seed{'s' if len(t['tune_seeds']) > 1 else ''} "
+         f"{', '.join(map(str, t['tune_seeds']))} and judged on "
+         f"{'their mean' if len(t['tune_seeds']) > 1 else 'its'} validation error "
+         f"({sampler_text(t)}"
          + (f", {t['trials_at_once']} trials of each arm proposed at a time"
             if t.get("trials_at_once", 1) > 1 else "")
          + "); the test set was read only by the runs above, "
@@ -220,7 +228,7 @@ def tuning_text(t: dict) -> list[str]:
                         if pre else "") + " |")
     if t.get("compute"):
         c = t["compute"]
-        L += ["", f"Tuning compute: {c['finetunes']} trial fine-tunes, "
+        L += ["", f"Tuning compute: {counted(c['finetunes'], 'trial fine-tune')}, "
               f"{c['finetune_seconds']:.0f} s"
               + (f"; {c['pretrain_runs']} trial pretraining runs, {c['pretrain_seconds']:.0f} s"
                  if c["pretrain_runs"] else "")

@@ -57,6 +57,7 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path):
     assert grid.finished and len(grid.records) == 8
     report = (out / "REPORT.md").read_text()
     assert "## Tuning (stackae tune)" in report and "3 trials at each label budget" in report
+    assert "each trial fine-tuning seed 0 and judged on its validation error" in report
     assert "The tuning seeds' 4 cells are the chosen trials' own runs" in report
     assert "(a scrambled Sobol sequence over the space, the same points for every arm)" in report
     trial_runs = [r for b in ("100", "all") for t in sorted((out / "tune" / f"n{b}").glob("trial-*"))
