@@ -15,7 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2] / "runs" / "reference"
 EXPERIMENTS = ("classic", "classic-small-batch", "classic-pretrain-30", "classic-tuned", "budgets",
                "budgets-large", "budgets-tuned", "modern", "modern-long", "objectives",
-               "dbn-small-batch", "dbn-tuned", "dbn-dropout")
+               "dbn-small-batch", "dbn-tuned", "dbn-dropout-probe", "dbn-dropout-probe-xavier",
+               "dbn-dropout")
 
 
 def pct(x: float) -> str:
@@ -31,7 +32,8 @@ def rows(name: str, report: dict) -> list[str]:
         diff = (f"{pct(d['mean_diff'])} ({pct(d['ci_low'])} to {pct(d['ci_high'])}) | "
                 f"{d['p_t_holm']:.2g} | {d['p_wilcoxon_holm']:.2g}") if d else "— | — | —"
         out.append(f"| {name} | {c['init']} | {c['budget']} | {c['n']} | "
-                   f"{pct(c['mean'])} ± {pct(c['std'])} | {diff} |")
+                   f"{pct(c['mean'])}{'' if c['std'] is None else ' ± ' + pct(c['std'])} | "
+                   f"{diff} |")  # one seed: no sd
     return out
 
 
