@@ -46,7 +46,7 @@
 #               2.13 for the DBN, in 0.3 to 3; 0.034 and 0.21 for xavier, in 0.03 to 0.3, as it
 #               stayed at chance at the DBN's) in one K=2 loop, the better on validation error
 #               read on the test set: runs/reference/dbn-dropout-probe and
-#               runs/reference/dbn-dropout-probe-xavier (1 h 02 min and about 40 min)
+#               runs/reference/dbn-dropout-probe-xavier (1 h 02 min and 41 min measured)
 # Run only by name (not in the default list: sized for a GPU, not yet run):
 #   classic-tuned  classic-small-batch with both arms tuned by `stackae tune` on seeds 0 and 1,
 #               12 trials per arm: the fine-tuning lr for both, and for the denoising arm the
