@@ -230,7 +230,8 @@ def tuning_text(t: dict) -> list[str]:
         c = t["compute"]
         L += ["", f"Tuning compute: {counted(c['finetunes'], 'trial fine-tune')}, "
               f"{c['finetune_seconds']:.0f} s"
-              + (f"; {c['pretrain_runs']} trial pretraining runs, {c['pretrain_seconds']:.0f} s"
+              + (f"; {counted(c['pretrain_runs'], 'trial pretraining run')}, "
+                 f"{c['pretrain_seconds']:.0f} s"
                  if c["pretrain_runs"] else "")
               + ((" (the adopted cell's fine-tune is among them, counted under Compute too)"
                   if len(t["adopted_cells"]) == 1 else
