@@ -232,8 +232,9 @@ Examples:
               help="Search space: fine-tuning settings and, for pretrained arms, pretraining "
                    "ones (tuned at the largest label budget, each trial pretraining its own "
                    "stacks), each a range {\"low\": a, \"high\": b} (\"log\": true, \"step\": s "
-                   "optional) or a list of values [default: finetune_lr from a tenth to ten "
-                   "times --finetune-lr, log scale].")
+                   "optional) or a list of values, or one of those per arm ({\"rbm\": ..., "
+                   "\"xavier\": ...}) [default: finetune_lr from a tenth to ten times "
+                   "--finetune-lr, log scale].")
 @click.option("--tune-seeds", default=None, metavar="INT,...",
               help="Seeds each trial fine-tunes, judged on their mean validation error "
                    "[default: the first two of --seeds].")

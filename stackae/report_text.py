@@ -6,7 +6,7 @@ import json
 
 from .config import OBJECTIVES
 from .config import RANDOM_INITS
-from .space import STARTUP
+from .space import STARTUP, per_arm
 
 SCHEMES = {"default": "torch's default, U(+-1/sqrt(fan_in)) for weights and biases",
            "xavier": "Xavier/Glorot uniform, zero biases",
@@ -185,10 +185,21 @@ def sampler_text(t: dict) -> str:
     """How the tuning drew its trials (space.propose)."""
     if t.get("startup") != "sobol":  # tunings from before the Sobol start
         return f"Optuna's TPE sampler, whose first {STARTUP} trials are random draws"
+    same = "the same points for every arm" + (
+        ", each in its own ranges" if any(map(per_arm, t["space"].values())) else "")
     if t["trials"] <= STARTUP:
-        return "a scrambled Sobol sequence over the space, the same points for every arm"
-    return (f"a scrambled Sobol sequence for the first {STARTUP}, the same points for every arm, "
-            f"then Optuna's TPE sampler")
+        return f"a scrambled Sobol sequence over the space, {same}"
+    return f"a scrambled Sobol sequence for the first {STARTUP}, {same}, then Optuna's TPE sampler"
+
+
+def spec_text(v) -> str:
+    """A setting's range or list in the search space, or each arm's where they have their own."""
+    if per_arm(v):
+        return ", ".join(f"{arm}: {spec_text(s)}" for arm, s in v.items())
+    if isinstance(v, dict):
+        return (f"{v['low']:g} to {v['high']:g}" + (" (log)" if v.get("log") else "")
+                + (f" step {v['step']:g}" if v.get("step") else ""))
+    return "one of " + ", ".join(map(str, v))
 
 
 def tuning_text(t: dict) -> list[str]:
@@ -205,11 +216,8 @@ def tuning_text(t: dict) -> list[str]:
          "with the chosen settings. The settings in Setup are the starting point; the table gives "
          "what each arm ran with."
          + (adopted_text(len(t["adopted_cells"])) if t.get("adopted_cells") else ""), "",
-         "Search space: " + "; ".join(f"`{k}` " + (
-             f"{v['low']:g} to {v['high']:g}" + (" (log)" if v.get("log") else "")
-             + (f" step {v['step']:g}" if v.get("step") else "")
-             if isinstance(v, dict) else "one of " + ", ".join(map(str, v)))
-             for k, v in t["space"].items()) + ".", ""]
+         "Search space: " + "; ".join(f"`{k}` {spec_text(v)}" for k, v in t["space"].items())
+         + ".", ""]
     if t.get("pretrain_budget"):
         L += [f"Pretraining settings were tuned at the {t['pretrain_budget']}-label budget, each "
               f"trial pretraining stacks of its own; a pretrained arm's choice there is its "

@@ -4,10 +4,12 @@ finished trials; tune.py runs them).
 
 A space is a JSON object of settings, each a range {"low": a, "high": b} ("log": true and
 "step": s optional; an integer setting draws integers) or a list of values; a per-layer setting
-(pretrain_lr, pretrain_epochs, noise) takes one value for every layer or a list per layer.
-Fine-tuning settings are tuned for every arm; pretraining ones only for pretrained arms, at one
-budget (pretrain_budget). Settings of both stages (layers, activation, precision, ...) are
-refused: a trial cannot change the stacks and the classifier at once.
+(pretrain_lr, pretrain_epochs, noise) takes one value for every layer or a list per layer. A
+setting may instead give each arm its own range or list, {"rbm": {...}, "xavier": {...}}, naming
+every arm that draws it: the arms still get the same number of trials, at the same points of
+their own ranges. Fine-tuning settings are tuned for every arm; pretraining ones only for
+pretrained arms, at one budget (pretrain_budget). Settings of both stages (layers, activation,
+precision, ...) are refused: a trial cannot change the stacks and the classifier at once.
 """
 from __future__ import annotations
 
@@ -35,7 +37,14 @@ PRETRAINING = frozenset((_names("pretrain", PretrainConfig) - _names("finetune",
 PER_ARM = ({grid_name("finetune", n) for n in PER_NETWORK} - set(PER_CELL)) | PRETRAINING
 
 SPACE_HELP = ("a JSON object of settings, each a range {\"low\": a, \"high\": b} (optionally "
-              "\"log\": true, \"step\": s) or a list of values")
+              "\"log\": true, \"step\": s) or a list of values, or one of those per arm "
+              "({\"rbm\": ..., \"xavier\": ...})")
+RANGE = frozenset({"low", "high", "log", "step"})
+
+
+def per_arm(spec) -> bool:
+    """Whether a setting's spec gives each arm its own range or list ({arm: spec, ...})."""
+    return isinstance(spec, dict) and bool(spec) and not RANGE & set(spec)
 
 
 def tunable() -> list[str]:
@@ -50,10 +59,19 @@ def pretrain_budget(cfg: AblateConfig) -> str:
 
 
 def arm_space(dists: dict, arm: str, pretraining: bool) -> dict:
-    """The part of the space an arm's trials draw from: fine-tuning settings always, pretraining
-    ones for a pretrained arm at the budget that tunes them."""
-    return {k: v for k, v in dists.items()
+    """The part of the space an arm's trials draw from, each setting in the arm's own range where
+    the space gives arms their own: fine-tuning settings always, pretraining ones for a
+    pretrained arm at the budget that tunes them."""
+    return {k: v for k, v in arm_view(dists, arm).items()
             if k not in PRETRAINING or (pretraining and arm in OBJECTIVES)}
+
+
+def arm_view(dists: dict, arm: str) -> dict:
+    """Every setting of the space as `arm` sees it (its own range where it has one; another
+    arm's for a setting it never draws): the dimensions of the Sobol start (spread), in the same
+    order for every arm, so that the arms' trial n is the same point of each one's ranges."""
+    return {k: (v.get(arm, next(iter(v.values()))) if isinstance(v, dict) else v)
+            for k, v in dists.items()}
 
 
 def default_space(cfg: AblateConfig) -> dict:
@@ -64,8 +82,6 @@ def default_space(cfg: AblateConfig) -> dict:
 
 def distributions(space: dict, cfg: AblateConfig) -> dict:
     """Optuna distributions for `space`, every bound checked as a setting of the grid."""
-    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                      IntDistribution)
     if not isinstance(space, dict) or not space:
         raise ConfigError("space", f"expected {SPACE_HELP}")
     types, allowed, out = field_types(AblateConfig), tunable() + sorted(PRETRAINING), {}
@@ -83,43 +99,62 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
         tp = types[name]
         if typing.get_origin(tp) is tuple:  # per layer: a range draws one value for every layer
             tp = typing.get_args(tp)[0]
-        if isinstance(spec, list) and spec:
-            values = [tuple(v) if isinstance(v, list) else v for v in spec]
-            with warnings.catch_warnings():  # tuples (per-layer values) cannot go into Optuna's
-                warnings.filterwarnings(  # database storage; these studies live in memory
-                    "ignore", message="Choices for a categorical distribution should be")
-                out[name] = CategoricalDistribution(values)
-            for v in values:  # each value must make a valid grid
-                valid_value(cfg, name, v)
-        elif isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log",
-                                                                          "step"}:
-            if tp not in (int, float):
-                raise ConfigError("space", f"{name!r} takes a list of values, not a range")
-            if not isinstance(spec.get("log", False), bool):
-                raise ConfigError("space", f"{name!r}: \"log\" must be true or false, got "
-                                  f"{json.dumps(spec['log'])}")
-            values = [spec["low"], spec["high"]]
-            for v in values:  # bounds of the setting's own type (no 2.5 epochs, no true) before
-                valid_value(cfg, name, v)  # Optuna sees them
-            step = spec.get("step")
-            if isinstance(step, (int, float)) and not isinstance(step, bool) and \
-                    0 < spec["high"] - spec["low"] < step:
-                raise ConfigError("space", f"{name!r}: step {step:g} is larger than the range "
-                                  f"{spec['low']:g} to {spec['high']:g}")
-            try:
-                kind = IntDistribution if tp is int else FloatDistribution
-                out[name] = kind(spec["low"], spec["high"], log=spec.get("log", False),
-                                 step=spec.get("step", 1 if tp is int else None))
-            except (ValueError, TypeError) as e:
-                raise ConfigError("space", f"{name!r}: {e}")
+        if per_arm(spec):
+            drawn = [i for i in cfg.inits if name not in PRETRAINING or i in OBJECTIVES]
+            for arm in spec:
+                if arm not in drawn:
+                    raise ConfigError("space", f"{name!r}: {arm!r} is not an arm that draws it; "
+                                      f"expected a range or list for each of "
+                                      f"{', '.join(drawn)}{did_you_mean(arm, drawn)}")
+            missing = [a for a in drawn if a not in spec]
+            if missing:
+                raise ConfigError("space", f"{name!r} gives no range or list for "
+                                  f"{', '.join(missing)}; a setting given per arm needs one for "
+                                  f"each arm that draws it ({', '.join(drawn)})")
+            out[name] = {arm: distribution(cfg, name, tp, spec[arm]) for arm in drawn}
         else:
-            raise ConfigError("space", f"{name!r}: expected a range {{\"low\": a, \"high\": b}} "
-                              f"or a non-empty list of values, got {json.dumps(spec)}")
+            out[name] = distribution(cfg, name, tp, spec)
     if not set(out) - PRETRAINING:
         raise ConfigError("space", "needs at least one fine-tuning setting (such as finetune_lr): "
                           "every arm tunes those at every budget, and a random-init arm nothing "
                           "else")
     return out
+
+
+def distribution(cfg: AblateConfig, name: str, tp, spec):
+    """The Optuna distribution of one setting's range or list, every value checked as the
+    setting of a grid."""
+    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
+                                      IntDistribution)
+    if isinstance(spec, list) and spec:
+        values = [tuple(v) if isinstance(v, list) else v for v in spec]
+        for v in values:  # each value must make a valid grid
+            valid_value(cfg, name, v)
+        with warnings.catch_warnings():  # tuples (per-layer values) cannot go into Optuna's
+            warnings.filterwarnings(  # database storage; these studies live in memory
+                "ignore", message="Choices for a categorical distribution should be")
+            return CategoricalDistribution(values)
+    if not (isinstance(spec, dict) and {"low", "high"} <= set(spec) <= RANGE):
+        raise ConfigError("space", f"{name!r}: expected a range {{\"low\": a, \"high\": b}} "
+                          f"or a non-empty list of values, got {json.dumps(spec)}")
+    if tp not in (int, float):
+        raise ConfigError("space", f"{name!r} takes a list of values, not a range")
+    if not isinstance(spec.get("log", False), bool):
+        raise ConfigError("space", f"{name!r}: \"log\" must be true or false, got "
+                          f"{json.dumps(spec['log'])}")
+    for v in (spec["low"], spec["high"]):  # bounds of the setting's own type (no 2.5 epochs, no
+        valid_value(cfg, name, v)  # true) before Optuna sees them
+    step = spec.get("step")
+    if isinstance(step, (int, float)) and not isinstance(step, bool) and \
+            0 < spec["high"] - spec["low"] < step:
+        raise ConfigError("space", f"{name!r}: step {step:g} is larger than the range "
+                          f"{spec['low']:g} to {spec['high']:g}")
+    try:
+        kind = IntDistribution if tp is int else FloatDistribution
+        return kind(spec["low"], spec["high"], log=spec.get("log", False),
+                    step=spec.get("step", 1 if tp is int else None))
+    except (ValueError, TypeError) as e:
+        raise ConfigError("space", f"{name!r}: {e}")
 
 
 def valid_value(cfg: AblateConfig, name: str, value) -> None:
@@ -176,11 +211,13 @@ STARTUP = 10
 def propose(dists: dict, done: list[dict], number: int, seed: int,
             pending: list[dict] = (), startup: str = "sobol", whole: dict | None = None) -> dict:
     """Trial `number`'s settings. The first STARTUP: point `number` of a scrambled Sobol sequence
-    seeded by `seed` over `whole` (the space of every arm; default `dists`), kept to the arm's
-    `dists`, so every arm draws the same fine-tuning settings and a few trials still cover each
-    range evenly where random draws would clump. Later ones: TPE over the finished trials, seeded
-    by the trial's number; the `pending` settings (trials of the same round, proposed but not
-    finished) count as running, with the constant liar keeping a round's proposals apart."""
+    seeded by `seed` over `whole` (every setting of the space, as the arm sees it: arm_view;
+    default `dists`), kept to the arm's `dists`, so every arm draws the same fine-tuning
+    settings (the same point of its own ranges, where arms have their own) and a few trials
+    still cover each range evenly where random draws would clump. Later ones: TPE over the
+    finished trials, seeded by the trial's number; the `pending` settings (trials of the same
+    round, proposed but not finished) count as running, with the constant liar keeping a round's
+    proposals apart."""
     if startup == "sobol" and number < STARTUP:
         point = spread(whole or dists, number, seed)
         return {k: point[k] for k in dists}
@@ -233,23 +270,27 @@ def spread(dists: dict, number: int, seed: int) -> dict:
 
 def at_edge(space: dict, choices: dict) -> list[str]:
     """A warning for each chosen value in the outer tenth of its range (on the log scale where
-    the range is log): the best setting may lie beyond the range searched."""
+    the range is log; the arm's own range where the space gives arms their own): the best
+    setting may lie beyond the range searched."""
     found = {}
     for arm, per_budget in choices.items():
         for budget, choice in per_budget.items():
             for name, v in choice["settings"].items():
                 spec = space.get(name)
+                spec = spec.get(arm) if per_arm(spec) else spec
                 if not isinstance(spec, dict) or not spec["high"] > spec["low"]:
                     continue
                 scale = math.log if spec.get("log") else float
                 at = (scale(v) - scale(spec["low"])) / (scale(spec["high"]) - scale(spec["low"]))
                 if at <= 0.1 or at >= 0.9:
-                    key = (name, v, budget, "top" if at >= 0.9 else "bottom")
+                    bounds = (f"{spec['low']:g} to {spec['high']:g}"
+                              + (", log" if spec.get("log") else "")
+                              + (f", {arm}'s own" if per_arm(space[name]) else ""))
+                    key = (name, v, budget, "top" if at >= 0.9 else "bottom", bounds)
                     found.setdefault(key, []).append(arm)
     return [f"{' and '.join(arms)} chose {name} {v:.3g} at {budget} labels, in the {side} tenth of "
-            f"its search range ({space[name]['low']:g} to {space[name]['high']:g}"
-            f"{', log' if space[name].get('log') else ''}): the best may lie beyond it; widen the "
-            f"range" for (name, v, budget, side), arms in found.items()]
+            f"its search range ({bounds}): the best may lie beyond it; widen the range"
+            for (name, v, budget, side, bounds), arms in found.items()]
 
 
 def from_json(settings: dict) -> dict:

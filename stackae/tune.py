@@ -62,8 +62,8 @@ from .claims import ClaimError
 from .config import OBJECTIVES, AblateConfig, ConfigError
 from .grid import Cell
 from .runlog import Diverged, copy_run_folder, write_json
-from .space import (PER_ARM, PRETRAINING, applied, arm_space, default_space, distributions,
-                    pretrain_budget, propose, read_space, shown)
+from .space import (PER_ARM, PRETRAINING, applied, arm_space, arm_view, default_space,
+                    distributions, pretrain_budget, propose, read_space, shown)
 
 
 def trials_of(folder: Path, arm: str) -> list[dict]:
@@ -171,7 +171,7 @@ def ask_round(cfg: AblateConfig, dists: dict, folder: Path, numbers: range, todo
                 asked[n][arm] = propose(arm_space(dists, arm, pretraining),
                                         [t for t in done[arm] if t["number"] < numbers[0]], n,
                                         cfg.seeds[0], [asked[m][arm] for m in numbers if m < n],
-                                        startup=startup, whole=dists)
+                                        startup=startup, whole=arm_view(dists, arm))
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, asked[n])
     return asked

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import OBJECTIVES, AblateConfig
 from .grid import arm_names, copied_stacks, estimate, expand, finished
-from .space import PRETRAINING, applied
+from .space import PRETRAINING, applied, per_arm
 from .tune import command, finished_trials, trial_config
 
 # the settings that change how much work a run is (grid.estimate reads them)
@@ -18,16 +18,21 @@ SIZED = ("pretrain_epochs", "finetune_epochs", "min_epoch_examples")
 
 
 def ends(spec) -> tuple:
-    """A setting's lowest and highest value in the space (a per-layer value counts by its sum)."""
-    if isinstance(spec, dict):
-        return spec["low"], spec["high"]
-
+    """A setting's lowest and highest value in the space (a per-layer value counts by its sum;
+    a setting given per arm, over every arm's)."""
     def size(v):
         return sum(v) if isinstance(v, (list, tuple)) else v
+    if per_arm(spec):
+        every = [v for s in spec.values() for v in ends(s)]
+        return min(every, key=size), max(every, key=size)
+    if isinstance(spec, dict):
+        return spec["low"], spec["high"]
     return min(spec, key=size), max(spec, key=size)
 
 
 def described(spec) -> str:
+    if per_arm(spec):
+        return "; ".join(f"{arm} {described(s)}" for arm, s in spec.items())
     if isinstance(spec, dict):
         scale = ", log scale" if spec.get("log") else ""
         step = f", step {spec['step']}" if "step" in spec else ""

@@ -207,6 +207,44 @@ def test_the_first_trials_cover_each_range_evenly_and_every_arm_draws_the_same()
     assert 0.01 <= later["finetune_lr"] <= 1.0 and later not in [d["settings"] for d in done]
 
 
+def test_a_setting_may_give_each_arm_its_own_range_at_the_same_points(tmp_path):
+    from stackae.space import arm_space, arm_view, at_edge, distributions, propose
+    lr = {"denoising": {"low": 0.1, "high": 1.0, "log": True},
+          "xavier": {"low": 0.001, "high": 0.01, "log": True}}
+    space = {"finetune_lr": lr, "dropout": [0.0, 0.2], "noise": {"denoising": [[0.1], [0.3]]}}
+    cfg = stackae.AblateConfig(inits=("denoising", "xavier"), layers=(12,))
+    dists = distributions(space, cfg)
+
+    def first(arm):
+        return [propose(arm_space(dists, arm, True), [], n, 0, whole=arm_view(dists, arm))
+                for n in range(4)]
+    den, xav = first("denoising"), first("xavier")
+    # one rate in each quarter of each arm's own log range, at the same point of it
+    assert sorted(int((math.log10(p["finetune_lr"]) + 1) * 4) for p in den) == [0, 1, 2, 3]
+    for d, x in zip(den, xav):
+        assert math.log10(x["finetune_lr"]) == pytest.approx(math.log10(d["finetune_lr"]) - 2)
+        assert d["dropout"] == x["dropout"] and "noise" not in x and d["noise"] in ([0.1], [0.3])
+    choices = {"denoising": {"all": {"settings": {"finetune_lr": 0.9}}},
+               "xavier": {"all": {"settings": {"finetune_lr": 0.009}}}}
+    assert at_edge(space, choices) == [
+        f"{arm} chose finetune_lr {v} at all labels, in the top tenth of its search range "
+        f"({low} to {high}, log, {arm}'s own): the best may lie beyond it; widen the range"
+        for arm, v, low, high in (("denoising", 0.9, 0.1, 1), ("xavier", 0.009, 0.001, 0.01))]
+    out = tmp_path / "t"  # a whole tuning: each arm's trials and choice in its own range
+    stackae.run_tuning(out=out, trials=2, space={"finetune_lr": lr}, tune_seeds=(0,), quiet=True,
+                       **{**SMALL, "labels": ("all",)})
+    for r in trials(out, "all"):
+        low, high = lr[r["arm"]]["low"], lr[r["arm"]]["high"]
+        assert low <= r["settings"]["finetune_lr"] <= high
+    report = (out / "REPORT.md").read_text()
+    assert ("Search space: `finetune_lr` denoising: 0.1 to 1 (log), xavier: 0.001 to 0.01 (log)."
+            in report)
+    assert "the same points for every arm, each in its own ranges" in report
+    plan = "\n".join(stackae.plan_tuning(out=out, resume=True))
+    assert ("finetune_lr: denoising 0.1 to 1.0, log scale; xavier 0.001 to 0.01, log scale  "
+            "[every arm, at every budget]") in plan, plan
+
+
 def test_a_tuning_from_before_the_sobol_start_resumes_with_random_draws(tmp_path):
     from stackae.config import AblateConfig
     from stackae.report_text import sampler_text
@@ -394,6 +432,14 @@ def test_a_pretraining_setting_needs_a_pretrained_arm_and_a_fine_tuning_one(tmp_
     ('{"finetune_lr": {"low": 0.1, "high": 1, "log": "yes"}}', '"log" must be true or false'),
     ('{"finetune_lr": {"low": 0.1, "high": 0.5, "step": 1}}', "step 1 is larger than the range"),
     ('{"finetune_lr": [0.1], "finetune_lr": [0.2]}', "names 'finetune_lr' twice"),
+    # a setting given per arm names every arm that draws it, and only those
+    ('{"finetune_lr": {"denoising": [0.1], "xavir": [0.1]}}',
+     "'xavir' is not an arm that draws it; expected a range or list for each of denoising, "
+     "xavier; did you mean 'xavier'?"),
+    ('{"finetune_lr": {"denoising": [0.1]}}', "'finetune_lr' gives no range or list for xavier"),
+    ('{"finetune_lr": [0.1], "noise": {"denoising": [[0.1]], "xavier": [[0.2]]}}',
+     "'xavier' is not an arm that draws it; expected a range or list for each of denoising"),
+    ('{"finetune_lr": {"denoising": {"low": 0.1}, "xavier": [0.1]}}', "expected a range"),
 ])
 def test_a_bad_search_space_is_one_line_and_writes_nothing(space, words, tmp_path, capsys,
                                                            monkeypatch):
