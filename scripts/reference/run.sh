@@ -63,7 +63,9 @@
 #               ~50 GFLOP/s an AVX2-only host of this machine type sustains (its RBM pretraining)
 #   dbn-dropout  dbn-small-batch fine-tuned with dropout (Hinton et al. 2012): 200 epochs,
 #               batch 100, input dropout 0.2; both arms tuned on seeds 0 and 1, 12 trials: lr,
-#               hidden dropout (0.3, 0.5) and max-norm (off, 4, 8: seed 0's first RBM layer
+#               each arm in its own range (DBN 0.1 to 1, xavier 0.03 to 0.3: where
+#               dbn-dropout-probe found each arm's best, xavier at chance from 0.34 up), hidden
+#               dropout (0.3, 0.5) and max-norm (off, 4, 8: seed 0's first RBM layer
 #               starts with unit norms 1.3 to 6.4, median 2.8) (dbn-dropout.space.json); the
 #               stacks copied from dbn-small-batch's folder where it holds them. Its
 #               --dry-run: ~9 PFLOP; a probe's epochs here took 61 s each for one network
@@ -75,6 +77,11 @@
 #               24 trial fine-tunes (four at a time, 16,666 s in all) and 6 final ones (six at
 #               a time, 4,567 s; the tuning seeds' 4 cells are the chosen trials' runs): about
 #               5 h 55 min measured (see runs/reference/dbn-tuned)
+#   dbn-tuned-wide  dbn-tuned again with the fine-tuning lr in 0.2 to 2 (dbn-tuned chose 0.28
+#               at the top of its range for both arms, validation error falling with the rate)
+#               and weight decay fixed at its choice, 1e-5; 4 trials per arm on seeds 0 and 1
+#               (dbn-tuned-wide.space.json). Seed 0's stack is copied from dbn-dropout-probe's
+#               folder (the same pretraining), the others pretrained (~14 min each here)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for name in "${@:-classic classic-small-batch classic-pretrain-30 dbn-small-batch budgets budgets-large modern modern-long objectives deep-autoencoder}"; do
@@ -98,6 +105,7 @@ for name in "${@:-classic classic-small-batch classic-pretrain-30 dbn-small-batc
       done
     elif [ -f "scripts/reference/$n.space.json" ]; then  # a tuned experiment
       trials=12; if [ "$n" = dbn-tuned ]; then trials=6; fi  # sized for this CPU
+      if [ "$n" = dbn-tuned-wide ]; then trials=4; fi
       stackae tune --config "scripts/reference/$n.json" --space "scripts/reference/$n.space.json" \
         --trials "$trials" --tune-seeds 0,1 --out "runs/reference/$n" --resume
     else
