@@ -77,11 +77,11 @@
 #               24 trial fine-tunes (four at a time, 16,666 s in all) and 6 final ones (six at
 #               a time, 4,567 s; the tuning seeds' 4 cells are the chosen trials' runs): about
 #               5 h 55 min measured (see runs/reference/dbn-tuned)
-#   dbn-tuned-wide  dbn-tuned again with the fine-tuning lr in 0.2 to 1 (dbn-tuned chose 0.28
-#               at the top of its range for both arms, validation error falling with the rate;
-#               a first try from 0.2 to 2 was stopped when its first trial, 1.42, left the DBN
-#               arm's loss at 104 after one epoch) and weight decay fixed at its choice, 1e-5;
-#               4 trials per arm on seeds 0 and 1
+#   dbn-tuned-wide  dbn-tuned again with the fine-tuning lr in 0.2 to 0.6 (dbn-tuned chose
+#               0.28 at the top of its range for both arms, validation error falling with the
+#               rate; tries from 0.2 to 2 and to 1 were stopped when their first trials, 1.42
+#               and 0.79, left the DBN arm's loss at 70 to 160 after one epoch) and weight
+#               decay fixed at its choice, 1e-5; 4 trials per arm on seeds 0 and 1
 #               (dbn-tuned-wide.space.json). Seed 0's stack is copied from dbn-dropout-probe's
 #               folder (the same pretraining), the others pretrained (~14 min each here)
 set -euo pipefail
