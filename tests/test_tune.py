@@ -245,6 +245,14 @@ def test_a_setting_may_give_each_arm_its_own_range_at_the_same_points(tmp_path):
             "[every arm, at every budget]") in plan, plan
 
 
+def test_a_plan_sizes_a_setting_given_per_arm_from_every_arms_fewest_to_most():
+    from stackae.tune_plan import described, ends
+    assert ends({"rbm": {"low": 10, "high": 30}, "xavier": [5, 20]}) == (5, 30)
+    assert ends({"rbm": [[1, 2], [4]], "xavier": [[2]]}) == ([2], [4])  # per layer: by sum
+    assert described({"rbm": [5, 20], "xavier": {"low": 1, "high": 9, "step": 2}}) == \
+        "rbm one of 5, 20; xavier 1 to 9, step 2"
+
+
 def test_a_tuning_from_before_the_sobol_start_resumes_with_random_draws(tmp_path):
     from stackae.config import AblateConfig
     from stackae.report_text import sampler_text
