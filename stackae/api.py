@@ -199,13 +199,13 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
     """Tune every arm on the same budget, then run the grid with each arm's choice (stackae tune).
 
     For each arm and label budget, `trials` (default 20) settings drawn from `space` (a dict, a
-    JSON file or JSON text; default the fine-tuning learning rate from a tenth to ten times the
-    grid's) are fine-tuned on `tune_seeds` (default the grid's first two seeds) and judged on
-    validation error only; the best then runs over every seed as a paired ablation whose report
-    states the space, the budget and each choice. `trials_at_once` trials of each arm are
-    proposed together and train as one K-network loop (default 1 on a CPU, 5 on a GPU).
-    `resume=True` continues where it stopped, to the same choices. `data` and `settings` as for
-    `run_ablation`."""
+    JSON file or JSON text, a setting's range or list shared by the arms or given per arm; default
+    the fine-tuning learning rate from a tenth to ten times the grid's) are fine-tuned on
+    `tune_seeds` (default the grid's first two seeds) and judged on validation error only; the
+    best then runs over every seed as a paired ablation whose report states the space, the
+    budget and each choice. `trials_at_once` trials of each arm are proposed together and train
+    as one K-network loop (default 1 on a CPU, 5 on a GPU). `resume=True` continues where it
+    stopped, to the same choices. `data` and `settings` as for `run_ablation`."""
     import json
 
     from . import tune as T

@@ -251,7 +251,7 @@ def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, trials_at_o
     """Tune every arm on the same budget (validation error only), then compare the choices.
 
     For each arm and label budget, --trials settings from --space (the first 10 a scrambled
-    Sobol sequence, the same for every arm; then Optuna's TPE) fine-tune the tuning seeds
+    Sobol sequence, the same points for every arm; then Optuna's TPE) fine-tune the tuning seeds
     without reading the test set; the best of each then runs over every seed and budget as a
     paired ablation, whose report states the space, the budget and each choice.
     Pretraining settings in --space are tuned at the largest budget (random-init arms draw the

@@ -6,7 +6,7 @@ import json
 
 from .config import OBJECTIVES
 from .config import RANDOM_INITS
-from .space import STARTUP, per_arm
+from .space import STARTUP, given_per_arm
 
 SCHEMES = {"default": "torch's default, U(+-1/sqrt(fan_in)) for weights and biases",
            "xavier": "Xavier/Glorot uniform, zero biases",
@@ -185,8 +185,9 @@ def sampler_text(t: dict) -> str:
     """How the tuning drew its trials (space.propose)."""
     if t.get("startup") != "sobol":  # tunings from before the Sobol start
         return f"Optuna's TPE sampler, whose first {STARTUP} trials are random draws"
-    same = "the same points for every arm" + (
-        ", each in its own ranges" if any(map(per_arm, t["space"].values())) else "")
+    own = any(given_per_arm(v) and len({json.dumps(s) for s in v.values()}) > 1
+              for v in t["space"].values())  # arms whose ranges differ
+    same = "the same points for every arm" + (", each in its own ranges" if own else "")
     if t["trials"] <= STARTUP:
         return f"a scrambled Sobol sequence over the space, {same}"
     return f"a scrambled Sobol sequence for the first {STARTUP}, {same}, then Optuna's TPE sampler"
@@ -194,8 +195,8 @@ def sampler_text(t: dict) -> str:
 
 def spec_text(v) -> str:
     """A setting's range or list in the search space, or each arm's where they have their own."""
-    if per_arm(v):
-        return ", ".join(f"{arm}: {spec_text(s)}" for arm, s in v.items())
+    if given_per_arm(v):
+        return " and ".join(f"{spec_text(s)} for {arm}" for arm, s in v.items())
     if isinstance(v, dict):
         return (f"{v['low']:g} to {v['high']:g}" + (" (log)" if v.get("log") else "")
                 + (f" step {v['step']:g}" if v.get("step") else ""))

@@ -20,8 +20,9 @@ import typing
 import warnings
 from pathlib import Path
 
-from .config import (NOT_SWEPT, OBJECTIVES, PER_CELL, PER_NETWORK, AblateConfig, ConfigError,
-                     FinetuneConfig, PretrainConfig, field_types, from_dict, grid_name, to_dict)
+from .config import (ABLATE_INITS, NOT_SWEPT, OBJECTIVES, PER_CELL, PER_NETWORK, AblateConfig,
+                     ConfigError, FinetuneConfig, PretrainConfig, field_types, from_dict,
+                     grid_name, to_dict)
 from .schema import did_you_mean
 
 
@@ -42,9 +43,11 @@ SPACE_HELP = ("a JSON object of settings, each a range {\"low\": a, \"high\": b}
 RANGE = frozenset({"low", "high", "log", "step"})
 
 
-def per_arm(spec) -> bool:
-    """Whether a setting's spec gives each arm its own range or list ({arm: spec, ...})."""
-    return isinstance(spec, dict) and bool(spec) and not RANGE & set(spec)
+def given_per_arm(spec) -> bool:
+    """Whether a setting's spec gives each arm its own range or list ({arm: spec, ...}): an
+    object that names an arm (an init) and no key of a range."""
+    return (isinstance(spec, dict) and not RANGE & set(spec)
+            and any(k in ABLATE_INITS for k in spec))
 
 
 def tunable() -> list[str]:
@@ -99,11 +102,15 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
         tp = types[name]
         if typing.get_origin(tp) is tuple:  # per layer: a range draws one value for every layer
             tp = typing.get_args(tp)[0]
-        if per_arm(spec):
+        if given_per_arm(spec):
             drawn = [i for i in cfg.inits if name not in PRETRAINING or i in OBJECTIVES]
             for arm in spec:
+                if arm in cfg.inits and arm not in drawn:
+                    raise ConfigError("space", f"{name!r}: {arm!r} is a random-init arm, which "
+                                      f"draws no pretraining settings; expected a range or list "
+                                      f"for each pretrained arm ({', '.join(drawn)})")
                 if arm not in drawn:
-                    raise ConfigError("space", f"{name!r}: {arm!r} is not an arm that draws it; "
+                    raise ConfigError("space", f"{name!r}: {arm!r} is not an arm of the grid; "
                                       f"expected a range or list for each of "
                                       f"{', '.join(drawn)}{did_you_mean(arm, drawn)}")
             missing = [a for a in drawn if a not in spec]
@@ -111,9 +118,10 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
                 raise ConfigError("space", f"{name!r} gives no range or list for "
                                   f"{', '.join(missing)}; a setting given per arm needs one for "
                                   f"each arm that draws it ({', '.join(drawn)})")
-            out[name] = {arm: distribution(cfg, name, tp, spec[arm]) for arm in drawn}
+            out[name] = {arm: distribution(cfg, name, tp, spec[arm], f"{name!r} for {arm}")
+                         for arm in drawn}
         else:
-            out[name] = distribution(cfg, name, tp, spec)
+            out[name] = distribution(cfg, name, tp, spec, repr(name))
     if not set(out) - PRETRAINING:
         raise ConfigError("space", "needs at least one fine-tuning setting (such as finetune_lr): "
                           "every arm tunes those at every budget, and a random-init arm nothing "
@@ -121,57 +129,59 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
     return out
 
 
-def distribution(cfg: AblateConfig, name: str, tp, spec):
+def distribution(cfg: AblateConfig, name: str, tp, spec, label: str):
     """The Optuna distribution of one setting's range or list, every value checked as the
-    setting of a grid."""
+    setting of a grid; `label` names it in errors ('finetune_lr', or 'finetune_lr' for rbm)."""
     from optuna.distributions import (CategoricalDistribution, FloatDistribution,
                                       IntDistribution)
     if isinstance(spec, list) and spec:
         values = [tuple(v) if isinstance(v, list) else v for v in spec]
         for v in values:  # each value must make a valid grid
-            valid_value(cfg, name, v)
+            valid_value(cfg, name, v, label)
         with warnings.catch_warnings():  # tuples (per-layer values) cannot go into Optuna's
             warnings.filterwarnings(  # database storage; these studies live in memory
                 "ignore", message="Choices for a categorical distribution should be")
             return CategoricalDistribution(values)
     if not (isinstance(spec, dict) and {"low", "high"} <= set(spec) <= RANGE):
-        raise ConfigError("space", f"{name!r}: expected a range {{\"low\": a, \"high\": b}} "
-                          f"or a non-empty list of values, got {json.dumps(spec)}")
+        each = " (or one of those for each arm)" if label == repr(name) else ""
+        raise ConfigError("space", f"{label}: expected a range {{\"low\": a, \"high\": b}} "
+                          f"or a non-empty list of values{each}, got {json.dumps(spec)}")
     if tp not in (int, float):
-        raise ConfigError("space", f"{name!r} takes a list of values, not a range")
+        raise ConfigError("space", f"{label} takes a list of values, not a range")
     if not isinstance(spec.get("log", False), bool):
-        raise ConfigError("space", f"{name!r}: \"log\" must be true or false, got "
+        raise ConfigError("space", f"{label}: \"log\" must be true or false, got "
                           f"{json.dumps(spec['log'])}")
     for v in (spec["low"], spec["high"]):  # bounds of the setting's own type (no 2.5 epochs, no
-        valid_value(cfg, name, v)  # true) before Optuna sees them
+        valid_value(cfg, name, v, label)  # true) before Optuna sees them
     step = spec.get("step")
     if isinstance(step, (int, float)) and not isinstance(step, bool) and \
             0 < spec["high"] - spec["low"] < step:
-        raise ConfigError("space", f"{name!r}: step {step:g} is larger than the range "
+        raise ConfigError("space", f"{label}: step {step:g} is larger than the range "
                           f"{spec['low']:g} to {spec['high']:g}")
     try:
         kind = IntDistribution if tp is int else FloatDistribution
         return kind(spec["low"], spec["high"], log=spec.get("log", False),
                     step=spec.get("step", 1 if tp is int else None))
     except (ValueError, TypeError) as e:
-        raise ConfigError("space", f"{name!r}: {e}")
+        raise ConfigError("space", f"{label}: {e}")
 
 
-def valid_value(cfg: AblateConfig, name: str, value) -> None:
+def valid_value(cfg: AblateConfig, name: str, value, label: str | None = None) -> None:
     """Refuse a value of the space that --config would refuse for the setting (a wrong type, a
     choice it does not have, a bad grid), or that it would only take converted ("yes" for true):
     a trial runs with the value as the space gives it."""
+    label = label or repr(name)
     given = applied({name: value})[name]
     try:
         checked = getattr(from_dict(AblateConfig, {**to_dict(cfg), name: given}), name)
     except ConfigError as e:
-        raise ConfigError("space", f"{name!r}: {json.dumps(value)} is not a valid value "
+        raise ConfigError("space", f"{label}: {json.dumps(value)} is not a valid value "
                           f"({e.message})")
     except TypeError:
-        raise ConfigError("space", f"{name!r}: {json.dumps(value)} is not a valid value")
+        raise ConfigError("space", f"{label}: {json.dumps(value)} is not a valid value")
     if checked != given or type(checked) is bool and type(given) is not bool:
         plain = list(checked) if isinstance(checked, tuple) else checked
-        raise ConfigError("space", f"{name!r}: {json.dumps(value)} is not a valid value (write "
+        raise ConfigError("space", f"{label}: {json.dumps(value)} is not a valid value (write "
                           f"it as {json.dumps(plain)})")
 
 
@@ -179,7 +189,8 @@ def no_duplicates(pairs: list) -> dict:
     seen = [k for k, _ in pairs]
     twice = sorted({k for k in seen if seen.count(k) > 1})
     if twice:
-        raise ConfigError("space", f"names {twice[0]!r} twice; expected each setting once")
+        raise ConfigError("space", f"names {twice[0]!r} twice in one object; expected each "
+                          f"setting, and each arm of a setting, once")
     return dict(pairs)
 
 
@@ -277,7 +288,7 @@ def at_edge(space: dict, choices: dict) -> list[str]:
         for budget, choice in per_budget.items():
             for name, v in choice["settings"].items():
                 spec = space.get(name)
-                spec = spec.get(arm) if per_arm(spec) else spec
+                spec = spec.get(arm) if given_per_arm(spec) else spec
                 if not isinstance(spec, dict) or not spec["high"] > spec["low"]:
                     continue
                 scale = math.log if spec.get("log") else float
@@ -285,7 +296,7 @@ def at_edge(space: dict, choices: dict) -> list[str]:
                 if at <= 0.1 or at >= 0.9:
                     bounds = (f"{spec['low']:g} to {spec['high']:g}"
                               + (", log" if spec.get("log") else "")
-                              + (f", {arm}'s own" if per_arm(space[name]) else ""))
+                              + (f", {arm}'s own" if given_per_arm(space[name]) else ""))
                     key = (name, v, budget, "top" if at >= 0.9 else "bottom", bounds)
                     found.setdefault(key, []).append(arm)
     return [f"{' and '.join(arms)} chose {name} {v:.3g} at {budget} labels, in the {side} tenth of "

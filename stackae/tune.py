@@ -13,6 +13,8 @@ The search space is a JSON object of grid settings that one stage alone uses: fi
      "noise": [[0.1, 0.2, 0.3], [0.25, 0.25, 0.25]]}
 
 A range of an integer setting draws integers (`step` optional), a list draws one of its values.
+A setting may give each arm its own range or list ({"rbm": {...}, "xavier": {...}}, naming every
+arm that draws it), for arms whose good values lie apart; they keep the same number of trials.
 The first 10 trials are the points of a scrambled Sobol sequence over the space (seeded by the
 grid's first seed): a few trials cover every range evenly, where random draws clump. Later ones
 come from Optuna's TPE sampler through its ask/tell interface, a study rebuilt from the finished
@@ -25,13 +27,14 @@ round runs at once: those whose settings differ at most in settings one loop app
 (space.PER_ARM: learning rate, weight decay, dropout, input dropout, max-norm, and every
 pretraining setting, which only decides the stack a network starts from) fine-tune together as
 one K-network loop, up to the batch cap, and their stacks that differ only in seed pretrain
-together (the Sobol start gives every arm the same fine-tuning settings). Then each (arm,
-budget) runs over all seeds with its chosen settings, test error read once per cell, and the
-folder is an ordinary ablation folder. A tuning seed's cell is the chosen trial's own run (the
-same settings, seed and stack: the same training), copied with its test error read once on its
-selected model rather than trained again. The report warns of a choice in the outer tenth of
-its range (space.at_edge). Tunings from before the Sobol start (tune.json without "startup")
-resume with TPE's random start, as they began.
+together (the Sobol start gives every arm the same fine-tuning settings, or the same points of
+its own ranges where the space gives it its own: a per-arm batch size or epochs then trains
+apart). Then each (arm, budget) runs over all seeds with its chosen settings, test error read once
+per cell, and the folder is an ordinary ablation folder. A tuning seed's cell is the chosen trial's
+own run (the same settings, seed and stack: the same training), copied with its test error read once
+on its selected model rather than trained again. The report warns of a choice in the outer tenth of
+its range (space.at_edge). Tunings from before the Sobol start (tune.json without "startup") resume
+with TPE's random start, as they began.
 
 Pretraining settings are tuned at one label budget, the largest (space.pretrain_budget), and the
 pretrained arm's choice there is its pretraining at every budget: one stack per objective and

@@ -10,20 +10,23 @@ from pathlib import Path
 
 from .config import OBJECTIVES, AblateConfig
 from .grid import arm_names, copied_stacks, estimate, expand, finished
-from .space import PRETRAINING, applied, per_arm
+from .space import PRETRAINING, applied, given_per_arm
 from .tune import command, finished_trials, trial_config
 
 # the settings that change how much work a run is (grid.estimate reads them)
 SIZED = ("pretrain_epochs", "finetune_epochs", "min_epoch_examples")
 
 
-def ends(spec) -> tuple:
-    """A setting's lowest and highest value in the space (a per-layer value counts by its sum;
-    a setting given per arm, over every arm's)."""
+def ends(spec, layers: int = 1) -> tuple:
+    """A setting's lowest and highest value in the space (a per-layer value counts by its sum
+    over the `layers` layers, one value standing for each; a setting given per arm, over every
+    arm's)."""
     def size(v):
-        return sum(v) if isinstance(v, (list, tuple)) else v
-    if per_arm(spec):
-        every = [v for s in spec.values() for v in ends(s)]
+        if isinstance(v, (list, tuple)):
+            return v[0] * layers if len(v) == 1 else sum(v)
+        return v
+    if given_per_arm(spec):
+        every = [v for s in spec.values() for v in ends(s, layers)]
         return min(every, key=size), max(every, key=size)
     if isinstance(spec, dict):
         return spec["low"], spec["high"]
@@ -31,7 +34,7 @@ def ends(spec) -> tuple:
 
 
 def described(spec) -> str:
-    if per_arm(spec):
+    if given_per_arm(spec):
         return "; ".join(f"{arm} {described(s)}" for arm, s in spec.items())
     if isinstance(spec, dict):
         scale = ", log scale" if spec.get("log") else ""
@@ -48,7 +51,8 @@ def work(cfg: AblateConfig, space: dict, trials: int, seeds: tuple, sizes: dict,
     sized = [n for n in SIZED if n in space]
     out = []
     for end in ([0, 1] if sized else [0]):
-        at = dataclasses.replace(cfg, **applied({n: ends(space[n])[end] for n in sized}))
+        at = dataclasses.replace(cfg, **applied({n: ends(space[n], len(cfg.layers))[end]
+                                                 for n in sized}))
         pre = ft = pre_flops = ft_flops = 0
         for budget in at.labels:
             cells = expand(trial_config(at, list(at.inits), budget, seeds, {}))

@@ -237,8 +237,8 @@ def test_a_setting_may_give_each_arm_its_own_range_at_the_same_points(tmp_path):
         low, high = lr[r["arm"]]["low"], lr[r["arm"]]["high"]
         assert low <= r["settings"]["finetune_lr"] <= high
     report = (out / "REPORT.md").read_text()
-    assert ("Search space: `finetune_lr` denoising: 0.1 to 1 (log), xavier: 0.001 to 0.01 (log)."
-            in report)
+    assert ("Search space: `finetune_lr` 0.1 to 1 (log) for denoising and 0.001 to 0.01 (log) "
+            "for xavier." in report)
     assert "the same points for every arm, each in its own ranges" in report
     plan = "\n".join(stackae.plan_tuning(out=out, resume=True))
     assert ("finetune_lr: denoising 0.1 to 1.0, log scale; xavier 0.001 to 0.01, log scale  "
@@ -248,7 +248,10 @@ def test_a_setting_may_give_each_arm_its_own_range_at_the_same_points(tmp_path):
 def test_a_plan_sizes_a_setting_given_per_arm_from_every_arms_fewest_to_most():
     from stackae.tune_plan import described, ends
     assert ends({"rbm": {"low": 10, "high": 30}, "xavier": [5, 20]}) == (5, 30)
-    assert ends({"rbm": [[1, 2], [4]], "xavier": [[2]]}) == ([2], [4])  # per layer: by sum
+    # per layer, by the sum over the layers, one value standing for each
+    assert ends({"rbm": [[1, 2], [4]], "xavier": [[2]]}, layers=2) == ([1, 2], [4])
+    assert ends([[3, 3], [4]], layers=2) == ([3, 3], [4]) and ends([[5], [1, 1, 1]], 3) == (
+        [1, 1, 1], [5])
     assert described({"rbm": [5, 20], "xavier": {"low": 1, "high": 9, "step": 2}}) == \
         "rbm one of 5, 20; xavier 1 to 9, step 2"
 
@@ -442,12 +445,17 @@ def test_a_pretraining_setting_needs_a_pretrained_arm_and_a_fine_tuning_one(tmp_
     ('{"finetune_lr": [0.1], "finetune_lr": [0.2]}', "names 'finetune_lr' twice"),
     # a setting given per arm names every arm that draws it, and only those
     ('{"finetune_lr": {"denoising": [0.1], "xavir": [0.1]}}',
-     "'xavir' is not an arm that draws it; expected a range or list for each of denoising, "
+     "'xavir' is not an arm of the grid; expected a range or list for each of denoising, "
      "xavier; did you mean 'xavier'?"),
     ('{"finetune_lr": {"denoising": [0.1]}}', "'finetune_lr' gives no range or list for xavier"),
     ('{"finetune_lr": [0.1], "noise": {"denoising": [[0.1]], "xavier": [[0.2]]}}',
-     "'xavier' is not an arm that draws it; expected a range or list for each of denoising"),
-    ('{"finetune_lr": {"denoising": {"low": 0.1}, "xavier": [0.1]}}', "expected a range"),
+     "'noise': 'xavier' is a random-init arm, which draws no pretraining settings"),
+    ('{"finetune_lr": {"denoising": {"low": 0.1}, "xavier": [0.1]}}',
+     "'finetune_lr' for denoising: expected a range"),
+    ('{"finetune_lr": {"denoising": [0.1], "xavier": {"low": -1, "high": 1}}}',
+     "'finetune_lr' for xavier: -1 is not a valid value"),
+    ('{"finetune_lr": {"Low": 0.1, "High": 1}}', "'finetune_lr': expected a range"),  # a typo
+    ('{"finetune_lr": {"xavier": [0.1], "xavier": [0.2]}}', "names 'xavier' twice in one object"),
 ])
 def test_a_bad_search_space_is_one_line_and_writes_nothing(space, words, tmp_path, capsys,
                                                            monkeypatch):
