@@ -24,7 +24,7 @@ def ends(spec, layers: int = 1) -> tuple:
     def size(v):
         if isinstance(v, (list, tuple)):
             return v[0] * layers if len(v) == 1 else sum(v)
-        return v
+        return v * layers
     if given_per_arm(spec):
         every = [v for s in spec.values() for v in ends(s, layers)]
         return min(every, key=size), max(every, key=size)

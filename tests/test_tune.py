@@ -252,6 +252,7 @@ def test_a_plan_sizes_a_setting_given_per_arm_from_every_arms_fewest_to_most():
     assert ends({"rbm": [[1, 2], [4]], "xavier": [[2]]}, layers=2) == ([1, 2], [4])
     assert ends([[3, 3], [4]], layers=2) == ([3, 3], [4]) and ends([[5], [1, 1, 1]], 3) == (
         [1, 1, 1], [5])
+    assert ends([5, [1, 2, 3]], layers=3) == ([1, 2, 3], 5)  # 5 stands for 15 epochs
     assert described({"rbm": [5, 20], "xavier": {"low": 1, "high": 9, "step": 2}}) == \
         "rbm one of 5, 20; xavier 1 to 9, step 2"
 
