@@ -61,12 +61,18 @@ def pretrain_budget(cfg: AblateConfig) -> str:
     return max(cfg.labels, key=lambda b: math.inf if b == "all" else int(b))
 
 
+def draws(arm: str, name: str) -> bool:
+    """Whether `arm` ever draws setting `name`: every arm draws fine-tuning settings, only a
+    pretrained arm pretraining ones."""
+    return name not in PRETRAINING or arm in OBJECTIVES
+
+
 def arm_space(dists: dict, arm: str, pretraining: bool) -> dict:
     """The part of the space an arm's trials draw from, each setting in the arm's own range where
     the space gives arms their own: fine-tuning settings always, pretraining ones for a
     pretrained arm at the budget that tunes them."""
     return {k: v for k, v in arm_view(dists, arm).items()
-            if k not in PRETRAINING or (pretraining and arm in OBJECTIVES)}
+            if draws(arm, k) and (pretraining or k not in PRETRAINING)}
 
 
 def arm_view(dists: dict, arm: str) -> dict:
@@ -103,7 +109,7 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
         if typing.get_origin(tp) is tuple:  # per layer: a range draws one value for every layer
             tp = typing.get_args(tp)[0]
         if given_per_arm(spec):
-            drawn = [i for i in cfg.inits if name not in PRETRAINING or i in OBJECTIVES]
+            drawn = [i for i in cfg.inits if draws(i, name)]
             for arm in spec:
                 if arm in cfg.inits and arm not in drawn:
                     raise ConfigError("space", f"{name!r}: {arm!r} is a random-init arm, which "
