@@ -187,7 +187,8 @@ def plan_tuning(data=None, config=None, *, out=None, resume: bool = False,
     estimated work, progress of a resumed tuning), as lines of text; nothing is run or written."""
     from . import tune as T
     from . import tune_plan
-    g = R.prepare_grid(data, config, settings, out, resume, None, quiet=True, dry_run=True)
+    g = R.prepare_grid(data, config, settings, out, resume, None, quiet=True, dry_run=True,
+                       kind="tune")
     chosen = T.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds, trials_at_once,
                      g.device)
     return tune_plan.describe(g.cfg, g.out, chosen, g.sizes)
@@ -210,7 +211,7 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
 
     from . import tune as T
     from .runlog import write_json
-    g = R.prepare_grid(data, config, settings, out, resume, None, quiet)
+    g = R.prepare_grid(data, config, settings, out, resume, None, quiet, kind="tune")
     chosen = T.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds, trials_at_once,
                      g.device)
     space, trials, seeds = chosen["space"], chosen["trials"], tuple(chosen["tune_seeds"])

@@ -209,10 +209,11 @@ class Grid:
 
 
 def prepare_grid(data, config, settings: dict, out, resume: bool, shard, quiet: bool,
-          local: bool = True, dry_run: bool = False) -> Grid:
-    """Settings, data sizes, budgets and cells of a grid, checked before its folder exists. A
-    `local` grid loads its data here; a dry run or a grid for SLURM counts known datasets without
-    loading them, and leaves the device to the nodes."""
+          local: bool = True, dry_run: bool = False, kind: str = "ablate") -> Grid:
+    """Settings, data sizes, budgets and cells of a grid, checked before its folder exists
+    (default runs/<kind>/<date-time>: ablate, or tune for a tuned grid). A `local` grid loads its
+    data here; a dry run or a grid for SLURM counts known datasets without loading them, and
+    leaves the device to the nodes."""
     from . import grid as G
     from .grid import expand, parse_shard, shard as shard_of
     if shard is not None:  # (i, n) or "i/n", 1 <= i <= n
@@ -232,7 +233,7 @@ def prepare_grid(data, config, settings: dict, out, resume: bool, shard, quiet: 
                                          else np.asarray(a) for a in held),
                                        where=("x_train/y_train", "x_test/y_test"))
     # a shard joins a grid that other shards may have started, with the same settings
-    out, exists = run_folder("ablate", out, resume or shard is not None)
+    out, exists = run_folder(kind, out, resume or shard is not None)
     resuming = exists and resume
     if held is not None:
         saved = out / "data.npz"

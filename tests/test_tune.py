@@ -2,6 +2,7 @@
 read only by the final runs; an interrupted tuning resumes to the same choices."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -97,6 +98,12 @@ def test_a_dry_run_counts_the_trials_runs_and_work_and_writes_nothing(tmp_path, 
     # 2 arms x 2 budgets (100 and all: 600 images leave no room for 1000 or 10000) x 2 x 2 seeds
     assert "trial runs: 16 fine-tunes" in out and "work (trials, whole): pretraining none" in out, out
     assert not (tmp_path / "c").exists()
+
+
+def test_a_tuning_without_out_goes_under_runs_tune_like_the_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = stackae.plan_tuning(trials=2, space=SPACE, tune_seeds=(0,), **SMALL)[0]
+    assert first.startswith(f"tuning plan for {Path('runs') / 'tune'}"), first
 
 
 def test_arms_whose_proposals_differ_in_lr_and_dropout_train_as_one_k(tmp_path, monkeypatch):
