@@ -157,9 +157,6 @@ def run_ablation(data=None, config=None, *, out=None, resume: bool = False, shar
     from . import ablate as A
     from . import grid as G
     g = R.prepare_grid(data, config, settings, out, resume, shard, quiet)
-    if (g.out / "tune.json").exists():  # its cells run with each arm's tuned settings
-        raise claims.ClaimError(f"{g.out} holds a `stackae tune` run; resume it with stackae tune "
-                                f"--out {g.out} --resume")
     R.start_grid(g)
     with claims.cells_to_run(g.out, g.mine) as (free, busy):
         todo = [c for c in free if not G.finished(g.out, c)]
@@ -207,8 +204,6 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
     budget and each choice. `trials_at_once` trials of each arm are proposed together and train
     as one K-network loop (default 1 on a CPU, 5 on a GPU). `resume=True` continues where it
     stopped, to the same choices. `data` and `settings` as for `run_ablation`."""
-    import json
-
     from . import tune as T
     from .runlog import write_json
     g = R.prepare_grid(data, config, settings, out, resume, None, quiet, kind="tune")
@@ -231,7 +226,7 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
             bar.update(min(done[0], n * trials))
         choices = T.tune(g.cfg, g.out, space, trials, seeds, g.device, progress,
                          chosen["trials_at_once"], chosen["startup"])
-        write_json(path, {**json.loads(path.read_text()), "choices": choices})
+        write_json(path, {**T.read_saved(g.out), "choices": choices})
         from .grid import finished
 
         def final_progress(line):  # the bar counts finished trials, then finished cells

@@ -21,8 +21,12 @@ from .interrupt import deferred_interrupts
 from .options import common_run_options, config_option, friendly_errors, options_from
 
 
-def out_default(kind: str) -> Path:
-    return Path("runs") / kind / time.strftime("%Y%m%d-%H%M%S")
+def out_default(kind: str, out, resume: bool) -> Path:
+    """--out, or a new runs/<kind>/<date-time>; --resume needs the folder it continues named."""
+    if out is None and resume:
+        raise click.BadParameter("continues a run folder; name it with --out",
+                                 param_hint="'--resume'")
+    return Path(out) if out is not None else Path("runs") / kind / time.strftime("%Y%m%d-%H%M%S")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -52,7 +56,7 @@ def pretrain(ctx, out, resume, quiet, **kwargs):
     """Train a stack of autoencoders one layer at a time, freezing each."""
     from .api import pretrain_stack
     from .train import Diverged
-    out = out or out_default("pretrain")
+    out = out_default("pretrain", out, resume)
     try:
         with deferred_interrupts():
             stack = pretrain_stack(out=out, resume=resume, quiet=quiet, **given(ctx, kwargs))
@@ -115,7 +119,7 @@ Examples:
 def finetune(ctx, out, resume, quiet, **kwargs):
     """Fine-tune a classifier from a pretrained stack or from random init."""
     from .api import finetune_classifier
-    out = out or out_default("finetune")
+    out = out_default("finetune", out, resume)
     try:
         with deferred_interrupts():
             run = finetune_classifier(out=out, resume=resume, quiet=quiet,
@@ -195,7 +199,7 @@ def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slur
            slurm_time, slurm_gpus, slurm_cpus, wait, **kwargs):
     """Compare initializations over seeds and label budgets, paired by seed, then report."""
     from . import api
-    out = out or out_default("ablate")
+    out = out_default("ablate", out, resume)
     settings = given(ctx, kwargs)
     if dry_run:
         click.echo("\n".join(api.plan_ablation(out=out, resume=resume, shard=shard, **settings)))
@@ -266,7 +270,7 @@ def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, trials_at_o
     if tune_seeds is not None:
         from .schema import coerce
         seeds = coerce("tune_seeds", tuple[int, ...], tune_seeds)
-    out = out or out_default("tune")
+    out = out_default("tune", out, resume)
     args = dict(out=out, resume=resume, trials=trials, space=space, tune_seeds=seeds,
                 trials_at_once=trials_at_once, **given(ctx, kwargs))
     if dry_run:

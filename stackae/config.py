@@ -53,6 +53,7 @@ class DataConfig:
                f"must be a positive number of images, got {self.train_size}")
         check(self.val_size is None or self.val_size > 0, "val_size",
               f"must be positive, got {self.val_size}")
+        check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,8 @@ class _Grid:
             v = getattr(self, name)
             check(len(v) > 0, name, "needs at least one value")
             check(len(set(v)) == len(v), name, f"has a repeated value: {', '.join(map(str, v))}")
+        check(all(s >= 0 for s in self.seeds), "seeds",
+              f"must be >= 0, got {', '.join(map(str, self.seeds))}")
         for b in self.labels:
             check(b == "all" or (b.isdigit() and int(b) > 0 and str(int(b)) == b), "labels",
                   f"budgets must be positive integers or 'all', got {b!r}")

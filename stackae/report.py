@@ -69,6 +69,12 @@ def read_folder(folder: Path) -> dict:
     curves and config.json provenance."""
     records, bad = read_records(folder / "results.jsonl")
     if not records:
+        if (folder / "tune.json").exists():
+            trials = sum(len(t.read_text().split("\n")) - 1  # one line per finished trial
+                         for t in (folder / "tune").glob("n*/trials.jsonl"))
+            raise RunError(f"{folder} is a tuning whose final cells have not run yet ({trials} "
+                           f"trials finished); nothing to report until they do: continue it "
+                           f"with stackae tune --out {folder} --resume")
         raise RunError(f"{folder} has no results (expected results.jsonl written by stackae "
                        f"ablate); nothing to report")
     grid = json.loads((folder / "grid.json").read_text()) if (folder / "grid.json").exists() else {}
@@ -300,7 +306,8 @@ def build(folder: Path) -> tuple[dict, dict]:
         trials = sorted((folder / "tune").glob("n*/trial-*"))
         runs = [r for t in trials for r in read_records(t / "results.jsonl", timed)[0].values()]
         stacks = [s for t in trials for s in pretrained_seconds(t / "pretrain")]
-        rep["tuning"] = {**json.loads((folder / "tune.json").read_text()),
+        from .tune import read_saved
+        rep["tuning"] = {**read_saved(folder),
                          "adopted_cells": sorted(p.parent.name for p in (
                              folder / "runs" / "finetune").glob("*/copied.json")),
                          "compute": {"finetunes": len(runs),

@@ -96,6 +96,9 @@ def load_for(cfg, device, held):
 def run_folder(kind: str, out, resume: bool) -> tuple[Path, bool]:
     """The run folder (default runs/<kind>/<date-time>, made unique) and whether it resumes; an
     existing folder without `resume` is refused."""
+    if out is None and resume:
+        raise ConfigError("out", "names the run folder to continue (resume=True, or a shard of "
+                                 "a grid); none was given")
     if out is None:
         base = Path("runs") / kind / time.strftime("%Y%m%d-%H%M%S")
         out, n = base, 1
@@ -234,6 +237,9 @@ def prepare_grid(data, config, settings: dict, out, resume: bool, shard, quiet: 
                                        where=("x_train/y_train", "x_test/y_test"))
     # a shard joins a grid that other shards may have started, with the same settings
     out, exists = run_folder(kind, out, resume or shard is not None)
+    if kind == "ablate" and (out / "tune.json").exists():  # its cells run with tuned settings
+        raise claims.ClaimError(f"{out} holds a `stackae tune` run; resume it with stackae "
+                                f"tune --out {out} --resume")
     resuming = exists and resume
     if held is not None:
         saved = out / "data.npz"

@@ -20,7 +20,8 @@ import typing
 import warnings
 from pathlib import Path
 
-from .config import (ABLATE_INITS, NOT_SWEPT, OBJECTIVES, PER_CELL, PER_NETWORK, AblateConfig,
+from .config import (ABLATE_INITS, NOT_SWEPT, OBJECTIVES, PER_CELL, PER_NETWORK, RUN_ONLY,
+                     AblateConfig,
                      ConfigError, FinetuneConfig, PretrainConfig, field_types, from_dict,
                      grid_name, to_dict)
 from .schema import did_you_mean
@@ -61,6 +62,27 @@ def pretrain_budget(cfg: AblateConfig) -> str:
     return max(cfg.labels, key=lambda b: math.inf if b == "all" else int(b))
 
 
+# pretraining settings that only layers of one objective read
+OBJECTIVE_SETTINGS = {"noise": "denoising", "corruption": "denoising", "cd_k": "rbm",
+                      "sparsity_target": "sparse", "sparsity_weight": "sparse",
+                      "sparsity_penalty": "sparse", "contraction": "contractive"}
+
+
+def unused(name: str, space: dict, cfg: AblateConfig) -> str | None:
+    """Why no run of the grid would read setting `name` (its trials would differ in nothing),
+    or None."""
+    objective = OBJECTIVE_SETTINGS.get(name)
+    if objective and objective not in cfg.inits:
+        return (f"is read by {objective} layers only, and no arm of the grid is {objective} "
+                f"(inits: {', '.join(cfg.inits)})")
+    stage = name.split("_")[0]
+    if name.endswith("_momentum") and getattr(cfg, f"{stage}_optimizer") == "adam" and \
+            f"{stage}_optimizer" not in space and (stage == "finetune" or "rbm" not in cfg.inits):
+        return (f"is read by SGD only{'' if stage == 'finetune' else ' (and RBM layers)'}, and "
+                f"{stage}_optimizer is adam; tune {stage}_optimizer beside it, or leave it out")
+    return None
+
+
 def draws(arm: str, name: str) -> bool:
     """Whether `arm` ever draws setting `name`: every arm draws fine-tuning settings, only a
     pretrained arm pretraining ones."""
@@ -89,6 +111,17 @@ def default_space(cfg: AblateConfig) -> dict:
                             "log": True}}
 
 
+def not_tunable(name: str, types: dict) -> str:
+    """Why the space cannot tune `name`."""
+    if name not in types:
+        return "is not a setting"
+    if name in RUN_ONLY or name == "device":
+        return "is a setting of how the runs execute, not of what they learn"
+    if name not in _names("pretrain", PretrainConfig) | _names("finetune", FinetuneConfig):
+        return "is a setting of the grid (which arms, seeds, budgets and depths it runs)"
+    return "is a setting of both stages (it changes the stacks and the classifier alike)"
+
+
 def distributions(space: dict, cfg: AblateConfig) -> dict:
     """Optuna distributions for `space`, every bound checked as a setting of the grid."""
     if not isinstance(space, dict) or not space:
@@ -96,8 +129,7 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
     types, allowed, out = field_types(AblateConfig), tunable() + sorted(PRETRAINING), {}
     for name, spec in space.items():
         if name not in allowed:
-            why = ("is a setting of both stages (it changes the stacks and the classifier alike)"
-                   if name in types else "is not a setting")
+            why = not_tunable(name, types)
             raise ConfigError("space", f"{name!r} {why}; tunable: fine-tuning settings such as "
                               f"finetune_lr, finetune_batch_size, dropout, and pretraining ones "
                               f"such as pretrain_lr, pretrain_epochs, noise"
@@ -105,9 +137,18 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
         if name in PRETRAINING and not any(i in OBJECTIVES for i in cfg.inits):
             raise ConfigError("space", f"{name!r} is a pretraining setting and no arm of the grid "
                               f"is pretrained (inits: {', '.join(cfg.inits)})")
+        if unused(name, space, cfg):
+            raise ConfigError("space", f"{name!r} {unused(name, space, cfg)}")
         tp = types[name]
         if typing.get_origin(tp) is tuple:  # per layer: a range draws one value for every layer
             tp = typing.get_args(tp)[0]
+        if isinstance(spec, dict) and not RANGE & set(spec) and not given_per_arm(spec):
+            drawn = [i for i in cfg.inits if draws(i, name)]
+            odd = sorted(spec)[0] if spec else None
+            raise ConfigError("space", f"{name!r}: expected a range {{\"low\": a, \"high\": b}}, a "
+                              f"list of values, or one of those for each arm ({', '.join(drawn)})"
+                              + (f"; {odd!r} is neither a key of a range (low, high, log, step) "
+                                 f"nor an arm of the grid{did_you_mean(odd, [*drawn, *sorted(RANGE)])}" if odd else ""))
         if given_per_arm(spec):
             drawn = [i for i in cfg.inits if draws(i, name)]
             for arm in spec:
@@ -159,17 +200,30 @@ def distribution(cfg: AblateConfig, name: str, tp, spec, label: str):
                           f"{json.dumps(spec['log'])}")
     for v in (spec["low"], spec["high"]):  # bounds of the setting's own type (no 2.5 epochs, no
         valid_value(cfg, name, v, label)  # true) before Optuna sees them
-    step = spec.get("step")
-    if isinstance(step, (int, float)) and not isinstance(step, bool) and \
-            0 < spec["high"] - spec["low"] < step:
-        raise ConfigError("space", f"{label}: step {step:g} is larger than the range "
-                          f"{spec['low']:g} to {spec['high']:g}")
+    if "step" in spec:
+        checked_step(spec, tp, label)
     try:
         kind = IntDistribution if tp is int else FloatDistribution
         return kind(spec["low"], spec["high"], log=spec.get("log", False),
                     step=spec.get("step", 1 if tp is int else None))
     except (ValueError, TypeError) as e:
         raise ConfigError("space", f"{label}: {e}")
+
+
+def checked_step(spec: dict, tp, label: str) -> None:
+    """A range's step: a positive number (whole for an integer setting) that divides the range
+    evenly, so that the range's high end is a value the trials can draw."""
+    step, low, high = spec["step"], spec["low"], spec["high"]
+    whole = " whole" if tp is int else ""
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0 or \
+            tp is int and step != int(step) or not math.isfinite(step):
+        raise ConfigError("space", f"{label}: step must be a positive{whole} number, got "
+                          f"{json.dumps(step)}")
+    n = (high - low) / step
+    if 0 < high - low < step or abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
+        raise ConfigError("space", f"{label}: step {step:g} does not divide the range {low:g} "
+                          f"to {high:g} into whole steps; expected a step that reaches "
+                          f"{high:g} from {low:g}")
 
 
 def valid_value(cfg: AblateConfig, name: str, value, label: str | None = None) -> None:
@@ -203,6 +257,9 @@ def no_duplicates(pairs: list) -> dict:
 def read_space(value) -> dict:
     """--space: a JSON file or JSON text."""
     text = value
+    if not str(value).strip() or str(value).lstrip()[:1] == "[":
+        raise ConfigError("space", f"expected {SPACE_HELP} (as JSON text or a file holding it), "
+                          f"got {str(value)!r}")
     if not str(value).lstrip().startswith("{"):
         try:
             text = Path(value).read_text()

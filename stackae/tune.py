@@ -64,7 +64,7 @@ from pathlib import Path
 from .claims import ClaimError
 from .config import OBJECTIVES, AblateConfig, ConfigError
 from .grid import Cell
-from .runlog import Diverged, copy_run_folder, write_json
+from .runlog import Diverged, RunError, copy_run_folder, write_json
 from .space import (PER_ARM, PRETRAINING, applied, arm_space, arm_view, default_space,
                     distributions, pretrain_budget, propose, read_space, shown)
 
@@ -327,6 +327,21 @@ def same_grid_stack(saved, want) -> bool:
     return a == b and a[:2] == ("runs", "pretrain")
 
 
+def read_saved(out: Path) -> dict:
+    """A tuning folder's tune.json, checked to be the object `stackae tune` writes."""
+    path = Path(out) / "tune.json"
+    try:
+        saved = json.loads(path.read_text())
+    except OSError as e:
+        raise RunError(f"cannot read {path}: {e.strerror}")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        saved = None
+    if not isinstance(saved, dict) or not {"space", "trials", "tune_seeds"} <= set(saved):
+        raise RunError(f"{path} is damaged: expected the JSON object stackae tune writes (space, "
+                       f"trials, tune_seeds, choices); restore it, or tune again in a new folder")
+    return saved
+
+
 def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
           at_once: int | None = None, device=None) -> dict:
     """tune.json's space, trials, tuning seeds and trials at once: those given (None = not given)
@@ -334,7 +349,7 @@ def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
     CPU, whose loop holds few networks, 5 on a GPU); all checked before any folder. Also its
     pretraining budget (where the space tunes pretraining) and how the first trials are drawn."""
     path = out / "tune.json"
-    saved = json.loads(path.read_text()) if resuming and path.exists() else {}
+    saved = read_saved(out) if resuming and path.exists() else {}
     if saved:
         saved.setdefault("trials_at_once", 1)  # tunings from before rounds ran one at a time
     if resuming and not saved and (out / "results.jsonl").exists():
@@ -363,7 +378,13 @@ def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
         trial_config(cfg, list(cfg.inits), cfg.labels[0], chosen["tune_seeds"], {})
     except ConfigError as e:
         raise ConfigError("tune_seeds", e.message)
-    if PRETRAINING & set(distributions(chosen["space"], cfg)):
+    try:
+        dists = distributions(chosen["space"], cfg)
+    except ConfigError as e:
+        if space is None and saved:  # the space came from the folder, not from --space
+            raise RunError(f"{path}: its space is not valid for this grid ({e.message})")
+        raise
+    if PRETRAINING & set(dists):
         chosen["pretrain_budget"] = pretrain_budget(cfg)
     # how the first trials are drawn (space.propose): tunings from before the Sobol start go on
     # with random ones, so a resumed tuning proposes what it would have

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import stackae
 from conftest import SLICE, invoke, make_idx_folder, run_main
 
 PY = [sys.executable, "-m", "stackae"]
@@ -291,6 +292,18 @@ def test_resume_on_another_commands_folder_or_a_damaged_config(tmp_path, capsys,
     (fin / "config.json").write_text('{"layers": [8], "epochs": ')
     code, _, err = run_main(["finetune", "--out", fin, "--resume"], capsys, monkeypatch)
     one_line(code, err, 1, "cannot resume", "config.json is not valid JSON")
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "ablate", "tune"])
+def test_resume_without_out_is_refused_before_any_folder(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # it would have made a new runs/<command>/<date-time>
+    code, _, err = run_main([command, "--resume"], capsys, monkeypatch)
+    one_line(code, err, 2, "'--resume'", "name it with --out")
+    assert not (tmp_path / "runs").exists()
+    if command == "ablate":  # and through the API
+        with pytest.raises(stackae.ConfigError, match="names the run folder to continue"):
+            stackae.run_ablation(resume=True, train_size=600, val_size=300)
+        assert not (tmp_path / "runs").exists()
 
 
 def test_a_binary_config_file_is_one_line(tmp_path, capsys, monkeypatch, stack):

@@ -21,7 +21,8 @@ def trials(folder, budget):
     return [json.loads(line) for line in lines]
 
 
-def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path):
+def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path, capsys,
+                                                                     monkeypatch):
     out = tmp_path / "t"
     grid = stackae.run_tuning(out=out, trials=3, space=SPACE, tune_seeds=(0,), quiet=True,
                               **SMALL)
@@ -76,6 +77,26 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path):
     assert grid.report["tuning"]["choices"] == tuned["choices"]
     plan = "\n".join(stackae.plan_tuning(out=out, resume=True))  # what is done is counted
     assert "progress: 12 of 12 trials, 8 of 8 cells and 2 of 2 final stacks finished" in plan, plan
+    code, _, err = run_main(["ablate", "--out", out, "--resume", "--dry-run"], capsys,
+                            monkeypatch)  # its plan too: the real run would refuse the folder
+    assert code == 2 and "holds a `stackae tune` run" in err, err
+    (out / "results.jsonl").rename(out / "kept.jsonl")  # as while its trials still run
+    code, _, err = run_main(["report", out], capsys, monkeypatch)
+    assert code == 1 and "final cells have not run yet (12 trials finished)" in err, err
+    (out / "kept.jsonl").rename(out / "results.jsonl")
+    # a damaged tune.json is one line naming it, on a resume and in a report
+    bad_space = json.dumps({**tuned, "space": {"finetune_lr": "x"}})
+    for damaged in ('{"space": ', "[]", bad_space):
+        (out / "tune.json").write_text(damaged)
+        for command in (["tune", "--out", out, "--resume", "--dry-run"], ["report", out]):
+            code, _, err = run_main(command, capsys, monkeypatch)
+            if damaged == bad_space:  # readable; a resume refuses its space, naming the file
+                assert code == (1 if command[0] == "tune" else 0), err
+                if command[0] == "tune":
+                    assert "tune.json: its space is not valid for this grid" in err, err
+                continue
+            assert code == 1 and "tune.json is damaged" in err, err
+            assert len(err.strip().splitlines()) == 1
 
 
 def test_a_dry_run_counts_the_trials_runs_and_work_and_writes_nothing(tmp_path, capsys,
@@ -449,7 +470,22 @@ def test_a_pretraining_setting_needs_a_pretrained_arm_and_a_fine_tuning_one(tmp_
     ('{"finetune_lr": ["0.1"]}', "(write it as 0.1)"),
     ('{"finetune_lr": {"low": true, "high": 1}}', "expected a number"),
     ('{"finetune_lr": {"low": 0.1, "high": 1, "log": "yes"}}', '"log" must be true or false'),
-    ('{"finetune_lr": {"low": 0.1, "high": 0.5, "step": 1}}', "step 1 is larger than the range"),
+    ('{"finetune_lr": {"low": 0.1, "high": 0.5, "step": 1}}',
+     "step 1 does not divide the range 0.1 to 0.5 into whole steps"),
+    ('{"finetune_lr": {"low": 0.1, "high": 1, "step": 0.4}}', "step 0.4 does not divide"),
+    ('{"finetune_batch_size": {"low": 10, "high": 100, "step": 2.5}}',
+     "step must be a positive whole number, got 2.5"),
+    ('{"finetune_lr": {"low": 0.1, "high": 1, "step": true}}',
+     "step must be a positive number, got true"),
+    ('[]', "expected a JSON object of settings"),
+    ('', "expected a JSON object of settings"),
+    # a setting no run of the grid would read, or that no space can tune
+    ('{"finetune_lr": [0.1], "cd_k": [1, 5]}', "'cd_k' is read by rbm layers only, and no arm "
+     "of the grid is rbm (inits: denoising, xavier)"),
+    ('{"finetune_lr": [0.1], "pretrain_momentum": [0.5, 0.9]}',
+     "'pretrain_momentum' is read by SGD only (and RBM layers), and pretrain_optimizer is adam"),
+    ('{"labels": [100]}', "'labels' is a setting of the grid"),
+    ('{"seed_batch": [1]}', "'seed_batch' is a setting of how the runs execute"),
     ('{"finetune_lr": [0.1], "finetune_lr": [0.2]}', "names 'finetune_lr' twice"),
     # a setting given per arm names every arm that draws it, and only those
     ('{"finetune_lr": {"denoising": [0.1], "xavir": [0.1]}}',
@@ -463,6 +499,9 @@ def test_a_pretraining_setting_needs_a_pretrained_arm_and_a_fine_tuning_one(tmp_
     ('{"finetune_lr": {"denoising": [0.1], "xavier": {"low": -1, "high": 1}}}',
      "'finetune_lr' for xavier: -1 is not a valid value"),
     ('{"finetune_lr": {"Low": 0.1, "High": 1}}', "'finetune_lr': expected a range"),  # a typo
+    ('{"finetune_lr": {"denoisng": [0.1], "xavir": [0.1]}}',
+     "'denoisng' is neither a key of a range (low, high, log, step) nor an arm of the grid; did "
+     "you mean 'denoising'?"),
     ('{"finetune_lr": {"xavier": [0.1], "xavier": [0.2]}}', "names 'xavier' twice in one object"),
 ])
 def test_a_bad_search_space_is_one_line_and_writes_nothing(space, words, tmp_path, capsys,
@@ -501,6 +540,7 @@ def test_a_diverging_trial_scores_worst_and_tuning_goes_on(tmp_path):
     (["ablate", "--no-read-test"], "No such option '--no-read-test'"),
     (["tune", "--tune-seeds", "0,0"], "'--tune-seeds': has a repeated value"),
     (["tune", "--tune-seeds", ""], "'--tune-seeds'"),
+    (["tune", "--seeds", "-1,0"], "'--seeds': must be >= 0, got -1, 0"),
 ])
 def test_grid_options_that_cannot_work_are_refused_before_any_folder(command, words, tmp_path,
                                                                      capsys, monkeypatch):
