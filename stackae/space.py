@@ -9,7 +9,8 @@ setting may instead give each arm its own range or list, {"rbm": {...}, "xavier"
 every arm that draws it: the arms still get the same number of trials, at the same points of
 their own ranges. Fine-tuning settings are tuned for every arm; pretraining ones only for
 pretrained arms, at one budget (pretrain_budget). Settings of both stages (layers, activation,
-precision, ...) are refused: a trial cannot change the stacks and the classifier at once.
+precision, ...) are refused: a trial cannot change the stacks and the classifier at once; so are
+settings no run of the grid reads (unused), whose trials would differ in nothing.
 """
 from __future__ import annotations
 
