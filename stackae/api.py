@@ -206,6 +206,7 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
     stopped, to the same choices. `data` and `settings` as for `run_ablation`."""
     from . import tune as T
     from .runlog import write_json
+    from .space import read_tuning
     g = R.prepare_grid(data, config, settings, out, resume, None, quiet, kind="tune")
     chosen = T.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds, trials_at_once,
                      g.device)
@@ -226,7 +227,7 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
             bar.update(min(done[0], n * trials))
         choices = T.tune(g.cfg, g.out, space, trials, seeds, g.device, progress,
                          chosen["trials_at_once"], chosen["startup"])
-        write_json(path, {**T.read_saved(g.out), "choices": choices})
+        write_json(path, {**read_tuning(g.out), "choices": choices})
         from .grid import finished
 
         def final_progress(line):  # the bar counts finished trials, then finished cells

@@ -18,7 +18,7 @@ from . import figures, stats
 from .config import OBJECTIVES, RANDOM_INITS, AblateConfig
 from .report_text import markdown
 from .runlog import RunError, atomic_write, write_json
-from .space import at_edge
+from .space import at_edge, read_tuning
 
 CSV_COLUMNS = ("id", "init", "kind", "depth", "budget", "labels", "seed", "test_error",
                "best_val_error", "best_epoch", "epochs_run", "seconds", "pretrain")
@@ -306,8 +306,7 @@ def build(folder: Path) -> tuple[dict, dict]:
         trials = sorted((folder / "tune").glob("n*/trial-*"))
         runs = [r for t in trials for r in read_records(t / "results.jsonl", timed)[0].values()]
         stacks = [s for t in trials for s in pretrained_seconds(t / "pretrain")]
-        from .tune import read_saved
-        rep["tuning"] = {**read_saved(folder),
+        rep["tuning"] = {**read_tuning(folder),
                          "adopted_cells": sorted(p.parent.name for p in (
                              folder / "runs" / "finetune").glob("*/copied.json")),
                          "compute": {"finetunes": len(runs),

@@ -1,6 +1,6 @@
 """The search space of `stackae tune`: which grid settings a trial may change, their Optuna
-distributions, and the proposals (a scrambled Sobol start, then Optuna's TPE sampler over the
-finished trials; tune.py runs them).
+distributions, the proposals (a scrambled Sobol start, then Optuna's TPE sampler over the
+finished trials; tune.py runs them), and a tuning's tune.json as read back.
 
 A space is a JSON object of settings, each a range {"low": a, "high": b} ("log": true and
 "step": s optional; an integer setting draws integers) or a list of values; a per-layer setting
@@ -25,6 +25,7 @@ from .config import (ABLATE_INITS, NOT_SWEPT, OBJECTIVES, PER_CELL, PER_NETWORK,
                      AblateConfig,
                      ConfigError, FinetuneConfig, PretrainConfig, field_types, from_dict,
                      grid_name, to_dict)
+from .runlog import RunError
 from .schema import did_you_mean
 
 
@@ -275,6 +276,21 @@ def read_space(value) -> dict:
     except json.JSONDecodeError as e:
         raise ConfigError("space", f"is not valid JSON ({e.msg} at line {e.lineno}); expected "
                           f"{SPACE_HELP}")
+
+
+def read_tuning(out: Path) -> dict:
+    """A tuning folder's tune.json, checked to be the object `stackae tune` writes."""
+    path = Path(out) / "tune.json"
+    try:
+        saved = json.loads(path.read_text())
+    except OSError as e:
+        raise RunError(f"cannot read {path}: {e.strerror}")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        saved = None
+    if not isinstance(saved, dict) or not {"space", "trials", "tune_seeds"} <= set(saved):
+        raise RunError(f"{path} is damaged: expected the JSON object stackae tune writes (space, "
+                       f"trials, tune_seeds, choices); restore it, or tune again in a new folder")
+    return saved
 
 
 # trials proposed before TPE models the finished ones (TPE's own default): a scrambled Sobol

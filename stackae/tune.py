@@ -66,7 +66,8 @@ from .config import OBJECTIVES, AblateConfig, ConfigError
 from .grid import Cell
 from .runlog import Diverged, RunError, copy_run_folder, write_json
 from .space import (PER_ARM, PRETRAINING, applied, arm_space, arm_view, default_space,
-                    distributions, pretrain_budget, propose, read_space, shown)
+                    distributions, pretrain_budget, propose, read_space, read_tuning,
+                    shown)
 
 
 def trials_of(folder: Path, arm: str) -> list[dict]:
@@ -327,21 +328,6 @@ def same_grid_stack(saved, want) -> bool:
     return a == b and a[:2] == ("runs", "pretrain")
 
 
-def read_saved(out: Path) -> dict:
-    """A tuning folder's tune.json, checked to be the object `stackae tune` writes."""
-    path = Path(out) / "tune.json"
-    try:
-        saved = json.loads(path.read_text())
-    except OSError as e:
-        raise RunError(f"cannot read {path}: {e.strerror}")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        saved = None
-    if not isinstance(saved, dict) or not {"space", "trials", "tune_seeds"} <= set(saved):
-        raise RunError(f"{path} is damaged: expected the JSON object stackae tune writes (space, "
-                       f"trials, tune_seeds, choices); restore it, or tune again in a new folder")
-    return saved
-
-
 def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
           at_once: int | None = None, device=None) -> dict:
     """tune.json's space, trials, tuning seeds and trials at once: those given (None = not given)
@@ -349,7 +335,7 @@ def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
     CPU, whose loop holds few networks, 5 on a GPU); all checked before any folder. Also its
     pretraining budget (where the space tunes pretraining) and how the first trials are drawn."""
     path = out / "tune.json"
-    saved = read_saved(out) if resuming and path.exists() else {}
+    saved = read_tuning(out) if resuming and path.exists() else {}
     if saved:
         saved.setdefault("trials_at_once", 1)  # tunings from before rounds ran one at a time
     if resuming and not saved and (out / "results.jsonl").exists():
