@@ -70,8 +70,8 @@ def read_folder(folder: Path) -> dict:
     records, bad = read_records(folder / "results.jsonl")
     if not records:
         if (folder / "tune.json").exists():
-            trials = sum(len(t.read_text().split("\n")) - 1  # one line per finished trial
-                         for t in (folder / "tune").glob("n*/trials.jsonl"))
+            trials = sum(1 for t in (folder / "tune").glob("n*/trials.jsonl")  # a line a trial
+                         for line in t.read_text().splitlines() if line.strip())
             raise RunError(f"{folder} is a tuning whose final cells have not run yet ({trials} "
                            f"trials finished); nothing to report until they do: continue it "
                            f"with stackae tune --out {folder} --resume")

@@ -22,9 +22,8 @@ import warnings
 from pathlib import Path
 
 from .config import (ABLATE_INITS, NOT_SWEPT, OBJECTIVES, PER_CELL, PER_NETWORK, RUN_ONLY,
-                     AblateConfig,
-                     ConfigError, FinetuneConfig, PretrainConfig, field_types, from_dict,
-                     grid_name, to_dict)
+                     AblateConfig, ConfigError, FinetuneConfig, PretrainConfig, field_types,
+                     from_dict, grid_name, to_dict)
 from .runlog import RunError
 from .schema import did_you_mean
 
@@ -139,18 +138,21 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
         if name in PRETRAINING and not any(i in OBJECTIVES for i in cfg.inits):
             raise ConfigError("space", f"{name!r} is a pretraining setting and no arm of the grid "
                               f"is pretrained (inits: {', '.join(cfg.inits)})")
-        if unused(name, space, cfg):
-            raise ConfigError("space", f"{name!r} {unused(name, space, cfg)}")
+        why = unused(name, space, cfg)
+        if why:
+            raise ConfigError("space", f"{name!r} {why}")
         tp = types[name]
         if typing.get_origin(tp) is tuple:  # per layer: a range draws one value for every layer
             tp = typing.get_args(tp)[0]
         if isinstance(spec, dict) and not RANGE & set(spec) and not given_per_arm(spec):
             drawn = [i for i in cfg.inits if draws(i, name)]
             odd = sorted(spec)[0] if spec else None
+            hint = "" if odd is None else (
+                f"; {odd!r} is neither a key of a range (low, high, log, step) nor an arm of the "
+                f"grid{did_you_mean(odd, [*drawn, *sorted(RANGE)])}")
             raise ConfigError("space", f"{name!r}: expected a range {{\"low\": a, \"high\": b}}, a "
-                              f"list of values, or one of those for each arm ({', '.join(drawn)})"
-                              + (f"; {odd!r} is neither a key of a range (low, high, log, step) "
-                                 f"nor an arm of the grid{did_you_mean(odd, [*drawn, *sorted(RANGE)])}" if odd else ""))
+                              f"list of values, or one of those for each arm "
+                              f"({', '.join(drawn)}){hint}")
         if given_per_arm(spec):
             drawn = [i for i in cfg.inits if draws(i, name)]
             for arm in spec:
@@ -222,7 +224,7 @@ def checked_step(spec: dict, tp, label: str) -> None:
         raise ConfigError("space", f"{label}: step must be a positive{whole} number, got "
                           f"{json.dumps(step)}")
     n = (high - low) / step
-    if 0 < high - low < step or abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
+    if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):  # a step larger than the range too
         raise ConfigError("space", f"{label}: step {step:g} does not divide the range {low:g} "
                           f"to {high:g} into whole steps; expected a step that reaches "
                           f"{high:g} from {low:g}")
