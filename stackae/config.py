@@ -90,7 +90,7 @@ class PretrainConfig(DataConfig):
                                   per_layer=True)
     lr: tuple[float, ...] = opt((1e-3,), "Learning rate; one value, or one per layer.", per_layer=True)
     optimizer: str = opt("adam", "Optimizer of every layer.", choices=OPTIMIZERS)
-    momentum: float = opt(0.9, "Momentum of SGD (and of RBM updates).")
+    momentum: float = opt(0.9, "Momentum of SGD, for layers of every objective (RBMs too).")
     weight_decay: float = opt(0.0, "Weight decay (L2).")
     batch_size: int = opt(256, "Minibatch size (256 keeps a 2-core CPU's matmul units busy; "
                           "see scripts/bench.py).")

@@ -223,8 +223,9 @@ def tuning_text(t: dict) -> list[str]:
         L += [f"Pretraining settings were tuned at the {t['pretrain_budget']}-label budget, each "
               f"trial pretraining stacks of its own; a pretrained arm's choice there is its "
               f"pretraining at every budget (one stack per seed, shared by the budgets), and the "
-              f"other budgets tuned its fine-tuning settings alone. Random-init arms have no "
-              f"pretraining: their trials drew the fine-tuning settings only.", ""]
+              f"other budgets tuned its fine-tuning settings alone. A pretrained arm drew only "
+              f"the pretraining settings its layers read (noise: denoising layers), and random-"
+              f"init arms none: their trials drew the fine-tuning settings only.", ""]
     L += ["| arm | labels | chosen settings | validation error % | trial |", "|---|---|---|---|---|"]
     for arm, per_budget in t.get("choices", {}).items():
         for budget, c in per_budget.items():

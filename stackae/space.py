@@ -8,9 +8,10 @@ A space is a JSON object of settings, each a range {"low": a, "high": b} ("log":
 setting may instead give each arm its own range or list, {"rbm": {...}, "xavier": {...}}, naming
 every arm that draws it: the arms still get the same number of trials, at the same points of
 their own ranges. Fine-tuning settings are tuned for every arm; pretraining ones only for
-pretrained arms, at one budget (pretrain_budget). Settings of both stages (layers, activation,
-precision, ...) are refused: a trial cannot change the stacks and the classifier at once; so are
-settings no run of the grid reads (unused), whose trials would differ in nothing.
+the pretrained arms whose layers read them (draws), at one budget (pretrain_budget). Settings
+of both stages (layers, activation, precision, ...) are refused: a trial cannot change the
+stacks and the classifier at once; so are settings no run of the grid reads (unused), whose
+trials would differ in nothing.
 """
 from __future__ import annotations
 
@@ -78,16 +79,32 @@ def unused(name: str, space: dict, cfg: AblateConfig) -> str | None:
                 f"(inits: {', '.join(cfg.inits)})")
     stage = name.split("_")[0]
     if name.endswith("_momentum") and getattr(cfg, f"{stage}_optimizer") == "adam" and \
-            f"{stage}_optimizer" not in space and (stage == "finetune" or "rbm" not in cfg.inits):
-        return (f"is read by SGD only{'' if stage == 'finetune' else ' (and RBM layers)'}, and "
-                f"{stage}_optimizer is adam; tune {stage}_optimizer beside it, or leave it out")
+            f"{stage}_optimizer" not in space:
+        return (f"is read by SGD only, and {stage}_optimizer is adam; tune {stage}_optimizer "
+                f"beside it, or leave it out")
     return None
 
 
 def draws(arm: str, name: str) -> bool:
-    """Whether `arm` ever draws setting `name`: every arm draws fine-tuning settings, only a
-    pretrained arm pretraining ones."""
-    return name not in PRETRAINING or arm in OBJECTIVES
+    """Whether `arm` ever draws setting `name`: every arm draws the fine-tuning settings, a
+    pretrained arm the pretraining ones its layers read (noise only a denoising arm, cd_k only
+    an RBM one: OBJECTIVE_SETTINGS), a random-init arm none."""
+    if name not in PRETRAINING:
+        return True
+    return arm in OBJECTIVES and OBJECTIVE_SETTINGS.get(name, arm) == arm
+
+
+def not_drawn(arm: str, name: str) -> str:
+    """Why `arm` never draws setting `name` (draws is False)."""
+    if arm not in OBJECTIVES:
+        return f"{arm!r} is a random-init arm, which draws no pretraining settings"
+    return f"{arm!r} layers never read it ({OBJECTIVE_SETTINGS[name]} layers only)"
+
+
+def pretrains_own(dists: dict, arm: str) -> bool:
+    """Whether the arm's trials at the pretraining budget pretrain stacks of their own: it draws
+    a pretraining setting. (One that draws none starts every trial from the grid's stacks.)"""
+    return any(k in PRETRAINING and draws(arm, k) for k in dists)
 
 
 def arm_space(dists: dict, arm: str, pretraining: bool) -> dict:
@@ -157,9 +174,9 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
             drawn = [i for i in cfg.inits if draws(i, name)]
             for arm in spec:
                 if arm in cfg.inits and arm not in drawn:
-                    raise ConfigError("space", f"{name!r}: {arm!r} is a random-init arm, which "
-                                      f"draws no pretraining settings; expected a range or list "
-                                      f"for each pretrained arm ({', '.join(drawn)})")
+                    raise ConfigError("space", f"{name!r}: {not_drawn(arm, name)}; expected a "
+                                      f"range or list for each arm that draws it "
+                                      f"({', '.join(drawn)})")
                 if arm not in drawn:
                     raise ConfigError("space", f"{name!r}: {arm!r} is not an arm of the grid; "
                                       f"expected a range or list for each of "
@@ -323,11 +340,14 @@ def propose(dists: dict, done: list[dict], number: int, seed: int,
         sampler = optuna.samplers.TPESampler(seed=mixed, constant_liar=bool(pending),
                                              n_startup_trials=STARTUP)
     study = optuna.create_study(direction="minimize", sampler=sampler)
+
+    def params(settings):  # a trial of an earlier version may hold a setting the arm now skips
+        return {k: v for k, v in from_json(settings).items() if k in dists}
     for t in done:
-        study.add_trial(optuna.trial.create_trial(params=from_json(t["settings"]),
+        study.add_trial(optuna.trial.create_trial(params=params(t["settings"]),
                                                   distributions=dists, value=t["val_error"]))
     for settings in pending:
-        study.add_trial(optuna.trial.create_trial(params=from_json(settings), distributions=dists,
+        study.add_trial(optuna.trial.create_trial(params=params(settings), distributions=dists,
                                                   state=optuna.trial.TrialState.RUNNING))
     params = study.ask(dists).params
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}

@@ -39,11 +39,13 @@ with TPE's random start, as they began.
 Pretraining settings are tuned at one label budget, the largest (space.pretrain_budget), and the
 pretrained arm's choice there is its pretraining at every budget: one stack per objective and
 seed, shared by every budget as in `stackae ablate`. That budget is tuned first; each of its
-trials pretrains its own stacks of the tuning seeds (in the trial's folder), the chosen trial's
-stacks are reused, and the other budgets tune the fine-tuning settings alone. A random-init arm
-has no pretraining: its trials draw the fine-tuning settings only, as many trials as any arm.
-Without pretraining settings in the space, the grid's stacks are pretrained once and shared by
-every trial and by the final runs.
+trials pretrains its own stacks of the tuning seeds (in the trial's folder), each arm's chosen
+trial's stacks are reused, and the other budgets tune the fine-tuning settings alone. A
+random-init arm has no pretraining: its trials draw the fine-tuning settings only, as many trials
+as any arm. A pretrained arm draws only the pretraining settings its layers read (noise a
+denoising arm, cd_k an RBM one: space.draws); one that draws none, like every arm of a space
+without pretraining settings, starts every trial from the grid's stacks, pretrained once and
+shared by every trial and by the final runs.
 
     <out>/tune.json                          space, trials per arm and budget, tuning seeds; choices
     <out>/tune/n<budget>/trials.jsonl        one line per finished trial of an arm: its settings,
@@ -66,8 +68,8 @@ from .config import OBJECTIVES, AblateConfig, ConfigError
 from .grid import Cell
 from .runlog import Diverged, RunError, copy_run_folder, write_json
 from .space import (PER_ARM, PRETRAINING, applied, arm_space, arm_view, default_space,
-                    distributions, pretrain_budget, propose, read_space, read_tuning,
-                    shown)
+                    distributions, pretrain_budget, pretrains_own, propose, read_space,
+                    read_tuning, shown)
 
 
 def trials_of(folder: Path, arm: str) -> list[dict]:
@@ -101,6 +103,7 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
     for budget in sorted(cfg.labels, key=lambda b: b != first):
         folder = out / "tune" / f"n{budget}"
         done = {arm: trials_of(folder, arm) for arm in cfg.inits}
+        own = {a for a in cfg.inits if pretrains_own(dists, a)} if budget == first else set()
         for start in range(0, trials, at_once):
             numbers = range(start, min(start + at_once, trials))
             todo = [(n, a) for n in numbers for a in cfg.inits
@@ -109,8 +112,7 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
                 asked = ask_round(cfg, dists, folder, numbers, todo, done, budget == first,
                                   startup)
                 runs = {(n, a): applied({**fixed[a], **asked[n][a]}) for n, a in todo}
-                blown = run_round(cfg, out, folder, budget, seeds, runs, device, budget == first,
-                                  say)
+                blown = run_round(cfg, out, folder, budget, seeds, runs, device, own, say)
                 for n, arm in todo:
                     done[arm].append(record_trial(cfg, folder, budget, seeds, n, arm,
                                                   asked[n][arm], (n, arm) in blown))
@@ -130,8 +132,9 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
                                                              "trial": choices[arm][first]["trial"]}
         if budget == first:
             fixed.update(chosen_pretraining(cfg, out, space, trials))
-            for arm in fixed:  # the chosen trial's stacks become the grid's
-                reuse_stacks(folder / f"trial-{choices[arm][first]['trial']:03d}" / "pretrain", out)
+            for arm in own:  # the arm's stacks in its chosen trial become the grid's
+                trial = folder / f"trial-{choices[arm][first]['trial']:03d}"
+                reuse_stacks(trial / "pretrain", out, arm)
     return {arm: {b: per[b] for b in cfg.labels} for arm, per in choices.items()}
 
 
@@ -182,12 +185,14 @@ def ask_round(cfg: AblateConfig, dists: dict, folder: Path, numbers: range, todo
 
 
 def run_round(cfg: AblateConfig, out: Path, folder: Path, budget: str, seeds, runs: dict, device,
-              pretraining: bool, say=None) -> set:
+              own=frozenset(), say=None) -> set:
     """Train a round's trials ({(number, arm): settings}) on the tuning seeds, test set unread:
     those whose settings differ at most in PER_ARM ones as one K-network loop (up to the batch
-    cap). Returns the (number, arm) that diverged; a loop that diverged is rerun a trial at a time
-    to find which. Of what the runs say, the stacks' lines (pretrained, copied) are passed on: a
-    trial's own cells are summed up by its trial line."""
+    cap), each network with its own PER_ARM settings; the arms in `own` from stacks of the
+    trial's own (space.pretrains_own), the others from the grid's. Returns the (number, arm)
+    that diverged; a loop that diverged is rerun a trial at a time to find which. Of what the
+    runs say, the stacks' lines (pretrained, copied) are passed on: a trial's own cells are
+    summed up by its trial line."""
     from .ablate import run_jobs
 
     def stacks_say(line):
@@ -195,14 +200,15 @@ def run_round(cfg: AblateConfig, out: Path, folder: Path, budget: str, seeds, ru
             say(line)
 
     def jobs(keys, per):
-        return [trial_job(out, folder / f"trial-{n:03d}", Cell(a, d, budget, s), pretraining,
+        return [trial_job(out, folder / f"trial-{n:03d}", Cell(a, d, budget, s), a in own,
                           per[n, a])
                 for s in seeds for d in cfg.depth_list for n, a in keys]
     blown = set()
     for keys, per in one_k_groups(runs):
         arms = sorted({a for _, a in keys}, key=cfg.inits.index)
         try:
-            run_jobs(trial_config(cfg, arms, budget, seeds, runs[keys[0]]), jobs(keys, per),
+            shared = {k: v for k, v in runs[keys[0]].items() if k not in PER_ARM}
+            run_jobs(trial_config(cfg, arms, budget, seeds, shared), jobs(keys, per),
                      device, stacks_say, read_test=False)
         except Diverged:
             if len(keys) == 1:
@@ -235,21 +241,22 @@ def record_trial(cfg: AblateConfig, folder: Path, budget: str, seeds, n: int, ar
     return rec
 
 
-def trial_job(out: Path, trial: Path, cell: Cell, pretraining: bool, settings: dict):
+def trial_job(out: Path, trial: Path, cell: Cell, own_stacks: bool, settings: dict):
     """One cell of a trial: its folder and results.jsonl in the trial's folder, its stacks the
-    trial's own where it tunes pretraining, else the grid's."""
+    trial's own where the arm tunes pretraining, else the grid's."""
     from .ablate import Job
     return Job(cell, trial / cell.id, trial / "results.jsonl",
-               trial / "pretrain" if pretraining else out / "runs" / "pretrain",
+               trial / "pretrain" if own_stacks else out / "runs" / "pretrain",
                tuple(sorted(settings.items())))
 
 
-def reuse_stacks(chosen: Path, out: Path) -> None:
-    """The chosen trial's finished stacks (the tuning seeds', pretrained with the settings every
-    budget now uses) become the grid's, so they are not pretrained again."""
+def reuse_stacks(chosen: Path, out: Path, arm: str) -> None:
+    """The arm's finished stacks in its chosen trial (the tuning seeds', pretrained with the
+    settings every budget now uses) become the grid's, so they are not pretrained again. (The
+    trial's stacks of other arms are not theirs to take: each arm chose its own trial.)"""
     if not chosen.is_dir():
         return
-    for stack in sorted(chosen.iterdir()):
+    for stack in sorted(chosen.glob(f"{arm}-*")):
         target = out / "runs" / "pretrain" / stack.name
         if (stack / "stack.pt").exists() and not target.exists():
             copy_run_folder(stack, target)
@@ -279,8 +286,9 @@ def final(cfg: AblateConfig, out: Path, cells: list[Cell], choices: dict, device
         for together, per_arm in one_k_groups(chosen):
             mine = [c for c in cells if c.init in together and c.budget == budget]
             if mine:
-                run_cells(dataclasses.replace(cfg, **chosen[together[0]]), out, mine, device,
-                          say, per_arm=per_arm)
+                shared = {k: v for k, v in chosen[together[0]].items() if k not in PER_ARM}
+                run_cells(dataclasses.replace(cfg, **shared), out, mine, device, say,
+                          per_arm=per_arm)
 
 
 def adopt_trial_cell(cfg: AblateConfig, out: Path, cell: Cell, choice: dict, device,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import OBJECTIVES, AblateConfig
 from .grid import arm_names, copied_stacks, estimate, expand, finished
-from .space import PRETRAINING, applied, given_per_arm
+from .space import PRETRAINING, applied, draws, given_per_arm, pretrains_own
 from .tune import command, finished_trials, trial_config
 
 # the settings that change how much work a run is (grid.estimate reads them)
@@ -59,9 +59,11 @@ def work(cfg: AblateConfig, space: dict, trials: int, seeds: tuple, sizes: dict,
             one = estimate(at, cells, {**sizes, "test": 0})  # a trial never reads the test set
             ft += trials * one["finetune_example_passes"]
             ft_flops += trials * one["finetune_tflop"]
-            if budget == first:  # each of its trials pretrains stacks of its own
-                pre += trials * one["pretrain_example_passes"]
-                pre_flops += trials * one["pretrain_tflop"]
+            if budget == first:  # each trial of an arm that tunes pretraining pretrains stacks
+                own = estimate(at, [c for c in cells if pretrains_own(space, c.init)], sizes)
+                pre += one["pretrain_example_passes"] + (trials - 1) * own[
+                    "pretrain_example_passes"]  # of its own; the other arms', the grid's, once
+                pre_flops += one["pretrain_tflop"] + (trials - 1) * own["pretrain_tflop"]
         final = estimate(at, expand(at), sizes, copied)
         trained = [c for c in expand(at) if c.seed not in seeds or c.budget == first]
         kept = estimate(at, trained, sizes)  # a tuning seed's cell is its chosen trial's run
@@ -84,6 +86,7 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
     seeds = tuple(chosen["tune_seeds"])
     first = chosen.get("pretrain_budget")
     pretrained = [i for i in cfg.inits if i in OBJECTIVES]
+    own = [i for i in pretrained if first and pretrains_own(space, i)]
     order = sorted(cfg.labels, key=lambda b: b != first)
     lines = [f"tuning plan for {out}",
              f"  arms:    {', '.join(arm_names(cfg))}",
@@ -94,8 +97,9 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
              f"is judged on their mean validation error (the test set is not read)",
              "  space:"]
     for name, spec in space.items():
-        who = (f"pretrained arms ({', '.join(pretrained)}), at {first} labels"
-               if name in PRETRAINING else "every arm, at every budget")
+        drawn = [i for i in cfg.inits if draws(i, name)]
+        who = (f"pretrained arm{'s' if len(drawn) > 1 else ''} ({', '.join(drawn)}), at "
+               f"{first} labels" if name in PRETRAINING else "every arm, at every budget")
         lines.append(f"    {name}: {described(spec)}  [{who}]")
     depths = len(cfg.depth_list)
     n_ft = len(cfg.inits) * len(cfg.labels) * trials * len(seeds) * depths
@@ -104,8 +108,13 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
     copied, copies = copied_stacks(cfg, out, cells) if not first else (set(), set())
     elsewhere = copied | copies
     if first:
-        stacks = (f"{len(pretrained) * trials * len(seeds) * depths} stacks, each trial of a "
-                  f"pretrained arm at {first} labels its own")
+        rest = [i for i in pretrained if i not in own]
+        stacks = (f"{len(own) * trials * len(seeds) * depths} stacks, each trial of "
+                  f"{' and '.join(own)} at {first} labels its own"
+                  + (f"; {len(rest) * len(seeds) * depths} of the grid's for "
+                     f"{' and '.join(rest)} (which draw{'s' if len(rest) == 1 else ''} no "
+                     f"pretraining setting), pretrained once and shared by every trial"
+                     if rest else ""))
     elif pretrained:
         shared = {c.pretrain for c in cells if c.pretrain and c.seed in seeds}
         stacks = (f"the grid's stacks of seed{'s' if len(seeds) > 1 else ''} "
@@ -120,10 +129,10 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
     lines.append(f"  final:   {len(cells)} cells over seeds {', '.join(map(str, cfg.seeds))}, "
                  f"each arm with its choice per budget, the test set read once per cell (a "
                  f"tuning seed's cell is the chosen trial's run, not trained again"
-                 + (f", but for the pretrained arms at {first} labels, whose trials started "
+                 + (f", but for {' and '.join(own)} at {first} labels, whose trials started "
                     f"from stacks of their own" if first else "") + "); "
                  f"pretraining: {len(keys)} stacks"
-                 + (" (the tuning seeds' copied from the chosen trials)" if first and keys else "")
+                 + (" (the tuning seeds' from the trials)" if first and keys else "")
                  + (f", {len(copies)} to copy from {cfg.stacks_from}"
                     if cfg.stacks_from and not first else "")
                  + (", the copied ones no work below" if elsewhere else ""))

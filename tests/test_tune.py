@@ -110,7 +110,7 @@ def test_a_dry_run_counts_the_trials_runs_and_work_and_writes_nothing(tmp_path, 
     assert "trial runs: 12 fine-tunes; pretraining: 3 stacks" in plan, plan
     # each trial's stack: one layer, 1 to 3 epochs over the 600 training images
     assert "work (trials, whole): pretraining 1,800 to 5,400 example-passes" in plan, plan
-    assert "pretrain_epochs: one of 1, 3  [pretrained arms (denoising), at all labels]" in plan
+    assert "pretrain_epochs: one of 1, 3  [pretrained arm (denoising), at all labels]" in plan
     assert "progress: 0 of 12 trials, 0 of 8 cells and 0 of 2 final stacks finished" in plan
     code, out, _ = run_main(["tune", "--train-size", "600", "--val-size", "300", "--layers", "12",
                              "--seeds", "0,1", "--trials", "2", "--device", "cpu", "--dry-run",
@@ -391,10 +391,49 @@ def test_pretraining_settings_are_tuned_at_the_largest_budget_with_stacks_of_the
     report = (out / "REPORT.md").read_text()
     assert "Pretraining settings were tuned at the all-label budget" in report
     plan = "\n".join(stackae.plan_tuning(out=out, resume=True))  # what is adopted, said truly
-    assert "not trained again, but for the pretrained arms at all labels, whose trials " \
+    assert "not trained again, but for denoising at all labels, whose trials " \
         "started from stacks of their own" in plan
     # the 3 trials at all labels pretrained a stack each; the 100-label trials reused those
     assert "; 3 trial pretraining runs, " in report
+
+
+def test_an_arm_that_reads_no_tuned_pretraining_setting_trains_from_the_grids_stacks(tmp_path):
+    out = tmp_path / "t"  # noise moves denoising layers only: the RBM arm draws no pretraining
+    space = {"finetune_lr": [0.05, 0.5], "noise": [[0.1], [0.4]]}
+    small = {**SMALL, "inits": ("denoising", "rbm", "xavier"), "labels": ("all",)}
+    plan = "\n".join(stackae.plan_tuning(out=out, trials=2, space=space, tune_seeds=(0,), **small))
+    assert "noise: one of [0.1], [0.4]  [pretrained arm (denoising), at all labels]" in plan
+    assert ("pretraining: 2 stacks, each trial of denoising at all labels its own; 1 of the "
+            "grid's for rbm (which draws no pretraining setting), pretrained once") in plan, plan
+    assert "work (trials, whole): pretraining 1,800 example-passes" in plan  # 3 one-layer stacks
+    stackae.run_tuning(out=out, trials=2, space=space, tune_seeds=(0,), quiet=True, **small)
+    grid_stack = out / "runs" / "pretrain" / "rbm-d1-s0"
+    for r in trials(out, "all"):
+        trial = out / "tune" / "nall" / f"trial-{r['number']:03d}"
+        assert set(r["settings"]) == ({"finetune_lr", "noise"} if r["arm"] == "denoising"
+                                      else {"finetune_lr"})
+        assert [p.name for p in (trial / "pretrain").glob("[!.]*")] == ["denoising-d1-s0"]
+        if r["arm"] == "rbm":
+            cell = json.loads((trial / "rbm-d1-nall-s0" / "config.json").read_text())
+            assert cell["init"] == str(grid_stack / "stack.pt")
+    for seed in (0, 1):  # the grid's noise, not a denoising trial's, in every RBM stack
+        stack = json.loads((out / "runs" / "pretrain" / f"rbm-d1-s{seed}" / "config.json")
+                           .read_text())
+        assert stack["noise"] == [0.25] and stack["objective"] == ["rbm"]
+    # the tuning seed's RBM cell is its chosen trial's run, from the same stack file
+    assert (out / "runs" / "finetune" / "rbm-d1-nall-s0" / "copied.json").exists()
+    assert not (out / "runs" / "finetune" / "denoising-d1-nall-s0" / "copied.json").exists()
+
+
+def test_each_arm_takes_only_its_own_stacks_from_its_chosen_trial(tmp_path):
+    from stackae.tune import reuse_stacks
+    trial = tmp_path / "tune" / "nall" / "trial-001" / "pretrain"
+    for name in ("denoising-d1-s0", "rbm-d1-s0"):
+        (trial / name).mkdir(parents=True)
+        (trial / name / "stack.pt").write_bytes(name.encode())
+    reuse_stacks(trial, tmp_path, "denoising")  # rbm chose another trial: not this one's stack
+    assert sorted(p.name for p in (tmp_path / "runs" / "pretrain").iterdir()) == [
+        "denoising-d1-s0"]
 
 
 def test_a_tuning_interrupted_after_choosing_the_pretraining_resumes(tmp_path, monkeypatch):
@@ -483,7 +522,7 @@ def test_a_pretraining_setting_needs_a_pretrained_arm_and_a_fine_tuning_one(tmp_
     ('{"finetune_lr": [0.1], "cd_k": [1, 5]}', "'cd_k' is read by rbm layers only, and no arm "
      "of the grid is rbm (inits: denoising, xavier)"),
     ('{"finetune_lr": [0.1], "pretrain_momentum": [0.5, 0.9]}',
-     "'pretrain_momentum' is read by SGD only (and RBM layers), and pretrain_optimizer is adam"),
+     "'pretrain_momentum' is read by SGD only, and pretrain_optimizer is adam"),
     ('{"labels": [100]}', "'labels' is a setting of the grid"),
     ('{"seed_batch": [1]}', "'seed_batch' is a setting of how the runs execute"),
     ('{"finetune_lr": [0.1], "finetune_lr": [0.2]}', "names 'finetune_lr' twice"),
@@ -511,6 +550,23 @@ def test_a_bad_search_space_is_one_line_and_writes_nothing(space, words, tmp_pat
                              "--space", space, "--out", tmp_path / "t"], capsys, monkeypatch)
     assert code == 2 and "'--space'" in err and words in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("space, words", [
+    # RBM layers train with the same optimizer: under Adam they read no momentum either
+    ('{"finetune_lr": [0.1], "pretrain_momentum": [0.5, 0.9]}',
+     "'pretrain_momentum' is read by SGD only, and pretrain_optimizer is adam"),
+    ('{"finetune_lr": [0.1], "noise": {"denoising": [[0.1]], "rbm": [[0.2]]}}',
+     "'noise': 'rbm' layers never read it (denoising layers only); expected a range or list for "
+     "each arm that draws it (denoising)"),
+])
+def test_a_setting_an_arm_never_reads_is_refused_for_it(space, words, tmp_path, capsys,
+                                                        monkeypatch):
+    code, _, err = run_main(["tune", "--train-size", "600", "--val-size", "300", "--labels", "all",
+                             "--inits", "denoising,rbm,xavier", "--device", "cpu",
+                             "--space", space, "--out", tmp_path / "t"], capsys, monkeypatch)
+    assert code == 2 and "'--space'" in err and words in err, err
+    assert not (tmp_path / "t").exists()
 
 
 def test_a_space_file_that_is_not_text_is_one_line(tmp_path, capsys, monkeypatch):
