@@ -16,9 +16,10 @@ import numpy as np
 
 from . import figures, stats
 from .config import OBJECTIVES, RANDOM_INITS, AblateConfig
+from .proposals import at_edge
 from .report_text import markdown
 from .runlog import RunError, atomic_write, write_json
-from .space import at_edge, read_tuning
+from .space import read_tuning
 
 CSV_COLUMNS = ("id", "init", "kind", "depth", "budget", "labels", "seed", "test_error",
                "best_val_error", "best_epoch", "epochs_run", "seconds", "pretrain")

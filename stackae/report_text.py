@@ -6,7 +6,8 @@ import json
 
 from .config import OBJECTIVES
 from .config import RANDOM_INITS
-from .space import STARTUP, given_per_arm
+from .proposals import STARTUP
+from .space import given_per_arm
 
 SCHEMES = {"default": "torch's default, U(+-1/sqrt(fan_in)) for weights and biases",
            "xavier": "Xavier/Glorot uniform, zero biases",
@@ -182,7 +183,7 @@ def counted(n: int, noun: str) -> str:
 
 
 def sampler_text(t: dict) -> str:
-    """How the tuning drew its trials (space.propose)."""
+    """How the tuning drew its trials (proposals.propose)."""
     if t.get("startup") != "sobol":  # tunings from before the Sobol start
         return f"Optuna's TPE sampler, whose first {STARTUP} trials are random draws"
     own = any(given_per_arm(v) and len({json.dumps(s) for s in v.values()}) > 1

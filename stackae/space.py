@@ -1,6 +1,6 @@
-"""The search space of `stackae tune`: which grid settings a trial may change, their Optuna
-distributions, the proposals (a scrambled Sobol start, then Optuna's TPE sampler over the
-finished trials; tune.py runs them), and a tuning's tune.json as read back.
+"""The search space of `stackae tune`: which grid settings a trial may change and which arms
+draw each, their Optuna distributions, and a tuning's tune.json as read back (proposals.py draws
+the trials from them).
 
 A space is a JSON object of settings, each a range {"low": a, "high": b} ("log": true and
 "step": s optional; an integer setting draws integers) or a list of values; a per-layer setting
@@ -310,100 +310,6 @@ def read_tuning(out: Path) -> dict:
         raise RunError(f"{path} is damaged: expected the JSON object stackae tune writes (space, "
                        f"trials, tune_seeds, choices); restore it, or tune again in a new folder")
     return saved
-
-
-# trials proposed before TPE models the finished ones (TPE's own default): a scrambled Sobol
-# sequence over the space where a tuning's tune.json says "startup": "sobol", random draws (TPE's
-# own start) in tunings from before it did
-STARTUP = 10
-
-
-def propose(dists: dict, done: list[dict], number: int, seed: int,
-            pending: list[dict] = (), startup: str = "sobol", whole: dict | None = None) -> dict:
-    """Trial `number`'s settings. The first STARTUP: point `number` of a scrambled Sobol sequence
-    seeded by `seed` over `whole` (every setting of the space, as the arm sees it: arm_view;
-    default `dists`), kept to the arm's `dists`, so every arm draws the same fine-tuning
-    settings (the same point of its own ranges, where arms have their own) and a few trials
-    still cover each range evenly where random draws would clump. Later ones: TPE over the
-    finished trials, seeded by the trial's number; the `pending` settings (trials of the same
-    round, proposed but not finished) count as running, with the constant liar keeping a round's
-    proposals apart."""
-    if startup == "sobol" and number < STARTUP:
-        point = spread(whole or dists, number, seed)
-        return {k: point[k] for k in dists}
-    import optuna
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    import numpy as np
-    mixed = int(np.random.SeedSequence([seed, number]).generate_state(1)[0])  # well spread
-    with warnings.catch_warnings():  # constant_liar is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=mixed, constant_liar=bool(pending),
-                                             n_startup_trials=STARTUP)
-    study = optuna.create_study(direction="minimize", sampler=sampler)
-
-    def params(settings):  # a trial of an earlier version may hold a setting the arm now skips
-        return {k: v for k, v in from_json(settings).items() if k in dists}
-    for t in done:
-        study.add_trial(optuna.trial.create_trial(params=params(t["settings"]),
-                                                  distributions=dists, value=t["val_error"]))
-    for settings in pending:
-        study.add_trial(optuna.trial.create_trial(params=params(settings), distributions=dists,
-                                                  state=optuna.trial.TrialState.RUNNING))
-    params = study.ask(dists).params
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
-
-
-def spread(dists: dict, number: int, seed: int) -> dict:
-    """Point `number` (< 16) of a scrambled Sobol sequence seeded by `seed`, one dimension per
-    setting in name order, each coordinate mapped into its distribution (a log range on the log
-    scale, a step or an integer range and a list as equal shares of [0, 1))."""
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-    from scipy.stats import qmc
-    names = sorted(dists)
-    u = qmc.Sobol(len(names), scramble=True, seed=seed).random_base2(4)[number]
-    out = {}
-    for name, x in zip(names, u):
-        d = dists[name]
-        if isinstance(d, CategoricalDistribution):
-            v = d.choices[min(int(x * len(d.choices)), len(d.choices) - 1)]
-        elif d.log:
-            v = math.exp(math.log(d.low) + x * (math.log(d.high) - math.log(d.low)))
-            v = min(max(round(v), d.low), d.high) if isinstance(d, IntDistribution) else v
-        elif d.step:
-            n = int(round((d.high - d.low) / d.step)) + 1  # the values the range holds
-            v = d.low + min(int(x * n), n - 1) * d.step
-            v = int(v) if isinstance(d, IntDistribution) else min(v, d.high)
-        else:
-            v = d.low + x * (d.high - d.low)
-        if isinstance(v, float):
-            v = float(f"{v:.12g}")  # 0.4, not 0.1 + 3 * 0.1's 0.4000000000000001
-        out[name] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def at_edge(space: dict, choices: dict) -> list[str]:
-    """A warning for each chosen value in the outer tenth of its range (on the log scale where
-    the range is log; the arm's own range where the space gives arms their own): the best
-    setting may lie beyond the range searched."""
-    found = {}
-    for arm, per_budget in choices.items():
-        for budget, choice in per_budget.items():
-            for name, v in choice["settings"].items():
-                spec = space.get(name)
-                spec = spec.get(arm) if given_per_arm(spec) else spec
-                if not isinstance(spec, dict) or not spec["high"] > spec["low"]:
-                    continue
-                scale = math.log if spec.get("log") else float
-                at = (scale(v) - scale(spec["low"])) / (scale(spec["high"]) - scale(spec["low"]))
-                if at <= 0.1 or at >= 0.9:
-                    bounds = (f"{spec['low']:g} to {spec['high']:g}"
-                              + (", log" if spec.get("log") else "")
-                              + (f", {arm}'s own" if given_per_arm(space[name]) else ""))
-                    key = (name, v, budget, "top" if at >= 0.9 else "bottom", bounds)
-                    found.setdefault(key, []).append(arm)
-    return [f"{' and '.join(arms)} chose {name} {v:.3g} at {budget} labels, in the {side} tenth of "
-            f"its search range ({bounds}): the best may lie beyond it; widen the range"
-            for (name, v, budget, side, bounds), arms in found.items()]
 
 
 def from_json(settings: dict) -> dict:

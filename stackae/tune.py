@@ -33,7 +33,7 @@ apart). Then each (arm, budget) runs over all seeds with its chosen settings, te
 per cell, and the folder is an ordinary ablation folder. A tuning seed's cell is the chosen trial's
 own run (the same settings, seed and stack: the same training), copied with its test error read once
 on its selected model rather than trained again. The report warns of a choice in the outer tenth of
-its range (space.at_edge). Tunings from before the Sobol start (tune.json without "startup") resume
+its range (proposals.at_edge). Tunings from before the Sobol start (tune.json without "startup") resume
 with TPE's random start, as they began.
 
 Pretraining settings are tuned at one label budget, the largest (space.pretrain_budget), and the
@@ -67,9 +67,10 @@ from .claims import ClaimError
 from .config import OBJECTIVES, AblateConfig, ConfigError
 from .grid import Cell
 from .runlog import Diverged, RunError, copy_run_folder, write_json
+from .proposals import propose
 from .space import (PER_ARM, PRETRAINING, applied, arm_space, arm_view, default_space,
-                    distributions, pretrain_budget, pretrains_own, propose, read_space,
-                    read_tuning, shown)
+                    distributions, pretrain_budget, pretrains_own, read_space, read_tuning,
+                    shown)
 
 
 def trials_of(folder: Path, arm: str) -> list[dict]:
@@ -380,7 +381,7 @@ def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
         raise
     if PRETRAINING & set(dists):
         chosen["pretrain_budget"] = pretrain_budget(cfg)
-    # how the first trials are drawn (space.propose): tunings from before the Sobol start go on
+    # how the first trials are drawn (proposals.propose): tunings from before the Sobol start go on
     # with random ones, so a resumed tuning proposes what it would have
     chosen["startup"] = saved.get("startup", "random") if saved else "sobol"
     return chosen

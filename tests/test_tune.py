@@ -214,7 +214,8 @@ def test_trials_at_once_train_as_one_k_and_resume_to_the_same_choices(tmp_path, 
 
 def test_the_first_trials_cover_each_range_evenly_and_every_arm_draws_the_same():
     from stackae.config import AblateConfig
-    from stackae.space import STARTUP, arm_space, distributions, propose
+    from stackae.proposals import STARTUP, propose
+    from stackae.space import arm_space, distributions
     cfg = AblateConfig(inits=("denoising", "xavier"), layers=(12, 12))
     dists = distributions({"finetune_lr": {"low": 0.01, "high": 1.0, "log": True},
                            "finetune_batch_size": {"low": 10, "high": 40, "step": 10},
@@ -236,7 +237,8 @@ def test_the_first_trials_cover_each_range_evenly_and_every_arm_draws_the_same()
 
 
 def test_a_setting_may_give_each_arm_its_own_range_at_the_same_points(tmp_path):
-    from stackae.space import arm_space, arm_view, at_edge, distributions, propose
+    from stackae.proposals import at_edge, propose
+    from stackae.space import arm_space, arm_view, distributions
     lr = {"denoising": {"low": 0.1, "high": 1.0, "log": True},
           "xavier": {"low": 0.001, "high": 0.01, "log": True}}
     space = {"finetune_lr": lr, "dropout": [0.0, 0.2], "noise": {"denoising": [[0.1], [0.3]]}}
@@ -302,7 +304,7 @@ def test_a_tuning_from_before_the_sobol_start_resumes_with_random_draws(tmp_path
 
 
 def test_a_choice_at_the_edge_of_its_range_is_warned_of():
-    from stackae.space import at_edge
+    from stackae.proposals import at_edge
     space = {**SPACE, "finetune_epochs": {"low": 10, "high": 110}}
     choices = {"rbm": {"all": {"settings": {"finetune_lr": 0.7, "dropout": 0.2,
                                             "finetune_epochs": 60}}},
