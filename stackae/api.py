@@ -205,6 +205,7 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
     as one K-network loop (default 1 on a CPU, 5 on a GPU). `resume=True` continues where it
     stopped, to the same choices. `data` and `settings` as for `run_ablation`."""
     from . import tune as T
+    from . import tune_final
     from .runlog import write_json
     from .space import read_tuning
     g = R.prepare_grid(data, config, settings, out, resume, None, quiet, kind="tune")
@@ -234,7 +235,7 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
             bar.line(line)
             bar.update(n * trials + sum(finished(g.out, c) for c in g.cells))
         with claims.cells_to_run(g.out, g.cells) as (free, busy):
-            T.final(g.cfg, g.out, free, choices, g.device, final_progress)
+            tune_final.final(g.cfg, g.out, free, choices, g.device, final_progress)
     ablation = Ablation(g.out)
     if ablation.finished:
         ablation.write_report()

@@ -469,7 +469,7 @@ def test_a_tuning_moved_before_its_final_runs_still_adopts_the_chosen_trials_run
                                                                                  monkeypatch):
     import shutil
 
-    import stackae.tune as T
+    import stackae.tune_final as T
     real = T.final
 
     def stops(*args, **kwargs):
