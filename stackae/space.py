@@ -64,19 +64,27 @@ def pretrain_budget(cfg: AblateConfig) -> str:
     return max(cfg.labels, key=lambda b: math.inf if b == "all" else int(b))
 
 
-# pretraining settings that only layers of one objective read
-OBJECTIVE_SETTINGS = {"noise": "denoising", "corruption": "denoising", "cd_k": "rbm",
-                      "sparsity_target": "sparse", "sparsity_weight": "sparse",
-                      "sparsity_penalty": "sparse", "contraction": "contractive"}
+# pretraining settings that only layers of some objectives read; every other one, every layer.
+# (An RBM trains W alone, its decoder kept W's transpose, so `tied` changes none of its codes.)
+OBJECTIVE_SETTINGS = {"noise": ("denoising",), "corruption": ("denoising",), "cd_k": ("rbm",),
+                      "sparsity_target": ("sparse",), "sparsity_weight": ("sparse",),
+                      "sparsity_penalty": ("sparse",), "contraction": ("contractive",),
+                      "tied": tuple(o for o in OBJECTIVES if o != "rbm")}
+
+
+def readers(name: str, joint: str = "and") -> str:
+    """The objectives whose layers read pretraining setting `name` (OBJECTIVE_SETTINGS), in
+    words: 'denoising', 'plain, denoising, sparse and contractive'."""
+    objectives = OBJECTIVE_SETTINGS[name]
+    return ", ".join(objectives[:-1]) + f" {joint} " * (len(objectives) > 1) + objectives[-1]
 
 
 def unused(name: str, space: dict, cfg: AblateConfig) -> str | None:
     """Why no run of the grid would read setting `name` (its trials would differ in nothing),
     or None."""
-    objective = OBJECTIVE_SETTINGS.get(name)
-    if objective and objective not in cfg.inits:
-        return (f"is read by {objective} layers only, and no arm of the grid is {objective} "
-                f"(inits: {', '.join(cfg.inits)})")
+    if name in OBJECTIVE_SETTINGS and not set(OBJECTIVE_SETTINGS[name]) & set(cfg.inits):
+        return (f"is read by {readers(name)} layers only, and no arm of the grid is "
+                f"{readers(name, 'or')} (inits: {', '.join(cfg.inits)})")
     stage = name.split("_")[0]
     if name.endswith("_momentum") and getattr(cfg, f"{stage}_optimizer") == "adam" and \
             f"{stage}_optimizer" not in space:
@@ -91,14 +99,20 @@ def draws(arm: str, name: str) -> bool:
     an RBM one: OBJECTIVE_SETTINGS), a random-init arm none."""
     if name not in PRETRAINING:
         return True
-    return arm in OBJECTIVES and OBJECTIVE_SETTINGS.get(name, arm) == arm
+    return arm in OBJECTIVE_SETTINGS.get(name, OBJECTIVES)
+
+
+def drawn(settings: dict, arm: str) -> dict:
+    """The settings `arm` draws among `settings` (a trial recorded by an earlier version, which
+    drew every pretraining setting for every pretrained arm, may hold others)."""
+    return {k: v for k, v in settings.items() if draws(arm, k)}
 
 
 def not_drawn(arm: str, name: str) -> str:
     """Why `arm` never draws setting `name` (draws is False)."""
     if arm not in OBJECTIVES:
         return f"{arm!r} is a random-init arm, which draws no pretraining settings"
-    return f"{arm!r} layers never read it ({OBJECTIVE_SETTINGS[name]} layers only)"
+    return f"{arm!r} layers never read it ({readers(name)} layers only)"
 
 
 def pretrains_own(dists: dict, arm: str) -> bool:

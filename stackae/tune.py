@@ -69,8 +69,8 @@ from .grid import Cell
 from .runlog import Diverged, RunError, copy_run_folder, write_json
 from .proposals import propose
 from .space import (PER_ARM, PRETRAINING, applied, arm_space, arm_view, default_space,
-                    distributions, pretrain_budget, pretrains_own, read_space, read_tuning,
-                    shown)
+                    distributions, drawn, pretrain_budget, pretrains_own, read_space,
+                    read_tuning, shown)
 
 
 def trials_of(folder: Path, arm: str) -> list[dict]:
@@ -125,7 +125,13 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
                         f"({shown(asked[n][arm])}); best so far {100 * best['val_error']:.2f}%")
         for arm in cfg.inits:
             best = best_trial(done[arm], trials)
-            choices.setdefault(arm, {})[budget] = {"settings": {**fixed[arm], **best["settings"]},
+            if best["diverged"]:
+                raise RunError(f"every trial of {arm} at {budget} labels diverged (each scored "
+                               f"100%, in {folder / 'trials.jsonl'}): no setting the space gave "
+                               f"it trains; narrow its ranges (a lower learning rate) and tune "
+                               f"again in a new folder")
+            choices.setdefault(arm, {})[budget] = {"settings": {**fixed[arm],
+                                                                **drawn(best["settings"], arm)},
                                                   "trial": best["number"],
                                                   "val_error": best["val_error"]}
             if fixed[arm]:
@@ -160,8 +166,8 @@ def chosen_pretraining(cfg: AblateConfig, out: Path, space: dict, trials: int) -
     for arm in cfg.inits:
         done = trials_of(folder, arm)
         if arm in OBJECTIVES and len(done) >= trials:
-            fixed[arm] = {k: v for k, v in best_trial(done, trials)["settings"].items()
-                          if k in PRETRAINING}
+            fixed[arm] = {k: v for k, v in drawn(best_trial(done, trials)["settings"],
+                                                 arm).items() if k in PRETRAINING}
     return fixed
 
 
@@ -173,7 +179,8 @@ def ask_round(cfg: AblateConfig, dists: dict, folder: Path, numbers: range, todo
     asked = {}
     for n in numbers:
         path = folder / f"trial-{n:03d}" / "settings.json"
-        asked[n] = json.loads(path.read_text()) if path.exists() else {}
+        asked[n] = ({a: drawn(s, a) for a, s in json.loads(path.read_text()).items()}
+                    if path.exists() else {})
         for arm in cfg.inits:
             if arm not in asked[n] and (n, arm) in todo:
                 asked[n][arm] = propose(arm_space(dists, arm, pretraining),

@@ -65,7 +65,8 @@ def work(cfg: AblateConfig, space: dict, trials: int, seeds: tuple, sizes: dict,
                     "pretrain_example_passes"]  # of its own; the other arms', the grid's, once
                 pre_flops += one["pretrain_tflop"] + (trials - 1) * own["pretrain_tflop"]
         final = estimate(at, expand(at), sizes, copied)
-        trained = [c for c in expand(at) if c.seed not in seeds or c.budget == first]
+        trained = [c for c in expand(at)  # but where the arm's trials pretrained their own stacks
+                   if c.seed not in seeds or c.budget == first and pretrains_own(space, c.init)]
         kept = estimate(at, trained, sizes)  # a tuning seed's cell is its chosen trial's run
         final = {**final, "finetune_example_passes": kept["finetune_example_passes"],
                  "finetune_tflop": kept["finetune_tflop"]}
@@ -94,7 +95,8 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
              + (f" ({first} first: it tunes the pretraining)" if first else ""),
              f"  trials:  {trials} per arm and budget, {at_once} of each arm at once; each "
              f"fine-tunes seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} and "
-             f"is judged on their mean validation error (the test set is not read)",
+             f"is judged on {'their mean' if len(seeds) > 1 else 'its'} validation error (the "
+             f"test set is not read)",
              "  space:"]
     for name, spec in space.items():
         drawn = [i for i in cfg.inits if draws(i, name)]

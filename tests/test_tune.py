@@ -408,6 +408,9 @@ def test_an_arm_that_reads_no_tuned_pretraining_setting_trains_from_the_grids_st
     assert ("pretraining: 2 stacks, each trial of denoising at all labels its own; 1 of the "
             "grid's for rbm (which draws no pretraining setting), pretrained once") in plan, plan
     assert "work (trials, whole): pretraining 1,800 example-passes" in plan  # 3 one-layer stacks
+    # of the 6 final cells, only denoising's of seed 0 trains again beside seed 1's 3: 4 x 2 x 600
+    assert "work (final, whole): pretraining 1,200 example-passes (~0.00014 TFLOP); fine-tuning " \
+        "4,800 example-passes" in plan, plan
     stackae.run_tuning(out=out, trials=2, space=space, tune_seeds=(0,), quiet=True, **small)
     grid_stack = out / "runs" / "pretrain" / "rbm-d1-s0"
     for r in trials(out, "all"):
@@ -554,18 +557,22 @@ def test_a_bad_search_space_is_one_line_and_writes_nothing(space, words, tmp_pat
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "t").exists()
 
 
-@pytest.mark.parametrize("space, words", [
+@pytest.mark.parametrize("inits, space, words", [
     # RBM layers train with the same optimizer: under Adam they read no momentum either
-    ('{"finetune_lr": [0.1], "pretrain_momentum": [0.5, 0.9]}',
+    ("denoising,rbm,xavier", '{"finetune_lr": [0.1], "pretrain_momentum": [0.5, 0.9]}',
      "'pretrain_momentum' is read by SGD only, and pretrain_optimizer is adam"),
-    ('{"finetune_lr": [0.1], "noise": {"denoising": [[0.1]], "rbm": [[0.2]]}}',
-     "'noise': 'rbm' layers never read it (denoising layers only); expected a range or list for "
-     "each arm that draws it (denoising)"),
+    ("denoising,rbm,xavier", '{"finetune_lr": [0.1], "noise": {"denoising": [[0.1]], "rbm": '
+     '[[0.2]]}}', "'noise': 'rbm' layers never read it (denoising layers only); expected a range "
+     "or list for each arm that draws it (denoising)"),
+    # an RBM trains W alone (its decoder a copy of W's transpose): tied changes none of its codes
+    ("rbm,xavier", '{"finetune_lr": [0.1], "tied": [true, false]}',
+     "'tied' is read by plain, denoising, sparse and contractive layers only, and no arm of the "
+     "grid is plain, denoising, sparse or contractive (inits: rbm, xavier)"),
 ])
-def test_a_setting_an_arm_never_reads_is_refused_for_it(space, words, tmp_path, capsys,
+def test_a_setting_an_arm_never_reads_is_refused_for_it(inits, space, words, tmp_path, capsys,
                                                         monkeypatch):
     code, _, err = run_main(["tune", "--train-size", "600", "--val-size", "300", "--labels", "all",
-                             "--inits", "denoising,rbm,xavier", "--device", "cpu",
+                             "--inits", inits, "--device", "cpu",
                              "--space", space, "--out", tmp_path / "t"], capsys, monkeypatch)
     assert code == 2 and "'--space'" in err and words in err, err
     assert not (tmp_path / "t").exists()
@@ -592,6 +599,20 @@ def test_a_diverging_trial_scores_worst_and_tuning_goes_on(tmp_path):
     choices = json.loads((out / "tune.json").read_text())["choices"]
     assert all(c["all"]["settings"]["finetune_lr"] == 1e-3 for c in choices.values())
     assert grid.finished
+
+
+def test_an_arm_whose_every_trial_diverged_stops_the_tuning_before_its_final_runs(tmp_path,
+                                                                                  capsys,
+                                                                                  monkeypatch):
+    args = ["tune", "--train-size", "600", "--val-size", "300", "--layers", "12", "--seeds", "0",
+            "--labels", "all", "--inits", "xavier", "--activation", "relu", "--finetune-epochs",
+            "2", "--finetune-optimizer", "adam", "--trials", "2", "--space",
+            '{"finetune_lr": [1e30, 1e31]}', "--device", "cpu", "--out", tmp_path / "t"]
+    code, _, err = run_main(args, capsys, monkeypatch)
+    assert code == 1 and "every trial of xavier at all labels diverged (each scored 100%" in err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Error: every"), err
+    assert not (tmp_path / "t" / "runs" / "finetune").exists()  # no final cell ran
+    assert len(trials(tmp_path / "t", "all")) == 2  # the trials are kept
 
 
 @pytest.mark.parametrize("command,words", [
