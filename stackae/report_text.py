@@ -7,7 +7,7 @@ import json
 from .config import OBJECTIVES
 from .config import RANDOM_INITS
 from .proposals import STARTUP
-from .space import given_per_arm
+from .space import PRETRAINING, draws, given_per_arm
 
 SCHEMES = {"default": "torch's default, U(+-1/sqrt(fan_in)) for weights and biases",
            "xavier": "Xavier/Glorot uniform, zero biases",
@@ -221,12 +221,16 @@ def tuning_text(t: dict) -> list[str]:
          "Search space: " + "; ".join(f"`{k}` {spec_text(v)}" for k, v in t["space"].items())
          + ".", ""]
     if t.get("pretrain_budget"):
+        arms = list(t.get("choices", {}))
+        who = "; ".join(f"`{k}` by {' and '.join(a for a in arms if draws(a, k))}"
+                        for k in t["space"] if k in PRETRAINING)
         L += [f"Pretraining settings were tuned at the {t['pretrain_budget']}-label budget, each "
-              f"trial pretraining stacks of its own; a pretrained arm's choice there is its "
-              f"pretraining at every budget (one stack per seed, shared by the budgets), and the "
-              f"other budgets tuned its fine-tuning settings alone. A pretrained arm drew only "
-              f"the pretraining settings its layers read (noise: denoising layers), and random-"
-              f"init arms none: their trials drew the fine-tuning settings only.", ""]
+              f"trial of an arm that drew them pretraining stacks of its own; a pretrained arm's "
+              f"choice there is its pretraining at every budget (one stack per seed, shared by "
+              f"the budgets), and the other budgets tuned its fine-tuning settings alone. Each "
+              f"was drawn by the pretrained arms whose layers read it ({who}); an arm that drew "
+              f"none trained every trial from the grid's stacks, and random-init arms drew the "
+              f"fine-tuning settings only.", ""]
     L += ["| arm | labels | chosen settings | validation error % | trial |", "|---|---|---|---|---|"]
     for arm, per_budget in t.get("choices", {}).items():
         for budget, c in per_budget.items():

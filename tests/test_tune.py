@@ -428,6 +428,8 @@ def test_an_arm_that_reads_no_tuned_pretraining_setting_trains_from_the_grids_st
     # the tuning seed's RBM cell is its chosen trial's run, from the same stack file
     assert (out / "runs" / "finetune" / "rbm-d1-nall-s0" / "copied.json").exists()
     assert not (out / "runs" / "finetune" / "denoising-d1-nall-s0" / "copied.json").exists()
+    assert "drawn by the pretrained arms whose layers read it (`noise` by denoising)" in (
+        out / "REPORT.md").read_text()
 
 
 def test_each_arm_takes_only_its_own_stacks_from_its_chosen_trial(tmp_path):
