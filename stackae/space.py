@@ -175,33 +175,32 @@ def distributions(space: dict, cfg: AblateConfig) -> dict:
         tp = types[name]
         if typing.get_origin(tp) is tuple:  # per layer: a range draws one value for every layer
             tp = typing.get_args(tp)[0]
+        drawers = [i for i in cfg.inits if draws(i, name)]
         if isinstance(spec, dict) and not RANGE & set(spec) and not given_per_arm(spec):
-            drawn = [i for i in cfg.inits if draws(i, name)]
             odd = sorted(spec)[0] if spec else None
             hint = "" if odd is None else (
                 f"; {odd!r} is neither a key of a range (low, high, log, step) nor an arm of the "
-                f"grid{did_you_mean(odd, [*drawn, *sorted(RANGE)])}")
+                f"grid{did_you_mean(odd, [*drawers, *sorted(RANGE)])}")
             raise ConfigError("space", f"{name!r}: expected a range {{\"low\": a, \"high\": b}}, a "
                               f"list of values, or one of those for each arm "
-                              f"({', '.join(drawn)}){hint}")
+                              f"({', '.join(drawers)}){hint}")
         if given_per_arm(spec):
-            drawn = [i for i in cfg.inits if draws(i, name)]
             for arm in spec:
-                if arm in cfg.inits and arm not in drawn:
+                if arm in cfg.inits and arm not in drawers:
                     raise ConfigError("space", f"{name!r}: {not_drawn(arm, name)}; expected a "
                                       f"range or list for each arm that draws it "
-                                      f"({', '.join(drawn)})")
-                if arm not in drawn:
+                                      f"({', '.join(drawers)})")
+                if arm not in drawers:
                     raise ConfigError("space", f"{name!r}: {arm!r} is not an arm of the grid; "
                                       f"expected a range or list for each of "
-                                      f"{', '.join(drawn)}{did_you_mean(arm, drawn)}")
-            missing = [a for a in drawn if a not in spec]
+                                      f"{', '.join(drawers)}{did_you_mean(arm, drawers)}")
+            missing = [a for a in drawers if a not in spec]
             if missing:
                 raise ConfigError("space", f"{name!r} gives no range or list for "
                                   f"{', '.join(missing)}; a setting given per arm needs one for "
-                                  f"each arm that draws it ({', '.join(drawn)})")
+                                  f"each arm that draws it ({', '.join(drawers)})")
             out[name] = {arm: distribution(cfg, name, tp, spec[arm], f"{name!r} for {arm}")
-                         for arm in drawn}
+                         for arm in drawers}
         else:
             out[name] = distribution(cfg, name, tp, spec, repr(name))
     if not set(out) - PRETRAINING:
