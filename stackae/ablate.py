@@ -220,8 +220,9 @@ def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bo
     """Run the jobs not yet finished. Jobs that share a depth, label budget and architecture
     train together (every arm, seed and trial at once, up to the batch cap); each still gets its
     own folder, result.json and results line, the same however it was batched. A folder without
-    result.json (a killed run) is deleted and redone. With `read_test` off (tuning trials) the
-    test set is never evaluated."""
+    result.json (a killed run) continues from its resume point (resume.pt), or without one is
+    deleted and redone. With `read_test` off (tuning trials) the test set is never evaluated."""
+    from .checkpoint import resume_epoch
     from .data import label_subset, load
     from .runner import run_finetunes
     say = say or (lambda line: None)
@@ -266,10 +267,15 @@ def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bo
             del datas[s]
             subsets = {k: v for k, v in subsets.items() if k[0] in seeds}
         ensure_stacks(cfg, whole, data, device, say, cap)
-        for group in chunks(whole, cap):
+        at = {}  # the jobs by the epoch of their resume points (0: none), each epoch a loop
+        for job in whole:
+            at.setdefault(resume_epoch(job.folder), []).append(job)
+        for epoch, group in ((e, g) for e, part in at.items() for g in chunks(part, cap)):
             for job in group:
-                if job.folder.exists():
+                if job.folder.exists() and not epoch:
                     shutil.rmtree(job.folder)
+            if epoch:
+                say(f"{', '.join(j.cell.id for j in group)}: resuming after epoch {epoch}")
             fcfgs = [job_finetune_config(cfg, j, read_test) for j in group]
             cells = [j.cell for j in group]
             results = run_finetunes(fcfgs, [j.folder for j in group], device,

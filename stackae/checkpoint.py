@@ -1,5 +1,6 @@
 """Every checkpoint format stackae writes and reads: a finished layer (layerK.pt), a stack
-(stack.pt) and a fine-tuned classifier (model.pt).
+(stack.pt), a fine-tuned classifier (model.pt) and an unfinished fine-tuning's resume point
+(resume.pt).
 
 Checkpoints are plain dicts of tensors, numbers and strings, written atomically, so every load can
 use `torch.load(..., weights_only=True)` and a file carrying code is refused. A stack holds, per
@@ -21,6 +22,8 @@ from .runlog import atomic_write
 LAYER_FORMAT = "stackae-layer"
 STACK_FORMAT = "stackae-stack"
 CLASSIFIER_FORMAT = "stackae-classifier"
+RESUME_FORMAT = "stackae-finetune-resume"
+RESUME_NAME = "resume.pt"
 FORMAT_VERSION = 1
 
 
@@ -134,3 +137,47 @@ def load_classifier(path: str | Path) -> dict:
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}")
     return ck
+
+
+# ---- resume.pt: where an unfinished fine-tuning stands, for --resume -----------------------------
+
+# settings that may change between a run and its resume without changing what it computes
+RESUME_MAY_DIFFER = ("device", "compile", "read_test")
+
+
+def resume_checkpoint(cfg, device: torch.device, epoch: int, state: dict) -> dict:
+    """One network's resume point after `epoch` (finetune.py fills `state`: weights, best
+    weights, optimizer buffers, random streams, curves and model selection)."""
+    return {"format": RESUME_FORMAT, "version": FORMAT_VERSION, "epoch": epoch,
+            "device_type": device.type, "config": to_dict(cfg), **state}
+
+
+def load_resume(folder: str | Path, cfg, device: torch.device) -> dict | None:
+    """The resume point in a fine-tuning folder, when there is one that continues a run of `cfg`
+    on this kind of device (random streams do not carry from one kind to another); else None,
+    and the run starts again."""
+    path = Path(folder) / RESUME_NAME
+    if not path.exists():
+        return None
+    try:
+        ck = read(path)
+    except CheckpointError:
+        return None
+    saved, now = ck.get("config", {}), to_dict(cfg)
+    if (ck.get("format") != RESUME_FORMAT or ck.get("device_type") != device.type
+            or any(saved.get(k) != v for k, v in now.items() if k not in RESUME_MAY_DIFFER)):
+        return None
+    return ck
+
+
+def resume_epoch(folder: str | Path) -> int:
+    """The epoch a fine-tuning folder's resume point stands at (0 without one): what of its logs a
+    resumed run keeps. Read memory-mapped, so the weights are not loaded."""
+    path = Path(folder) / RESUME_NAME
+    if not path.exists():
+        return 0
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile,
+            pickle.UnpicklingError):  # unreadable: load_resume refuses it too; the run starts again
+        return 0

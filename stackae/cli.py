@@ -125,7 +125,10 @@ def finetune(ctx, out, resume, quiet, **kwargs):
             run = finetune_classifier(out=out, resume=resume, quiet=quiet,
                                       **given(ctx, kwargs))
     except KeyboardInterrupt:
-        raise click.ClickException(f"interrupted; continue (it redoes this fine-tune) with: "
+        from .checkpoint import resume_epoch
+        epoch = resume_epoch(out)
+        where = f"after epoch {epoch}, its resume point" if epoch else "from its start"
+        raise click.ClickException(f"interrupted; continue ({where}) with: "
                                    f"{again('finetune', out)}")
     result = run.result
     error = (f"test error {100 * result['test_error']:.2f}%" if result["test_error"] is not None

@@ -132,13 +132,15 @@ def finished_layers(folder: Path) -> set[int]:
             if (m := re.fullmatch(r"layer(\d+)\.pt", p.name))}
 
 
-def kept_on_resume(folder: Path):
-    """What of a resumed run's logs still holds: the records of its finished pretraining layers.
-    Everything else (the unfinished layer, fine-tuning, the unrolled stage) is redone."""
+def kept_on_resume(folder: Path, epoch: int = 0):
+    """What of a resumed run's logs still holds: the records of its finished pretraining layers,
+    and of its fine-tuning epochs up to `epoch` (where its resume point stands). Everything else
+    (the unfinished layer, later epochs, the unrolled stage) is redone."""
     done = finished_layers(folder)
 
-    def keep(stage, layer) -> bool:
-        return stage == "pretrain" and layer in done
+    def keep(stage, layer, step) -> bool:
+        return (stage == "pretrain" and layer in done) or (
+            stage == "finetune" and isinstance(step, int) and step <= epoch)
     return keep
 
 
@@ -157,10 +159,11 @@ def prepare_folder(out: Path, resume: bool) -> bool:
 
 class RunLog:
     """metrics.jsonl + TensorBoard in one run folder. Tags use fixed prefixes
-    (`pretrain/layer2/recon_loss`, `finetune/val_error`)."""
+    (`pretrain/layer2/recon_loss`, `finetune/val_error`). A resumed fine-tuning keeps the records
+    of its first `resumed_after` epochs."""
 
     def __init__(self, folder: Path, config, device: torch.device, quiet: bool = False,
-                 tensorboard: bool = True):
+                 tensorboard: bool = True, resumed_after: int = 0):
         self.folder = Path(folder)
         self.quiet = quiet
         try:
@@ -168,7 +171,7 @@ class RunLog:
         except OSError as e:
             raise RunError(f"cannot create output folder {self.folder}: {e.strerror}")
         write_config(self.folder, config, device)
-        keep = kept_on_resume(self.folder)
+        keep = kept_on_resume(self.folder, resumed_after)
         self._metrics_path = self.folder / "metrics.jsonl"
         prune_metrics(self._metrics_path, keep)
         try:
@@ -271,7 +274,7 @@ def prune_metrics(path: Path, keep) -> None:
             rec = json.loads(line)
         except ValueError:
             continue  # the half line of a killed run
-        if isinstance(rec, dict) and keep(rec.get("stage"), rec.get("layer")):
+        if isinstance(rec, dict) and keep(rec.get("stage"), rec.get("layer"), rec.get("step")):
             kept.append(line)
     if len(kept) != len(lines):
         atomic_write(path, lambda tmp: Path(tmp).write_text("".join(l + "\n" for l in kept)))
@@ -285,13 +288,19 @@ def carry_events(old: list[Path], writer, keep) -> None:
     for path in old:
         for event in EventFileLoader(str(path)).Load():
             tags = [v.tag for v in event.summary.value]
-            layers = {re.match(r"pretrain/layer(\d+)/", t) for t in tags}
-            if tags and None not in layers and all(keep("pretrain", int(m.group(1)))
-                                                    for m in layers):
+            if tags and all(keep(*tag_stage(t), event.step) for t in tags):
                 file_writer.add_event(event)
     file_writer.flush()
     for path in old:
         path.unlink(missing_ok=True)
+
+
+def tag_stage(tag: str) -> tuple[str | None, int | None]:
+    """(stage, layer) of a TensorBoard tag: pretrain/layer2/... is ("pretrain", 2), finetune/...
+    is ("finetune", None); others (the hparams dashboard) belong to no stage."""
+    if m := re.match(r"pretrain/layer(\d+)/", tag):
+        return "pretrain", int(m.group(1))
+    return ("finetune" if tag.startswith("finetune/") else None), None
 
 
 def copy_run_folder(source: Path, target: Path, replaced: dict | None = None) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import data as data_mod
-from .checkpoint import classifier_checkpoint, load_stack, save
+from .checkpoint import RESUME_NAME, classifier_checkpoint, load_resume, load_stack, save
 from .config import FinetuneConfig, PretrainConfig, to_dict
 from .data import label_subset
 from .finetune import finetune
@@ -31,11 +31,11 @@ def hparams_of(cfg) -> dict:
             for f in dataclasses.fields(cfg) if f.name not in NOT_HPARAMS}
 
 
-def open_logs(cfgs, outs, device, quiet) -> list[RunLog]:
+def open_logs(cfgs, outs, device, quiet, resumed_after: int = 0) -> list[RunLog]:
     logs = []
     try:
         for c, out in zip(cfgs, outs):
-            logs.append(RunLog(out, c, device, quiet=quiet))
+            logs.append(RunLog(out, c, device, quiet=quiet, resumed_after=resumed_after))
     except BaseException:
         for log in logs:
             log.close()
@@ -95,11 +95,13 @@ class Net:
         return self
 
     def save(self, result: dict) -> None:
-        """model.pt (the selected classifier) and result.json, each written atomically."""
+        """model.pt (the selected classifier) and result.json, each written atomically; then the
+        resume point goes."""
         save(Path(self.out) / "model.pt", classifier_checkpoint(self.cfg, self.data, self.model,
                                                                 self.activation, self.init))
         result["config"] = to_dict(self.cfg)
         write_json(Path(self.out) / "result.json", result)
+        (Path(self.out) / RESUME_NAME).unlink(missing_ok=True)
 
 
 def run_finetunes(cfgs: list[FinetuneConfig], outs: list[Path], device: torch.device, datas: list,
@@ -113,12 +115,14 @@ def run_finetunes(cfgs: list[FinetuneConfig], outs: list[Path], device: torch.de
         labelled = [label_subset(d.train_y, c.label_budget, d.n_classes, c.seed)
                     for c, d in zip(cfgs, datas)]
     nets = [Net(c, d, Path(o), i).build() for c, d, o, i in zip(cfgs, datas, outs, labelled)]
-    for net, log in zip(nets, open_logs(cfgs, outs, device, quiet)):
+    resumed = resume_points(cfgs, outs, device)
+    after = resumed[0]["epoch"] if resumed else 0  # the logs keep the epochs done before
+    for net, log in zip(nets, open_logs(cfgs, outs, device, quiet, after)):
         net.log = log
     try:
         with matmul_precision(cfgs[0].precision):
             results = finetune(cfgs, datas, [n.model for n in nets], [n.init for n in nets],
-                               labelled, [n.log for n in nets])
+                               labelled, [n.log for n in nets], outs, resumed)
         for net, r, extra in zip(nets, results, hparams or [{}] * len(nets)):
             net.log.hparams({**hparams_of(net.cfg), **extra},
                             {**({"hparam/test_error": r["test_error"]}
@@ -130,6 +134,17 @@ def run_finetunes(cfgs: list[FinetuneConfig], outs: list[Path], device: torch.de
     for net, r in zip(nets, results):
         net.save(r)
     return results
+
+
+def resume_points(cfgs: list[FinetuneConfig], outs: list[Path], device) -> list[dict] | None:
+    """The networks' resume points, when each folder holds one of its run after the same epoch;
+    else None, and any that are there are removed (the group starts again)."""
+    points = [load_resume(o, c, device) for c, o in zip(cfgs, outs)]
+    if all(points) and len({p["epoch"] for p in points}) == 1:
+        return points
+    for o in outs:
+        (Path(o) / RESUME_NAME).unlink(missing_ok=True)
+    return None
 
 
 def run_finetune(cfg: FinetuneConfig, out: Path, device: torch.device, quiet: bool = False,

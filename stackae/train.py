@@ -75,6 +75,24 @@ def compiled(fn, enabled: bool, device: torch.device):
     return graphed
 
 
+def optimizer_slice(opt: torch.optim.Optimizer, k: int) -> dict:
+    """Network k's part of the state of an optimizer over K-stacked tensors: slice k of each
+    per-parameter buffer (momentum, Adam's moments), shared scalars (Adam's step count) whole.
+    It is independent of the learning rate, so it loads into any group of networks (load_slices)."""
+    return {i: {name: (v[k].clone() if torch.is_tensor(v) and v.dim() else v)
+                for name, v in entry.items()}
+            for i, entry in opt.state_dict()["state"].items()}
+
+
+def load_slices(opt: torch.optim.Optimizer, slices: list[dict]) -> None:
+    """Load K networks' optimizer_slice states, in order, into one optimizer over their K-stacked
+    parameters; its parameter groups (learning rates) stay as they are."""
+    state = {i: {name: (torch.stack([s[i][name] for s in slices]) if torch.is_tensor(v) and v.dim()
+                        else v) for name, v in entry.items()}
+             for i, entry in slices[0].items()}
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+
+
 def make_optimizer(name: str, params, lr: float, momentum: float, weight_decay: float):
     """Adam or SGD with momentum, fused into one kernel per step (scripts/bench.py: the
     per-parameter loop costs ~15% of a 784x1000 layer's step on CPU). Both update elementwise, so
@@ -116,6 +134,14 @@ class Streams:
     def randn(self, *shape, dtype=torch.float32) -> torch.Tensor:
         return torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=dtype)
                             for g in self.dev])
+
+    def state(self, k: int) -> dict:
+        """Slice k's position in both its streams, for a resume point."""
+        return {"host": self.host[k].get_state(), "dev": self.dev[k].get_state()}
+
+    def set_state(self, k: int, state: dict) -> None:
+        self.host[k].set_state(state["host"])
+        self.dev[k].set_state(state["dev"])
 
 
 def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:

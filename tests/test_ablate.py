@@ -107,14 +107,14 @@ def _spy(monkeypatch):
     seen, trained = [], []
     orig_ft, orig_layer = runner.finetune, P.train_layer
 
-    def finetune(cfgs, datas, models, inits, idxs, logs):
+    def finetune(cfgs, datas, models, inits, idxs, logs, *rest):
         for cfg, data, model, init, idx in zip(cfgs, datas, models, inits, idxs):
             lin = [m for m in model if isinstance(m, torch.nn.Linear)]
             seen.append({"seed": cfg.seed, "labels": cfg.labels, "init": init, "idx": idx.clone(),
                          "val_y": data.val_y.clone(), "head": lin[-1].weight.detach().clone(),
                          "first": lin[0].weight.detach().clone(),
                          "order": first_batch(cfg, len(idx))})
-        return orig_ft(cfgs, datas, models, inits, idxs, logs)
+        return orig_ft(cfgs, datas, models, inits, idxs, logs, *rest)
 
     def train_layer(cfgs, k, *a, **kw):
         trained.extend([k] * len(cfgs))  # one entry per stack whose layer k trains

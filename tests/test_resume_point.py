@@ -1,0 +1,114 @@
+"""A fine-tuning killed mid-run continues from its last resume point (resume.pt) and ends as it
+would have uninterrupted: the same curves, selected weights and test error, each epoch logged
+once; in a grid, its networks may be batched differently on resume."""
+import json
+
+import pytest
+import torch
+
+import stackae
+from stackae import finetune as F
+from stackae.checkpoint import RESUME_NAME, read, resume_epoch
+
+SMALL = dict(train_size=600, val_size=300, layers=(16, 8), device="cpu")
+
+
+def killed_after(epoch: int, folders, monkeypatch):
+    """Make the next fine-tuning stop (as ctrl-c does) once every folder's resume point stands
+    after `epoch`; resume points are saved after every epoch."""
+    monkeypatch.setattr(F, "RESUME_SECONDS", 0.0)
+
+    def stop():
+        if all(resume_epoch(f) == epoch for f in folders):
+            raise KeyboardInterrupt
+    monkeypatch.setattr(F, "stop_point", stop)
+
+
+def finetune_records(folder) -> list[dict]:
+    return [r for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())
+            if r.get("stage") == "finetune"]
+
+
+def finetune_epochs(folder) -> list[int]:
+    return [r["step"] for r in finetune_records(folder)]
+
+
+def test_a_killed_finetune_resumes_where_it_stood_and_ends_as_uninterrupted(tmp_path, monkeypatch):
+    # momentum, a cosine schedule, dropout and an epoch longer than the labelled set: every
+    # piece of state a resume point must carry (optimizer buffers, the schedule's position, the
+    # batch-order and dropout streams, the best epoch so far)
+    settings = dict(SMALL, labels=200, epochs=5, lr=0.3, lr_schedule="cosine", dropout=0.2,
+                    input_dropout=0.1, min_epoch_examples=500, batch_size=32,
+                    init_scheme="xavier", quiet=True)
+    whole = stackae.finetune_classifier(out=tmp_path / "whole", **settings)
+    out = tmp_path / "killed"
+    with monkeypatch.context() as m:
+        killed_after(3, [out], m)
+        with pytest.raises(KeyboardInterrupt):
+            stackae.finetune_classifier(out=out, **settings)
+    assert not (out / "result.json").exists() and read(out / RESUME_NAME)["epoch"] == 3
+    done = finetune_records(out)
+    assert [r["step"] for r in done] == [1, 2, 3]  # epoch 4 was under way
+    resumed = stackae.finetune_classifier(out=out, resume=True, quiet=True)
+    assert finetune_records(out)[:3] == done  # continued, not started again
+    a, b = whole.result, resumed.result
+    assert a["curves"] == b["curves"] and a["test_error"] == b["test_error"]
+    assert a["best_epoch"] == b["best_epoch"] and b["seconds"] > 0
+    sa, sb = (torch.load(f / "model.pt", weights_only=True)["state"] for f in (whole.folder,
+                                                                                  resumed.folder))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert finetune_epochs(out) == [1, 2, 3, 4, 5]  # each epoch once, in both sinks
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    board = EventAccumulator(str(out)).Reload()  # as TensorBoard reads it
+    assert [e.step for e in board.Tensors("finetune/val_error")] == [1, 2, 3, 4, 5]
+    assert not (out / RESUME_NAME).exists()  # gone with the finished run
+
+
+def test_a_resume_point_of_other_settings_is_not_taken(tmp_path, monkeypatch):
+    settings = dict(SMALL, labels=200, epochs=3, init_scheme="xavier", quiet=True)
+    out = tmp_path / "r"
+    with monkeypatch.context() as m:
+        killed_after(1, [out], m)
+        with pytest.raises(KeyboardInterrupt):
+            stackae.finetune_classifier(out=out, **settings)
+    point = read(out / RESUME_NAME)
+    point["config"]["lr"] = 0.5  # as if saved by a run of another learning rate
+    torch.save(point, out / RESUME_NAME)
+    r = stackae.finetune_classifier(out=out, resume=True, quiet=True)
+    whole = stackae.finetune_classifier(out=tmp_path / "whole", **settings)
+    assert r.result["curves"] == whole.result["curves"]  # started again, not from the point
+    assert finetune_epochs(out) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("batch", [4, 1])
+def test_a_killed_grid_resumes_its_networks_batched_as_it_decides(tmp_path, monkeypatch, batch):
+    grid = dict(SMALL, inits=("xavier", "kaiming"), seeds=(0, 1), labels=("300",),
+                finetune_epochs=4, finetune_lr=0.2, finetune_lr_schedule="cosine",
+                dropout=0.1, quiet=True)
+    whole = stackae.run_ablation(out=tmp_path / "whole", **grid)
+    out = tmp_path / "killed"
+    cells = [f"{i}-d2-n300-s{s}" for i in ("xavier", "kaiming") for s in (0, 1)]
+    with monkeypatch.context() as m:
+        killed_after(2, [out / "runs" / "finetune" / c for c in cells], m)
+        with pytest.raises(KeyboardInterrupt):
+            stackae.run_ablation(out=out, seed_batch=4, **grid)  # the four in one loop
+    done = {c: finetune_records(out / "runs" / "finetune" / c) for c in cells}
+    assert all(len(d) == 2 for d in done.values())
+    resumed = stackae.run_ablation(out=out, resume=True, seed_batch=batch, quiet=True)
+
+    def results(g):
+        return {r["id"]: r for r in map(json.loads, (g.folder / "results.jsonl").read_text()
+                                        .splitlines())}
+    a, b = results(whole), results(resumed)
+    assert sorted(a) == sorted(b) == sorted(cells)
+    for c in cells:
+        assert b[c]["best_epoch"] == a[c]["best_epoch"]
+        if batch == 4:  # resumed as they were batched: the same floats
+            curves = [json.loads((g.folder / "runs" / "finetune" / c / "result.json").read_text())
+                      ["curves"] for g in (whole, resumed)]
+            assert curves[0] == curves[1]
+        else:  # one by one: the same to float rounding (tests/test_stacked.py)
+            assert b[c]["test_error"] == pytest.approx(a[c]["test_error"], abs=1e-3)
+        records = finetune_records(out / "runs" / "finetune" / c)
+        assert [r["step"] for r in records] == [1, 2, 3, 4] and records[:2] == done[c]
+        assert not (out / "runs" / "finetune" / c / RESUME_NAME).exists()
