@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 from . import figures, stats
 from .config import OBJECTIVES, RANDOM_INITS, AblateConfig
 from .proposals import at_edge
-from .report_text import markdown
+from .report_text import markdown, pct
 from .runlog import RunError, atomic_write, write_json
 from .space import read_tuning
 
@@ -174,6 +175,39 @@ def undertrained(records: list[dict], curves: dict, inits, depths, budgets,
     return out
 
 
+# a seed whose best validation error is this many times its arm's other seeds' median, and this
+# much above it, ended apart from them: it diverged, stalled or blew up rather than varied
+OUTLIER_RATIO, OUTLIER_GAP = 2.0, 0.02
+
+
+def outlying_seeds(records: list[dict], curves: dict, inits, depths, budgets) -> list[str]:
+    """Warnings for seeds that ended far from the rest of their arm (at least 3 seeds): a learning
+    rate at the edge of an arm's stable range can leave one seed near chance while the others
+    converge, and that one seed then carries the arm's mean and any comparison with it."""
+    groups = {}
+    for r in records:
+        groups.setdefault((r["depth"], r["budget"], r["init"]), []).append(r)
+    out = []
+    for key in [(d, b, i) for d in depths for b in budgets for i in inits if (d, b, i) in groups]:
+        rs = sorted(groups[key], key=lambda r: r["seed"])
+        for r in rs if len(rs) >= 3 else ():
+            others = statistics.median(o["best_val_error"] for o in rs if o is not r)
+            err = r["best_val_error"]
+            if err >= OUTLIER_RATIO * others and err - others >= OUTLIER_GAP:
+                loss = (curves.get(r["id"], {}).get("train_loss") or [None])[-1]
+                name = f"{key[2]}, {key[1]} labels" + (f", depth {key[0]}" if len(depths) > 1
+                                                       else "")
+                out.append(f"{name}: seed {r['seed']} ended apart from the arm's other seeds "
+                           f"(best validation error {pct(err)}% against their median "
+                           f"{pct(others)}%; test error {pct(r['test_error'])}%"
+                           + (f"; last training loss {loss:.3g}" if loss is not None else "")
+                           + "): it diverged, blew up or stalled rather than varied (a learning "
+                           "rate near the edge of the arm's stable range, or a plateau its seeds "
+                           "leave at different times), and the arm's mean and any comparison with "
+                           "it carry that one seed")
+    return out
+
+
 # what a cell's provenance records that can differ between cells, as the warning names it
 VERSION_NAMES = {"device": "devices", "stackae": "stackae versions", "torch": "torch versions",
                  "python": "python versions", "git_commit": "git commits",
@@ -286,6 +320,7 @@ def build(folder: Path) -> tuple[dict, dict]:
     warnings = sorted({w for c in comparisons for w in c["warnings"]})
     warnings += undertrained(records, seen["curves"], inits, depths, budgets,
                              cfg.get("finetune_lr_schedule", "constant"))
+    warnings += outlying_seeds(records, seen["curves"], inits, depths, budgets)
     if planned and len(done & set(planned)) < len(planned):
         warnings.insert(0, f"{len(planned) - len(done & set(planned))} of {len(planned)} planned "
                            f"cells have no result yet; the tables cover finished cells only")

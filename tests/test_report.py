@@ -175,6 +175,26 @@ def test_an_arm_still_improving_at_its_last_epoch_is_warned(tmp_path):
     assert not [w for w in write_report(folder)["warnings"] if "still falling" in w]
 
 
+@pytest.mark.parametrize("ratio, flagged", [(10, True), (2.1, True), (1.9, False)])
+def test_a_seed_that_ended_apart_from_its_arm_is_warned(tmp_path, ratio, flagged):
+    """One seed of an arm blew up (dbn-tuned-wide's xavier seed 2 ended at 12% beside 1.6-1.9%):
+    warned when at least twice the other seeds' median and 2 points above it."""
+    effects = {("denoising", "all"): 0.02, ("random", "all"): 0.03}
+    folder = synthetic(tmp_path, effects, budgets=("all",), noise=0.0)
+    lines = [json.loads(l) for l in (folder / "results.jsonl").read_text().splitlines()]
+    others = sorted(l["best_val_error"] for l in lines if l["init"] == "random" and l["seed"] != 3)
+    for l in lines:
+        if l["id"] == "random-d2-nall-s3":
+            l["best_val_error"] = l["test_error"] = ratio * others[len(others) // 2]
+    (folder / "results.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+    warned = [w for w in write_report(folder)["warnings"] if "ended apart" in w]
+    assert len(warned) == flagged
+    if flagged:
+        assert warned[0].startswith("random, all labels: seed 3 ended apart from the arm's other "
+                                    "seeds (best validation error ")
+        assert warned[0] in (folder / "REPORT.md").read_text()
+
+
 @pytest.mark.parametrize("family", [1, 2, 3, 4, 8])
 def test_fewest_seeds_for_wilcoxon_match_scipy(family):
     """With every difference of one sign, scipy's exact Wilcoxon p is the smallest possible; after
