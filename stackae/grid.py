@@ -191,5 +191,12 @@ def describe_plan(cfg: AblateConfig, out: Path, cells: list[Cell], mine: list[Ce
              + f"); fine-tuning {est['finetune_example_passes']:,} "
              f"example-passes plus evaluation (~{est['finetune_tflop']:.2g} TFLOP)",
              f"  command: {command(cfg, out)}", "  cells of this run:"]
-    lines += [f"    {c.id:<28} {'finished' if c.id in done else 'to do'}" for c in mine]
+    from .checkpoint import resume_epoch
+
+    def status(c):
+        if c.id in done:
+            return "finished"
+        at = resume_epoch(out / "runs" / "finetune" / c.id)
+        return f"part-way: resumes after epoch {at} of {cfg.finetune_epochs}" if at else "to do"
+    lines += [f"    {c.id:<28} {status(c)}" for c in mine]
     return lines

@@ -156,8 +156,14 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
                      f"{', '.join(n for n in SIZED if n in space)})")
     n_trials = len(cfg.inits) * len(cfg.labels) * trials
     stacks_done = sum((out / "runs" / "pretrain" / k / "stack.pt").exists() for k in keys)
+    from .checkpoint import RESUME_NAME, resume_epoch
+    part = [resume_epoch(p.parent) for p in (*out.glob(f"tune/n*/trial-*/*/{RESUME_NAME}"),
+                                             *out.glob(f"runs/finetune/*/{RESUME_NAME}"))]
     lines += [f"  progress: {finished_trials(cfg, out, trials)} of {n_trials} trials, "
               f"{sum(finished(out, c) for c in cells)} of {len(cells)} cells and {stacks_done} "
-              f"of {len(keys)} final stacks finished (the work above counts all of them)",
+              f"of {len(keys)} final stacks finished (the work above counts all of them)"
+              + (f"; {len(part)} fine-tuning runs part-way, resuming after epoch "
+                 f"{min(part)}{'' if min(part) == max(part) else ' to ' + str(max(part))}"
+                 if part else ""),
               f"  command: {command(cfg, out, chosen)}"]
     return lines

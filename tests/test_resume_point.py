@@ -94,6 +94,8 @@ def test_a_killed_grid_resumes_its_networks_batched_as_it_decides(tmp_path, monk
             stackae.run_ablation(out=out, seed_batch=4, **grid)  # the four in one loop
     done = {c: finetune_records(out / "runs" / "finetune" / c) for c in cells}
     assert all(len(d) == 2 for d in done.values())
+    plan = "\n".join(stackae.plan_ablation(out=out, resume=True))
+    assert plan.count("part-way: resumes after epoch 2 of 4") == 4, plan
     resumed = stackae.run_ablation(out=out, resume=True, seed_batch=batch, quiet=True)
 
     def results(g):
