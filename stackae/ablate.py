@@ -222,8 +222,9 @@ def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bo
     own folder, result.json and results line, the same however it was batched. A folder without
     result.json (a killed run) continues from its resume point (resume.pt), or without one is
     deleted and redone. With `read_test` off (tuning trials) the test set is never evaluated."""
-    from .checkpoint import resume_epoch
+    from .checkpoint import load_resume
     from .data import label_subset, load
+    from .runlog import RESUME_NAME
     from .runner import run_finetunes
     say = say or (lambda line: None)
     recorded = {}
@@ -238,6 +239,7 @@ def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bo
             recorded[job.results] = recorded_ids(job.results.parent)
         if (job.folder / "result.json").exists():
             counts["skipped"] += 1
+            (job.folder / RESUME_NAME).unlink(missing_ok=True)  # killed before it went
             if job.cell.id not in recorded[job.results]:  # killed between result.json and line
                 append_result(job.results, record(job.cell, json.loads(
                     (job.folder / "result.json").read_text()), where(job)))
@@ -267,9 +269,10 @@ def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bo
             del datas[s]
             subsets = {k: v for k, v in subsets.items() if k[0] in seeds}
         ensure_stacks(cfg, whole, data, device, say, cap)
-        at = {}  # the jobs by the epoch of their resume points (0: none), each epoch a loop
+        at = {}  # the jobs by the epoch of their resume points (0: none that fits), one loop each
         for job in whole:
-            at.setdefault(resume_epoch(job.folder), []).append(job)
+            point = load_resume(job.folder, job_finetune_config(cfg, job, read_test), device)
+            at.setdefault(point["epoch"] if point else 0, []).append(job)
         for epoch, group in ((e, g) for e, part in at.items() for g in chunks(part, cap)):
             for job in group:
                 if job.folder.exists() and not epoch:

@@ -17,13 +17,12 @@ from pathlib import Path
 import torch
 
 from .config import to_dict
-from .runlog import atomic_write
+from .runlog import RESUME_NAME, atomic_write
 
 LAYER_FORMAT = "stackae-layer"
 STACK_FORMAT = "stackae-stack"
 CLASSIFIER_FORMAT = "stackae-classifier"
 RESUME_FORMAT = "stackae-finetune-resume"
-RESUME_NAME = "resume.pt"
 FORMAT_VERSION = 1
 
 
@@ -36,8 +35,9 @@ def save(path: str | Path, obj: dict) -> None:
     atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
-def read(path: str | Path) -> dict:
-    """Any stackae checkpoint, loaded with weights_only=True; every failure is one CheckpointError."""
+def read(path: str | Path, mmap: bool = False) -> dict:
+    """Any stackae checkpoint, loaded with weights_only=True (with `mmap`, its tensors mapped from
+    the file rather than read); every failure is one CheckpointError."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -46,7 +46,7 @@ def read(path: str | Path) -> dict:
     try:
         with warnings.catch_warnings():  # torch's pickle-protocol warning would break the one line
             warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
@@ -155,19 +155,31 @@ def resume_checkpoint(cfg, device: torch.device, epoch: int, state: dict) -> dic
 def load_resume(folder: str | Path, cfg, device: torch.device) -> dict | None:
     """The resume point in a fine-tuning folder, when there is one that continues a run of `cfg`
     on this kind of device (random streams do not carry from one kind to another); else None,
-    and the run starts again."""
+    and the run starts again. Its tensors are mapped from the file, read as they are used."""
     path = Path(folder) / RESUME_NAME
     if not path.exists():
         return None
     try:
-        ck = read(path)
+        ck = read(path, mmap=True)
     except CheckpointError:
         return None
     saved, now = ck.get("config", {}), to_dict(cfg)
     if (ck.get("format") != RESUME_FORMAT or ck.get("device_type") != device.type
-            or any(saved.get(k) != v for k, v in now.items() if k not in RESUME_MAY_DIFFER)):
+            or any(not same_setting(k, saved.get(k), v) for k, v in now.items()
+                   if k not in RESUME_MAY_DIFFER)):
         return None
     return ck
+
+
+def same_setting(name: str, saved, now) -> bool:
+    """Whether a resume point's setting is the run's. A stack (init, like) is named by its path
+    as given, which a resume may spell otherwise (--out relative or absolute, the folder moved):
+    the same file, or the same last four parts (<grid>/runs/pretrain/<key>/stack.pt), is the same
+    stack."""
+    if saved == now or name not in ("init", "like") or not (saved and now):
+        return saved == now
+    a, b = Path(str(saved)), Path(str(now))
+    return a.parts[-4:] == b.parts[-4:] or (a.exists() and b.exists() and a.samefile(b))
 
 
 def resume_epoch(folder: str | Path) -> int:

@@ -18,6 +18,7 @@ batched differently on resume), and ends as it would have uninterrupted.
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -26,10 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import RESUME_NAME, resume_checkpoint, save
+from .checkpoint import resume_checkpoint, save
 from .config import PER_NETWORK, FinetuneConfig
 from .interrupt import stop_point
 from .network import Stacked
+from .runlog import RESUME_NAME, RunError
 from . import train
 from .train import (Streams, autocast, check_finite, compiled, keep_slices, load_slices,
                     make_optimizer, optimizer_slice)
@@ -204,7 +206,7 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
         spent = [r["seconds"] for r in resumed]
         restore(resumed, net, best, opt, schedule, streams, sel)
         for log in logs:
-            log.progress(f"resuming after epoch {start}/{cfg.epochs} ({RESUME_NAME})")
+            log.progress(f"resuming after epoch {start} of {cfg.epochs} ({RESUME_NAME})")
     t_start = last_saved = time.perf_counter()
     for epoch in range(start + 1, cfg.epochs + 1):
         if all(s.stopped for s in sel):
@@ -274,10 +276,16 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
         if (folders and epoch < cfg.epochs and not all(s.stopped for s in sel)
                 and time.perf_counter() - last_saved >= RESUME_SECONDS):
             share = (time.perf_counter() - t_start) / K
-            for k in range(K):
-                save(Path(folders[k]) / RESUME_NAME, resume_checkpoint(cfgs[k], device, epoch, {
-                    **resume_state(k, net, best, opt, streams, sel[k]),
-                    "steps": schedule.last_epoch, "seconds": spent[k] + share}))
+            try:
+                for k in range(K):
+                    save(Path(folders[k]) / RESUME_NAME, resume_checkpoint(
+                        cfgs[k], device, epoch, {**resume_state(k, net, best, opt, streams, sel[k]),
+                                                 "steps": schedule.last_epoch,
+                                                 "seconds": spent[k] + share}))
+            except RunError as e:  # a convenience: the run goes on without it
+                print(f"warning: {e}; the run goes on without resume points", file=sys.stderr,
+                      flush=True)
+                folders = None
             last_saved = time.perf_counter()
     if cfg.epochs == 0:  # the initial networks are the results
         _, val_error = evaluate(net, val_x, val_y, on_val, amp)
@@ -318,6 +326,6 @@ def restore(points: list[dict], net: Stacked, best: list, opt, schedule, streams
             schedule.step()
     for k, r in enumerate(points):
         for name, s in streams.items():
-            if s is not None:
-                s.set_state(k, r["streams"][name])
+            if s is not None and name in r["streams"]:  # else saved by a loop that did not draw
+                s.set_state(k, r["streams"][name])      # from it: a fresh stream is where it stands
         sel[k].set_state(r["selection"])

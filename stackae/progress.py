@@ -7,7 +7,8 @@ nothing under --quiet.
 
 A run's lines reach the open Progress through `say` (RunLog.progress calls it), so the training
 loops need not know whether a bar is drawn. A line that reports an epoch ("epoch 3/30") moves the
-bar one step; `update(done)` sets it directly (an ablation counts its finished cells).
+bar one step, and "resuming after epoch 12 of 30" sets it there; `update(done)` sets it directly
+(an ablation counts its finished cells).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import re
 import sys
 
 EPOCH_LINE = re.compile(r"\bepoch \d+/\d+")
+RESUMED_LINE = re.compile(r"\bresuming after epoch (\d+) of \d+")
 _open: list["Progress"] = []
 
 
@@ -37,6 +39,8 @@ class Progress:
             self.bar.write(text, file=self.stream)
             if EPOCH_LINE.search(text):
                 self.bar.update(1)
+            elif m := RESUMED_LINE.search(text):  # a resumed run starts where it stood
+                self.update(int(m.group(1)))
         else:
             print(text, file=self.stream, flush=True)
 

@@ -100,6 +100,7 @@ def provenance(device: torch.device) -> dict:
 
 
 LOCK_NAME = ".stackae.lock"  # held by the process running in a folder (claims.py)
+RESUME_NAME = "resume.pt"  # an unfinished fine-tuning's resume point (checkpoint.py)
 
 
 def read_config(path: Path) -> dict | None:
@@ -310,7 +311,8 @@ def copy_run_folder(source: Path, target: Path, replaced: dict | None = None) ->
     from (copied.json), for reports."""
     partial = target.with_name(f".{target.name}.copying")
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, partial, dirs_exist_ok=True)
+    shutil.copytree(source, partial, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(RESUME_NAME))  # one a kill left behind
     for name, obj in {**(replaced or {}), "copied.json": {"from": str(source)}}.items():
         write_json(partial / name, obj)
     partial.rename(target)

@@ -11,13 +11,13 @@ from pathlib import Path
 import torch
 
 from . import data as data_mod
-from .checkpoint import RESUME_NAME, classifier_checkpoint, load_resume, load_stack, save
+from .checkpoint import classifier_checkpoint, load_resume, load_stack, save
 from .config import FinetuneConfig, PretrainConfig, to_dict
 from .data import label_subset
 from .finetune import finetune
 from .network import assemble, describe
 from .pretrain import pretrain
-from .runlog import RunLog, write_json
+from .runlog import RESUME_NAME, RunLog, write_json
 from .seeding import seed_everything
 from .train import matmul_precision
 

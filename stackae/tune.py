@@ -66,7 +66,7 @@ from pathlib import Path
 from .claims import ClaimError
 from .config import OBJECTIVES, AblateConfig, ConfigError
 from .grid import Cell
-from .runlog import Diverged, RunError, copy_run_folder, write_json
+from .runlog import RESUME_NAME, Diverged, RunError, copy_run_folder, write_json
 from .proposals import propose
 from .space import (PER_ARM, PRETRAINING, applied, arm_space, arm_view, default_space,
                     distributions, drawn, pretrain_budget, pretrains_own, read_space,
@@ -228,6 +228,11 @@ def run_round(cfg: AblateConfig, out: Path, folder: Path, budget: str, seeds, ru
                              jobs([(n, a)], per), device, stacks_say, read_test=False)
                 except Diverged:
                     blown.add((n, a))
+    for n, a in blown:  # recorded as diverged and never rerun: their resume points go
+        for s in seeds:
+            for d in cfg.depth_list:
+                trial = folder / f"trial-{n:03d}" / Cell(a, d, budget, s).id
+                (trial / RESUME_NAME).unlink(missing_ok=True)
     return blown
 
 

@@ -156,9 +156,11 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
                      f"{', '.join(n for n in SIZED if n in space)})")
     n_trials = len(cfg.inits) * len(cfg.labels) * trials
     stacks_done = sum((out / "runs" / "pretrain" / k / "stack.pt").exists() for k in keys)
-    from .checkpoint import RESUME_NAME, resume_epoch
-    part = [resume_epoch(p.parent) for p in (*out.glob(f"tune/n*/trial-*/*/{RESUME_NAME}"),
-                                             *out.glob(f"runs/finetune/*/{RESUME_NAME}"))]
+    from .checkpoint import resume_epoch
+    from .runlog import RESUME_NAME
+    part = [e for p in (*out.glob(f"tune/n*/trial-*/*/{RESUME_NAME}"),
+                        *out.glob(f"runs/finetune/*/{RESUME_NAME}"))
+            if not (p.parent / "result.json").exists() and (e := resume_epoch(p.parent))]
     lines += [f"  progress: {finished_trials(cfg, out, trials)} of {n_trials} trials, "
               f"{sum(finished(out, c) for c in cells)} of {len(cells)} cells and {stacks_done} "
               f"of {len(keys)} final stacks finished (the work above counts all of them)"

@@ -297,6 +297,13 @@ def test_progress_is_a_bar_on_a_terminal_plain_lines_elsewhere_nothing_when_quie
     assert pipe.getvalue() == "".join(f"epoch {e}/3  loss 0.5\n" for e in (1, 2, 3))
     assert "3/3" in term.getvalue() and "epoch 3/3  loss 0.5" in term.getvalue()
     assert quiet.getvalue() == ""
+    resumed = Terminal()  # a resumed run's bar starts where it stood
+    with Progress(5, "epoch", False, stream=resumed) as p:
+        p.line("resuming after epoch 3 of 5 (resume.pt)")
+        assert p.bar.n == 3
+        for e in (4, 5):
+            p.line(f"epoch {e}/5  loss 0.5")
+        assert p.bar.n == 5
 
 
 def test_a_stack_reconstructs_its_inputs_as_the_unrolled_autoencoder_scored_them(tmp_path):

@@ -114,3 +114,49 @@ def test_a_killed_grid_resumes_its_networks_batched_as_it_decides(tmp_path, monk
         records = finetune_records(out / "runs" / "finetune" / c)
         assert [r["step"] for r in records] == [1, 2, 3, 4] and records[:2] == done[c]
         assert not (out / "runs" / "finetune" / c / RESUME_NAME).exists()
+
+
+def test_networks_saved_apart_resume_together_with_and_without_dropout(tmp_path, monkeypatch):
+    """A point saved by a loop without dropout holds no dropout stream: beside a network with
+    dropout it resumes with a fresh one, where it stood (it never draws from it)."""
+    from stackae import data as D
+    from stackae.config import FinetuneConfig
+    from stackae.runner import run_finetunes
+    cpu = torch.device("cpu")
+    base = dict(train_size=600, val_size=300, layers=(16, 8), device="cpu", labels="200",
+                epochs=4, init_scheme="xavier", batch_size=32)
+    cfgs = [FinetuneConfig(**base, seed=0), FinetuneConfig(**base, seed=1, dropout=0.2)]
+    datas = [D.load(c, cpu) for c in cfgs]
+    whole = [run_finetunes([c], [tmp_path / f"whole{k}"], cpu, [d], quiet=True)[0]
+             for k, (c, d) in enumerate(zip(cfgs, datas))]
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for c, d, out in zip(cfgs, datas, outs):
+        with monkeypatch.context() as m:
+            killed_after(2, [out], m)
+            with pytest.raises(KeyboardInterrupt):
+                run_finetunes([c], [out], cpu, [d], quiet=True)
+    assert "dropout" not in read(outs[0] / RESUME_NAME)["streams"]
+    together = run_finetunes(cfgs, outs, cpu, datas, quiet=True)
+    for a, b in zip(whole, together):
+        assert b["best_epoch"] == a["best_epoch"] and b["epochs_run"] == 4
+        assert b["curves"]["val_error"] == pytest.approx(a["curves"]["val_error"], abs=1e-2)
+        assert b["curves"]["train_loss"] == pytest.approx(a["curves"]["train_loss"], rel=1e-3)
+
+
+def test_a_grid_resumed_under_another_spelling_of_its_folder_keeps_its_points(tmp_path,
+                                                                              monkeypatch):
+    """Stack paths are recorded as --out was given: resumed as a relative path, the cells'
+    points still fit (and the pretrained arm still starts from the same stack)."""
+    grid = dict(SMALL, inits=("denoising", "xavier"), seeds=(0,), labels=("300",),
+                pretrain_epochs=(1,), finetune_epochs=4, quiet=True)
+    out = tmp_path / "grid"
+    cells = ["denoising-d2-n300-s0", "xavier-d2-n300-s0"]
+    with monkeypatch.context() as m:
+        killed_after(2, [out / "runs" / "finetune" / c for c in cells], m)
+        with pytest.raises(KeyboardInterrupt):
+            stackae.run_ablation(out=out, **grid)  # the absolute path
+    done = {c: finetune_records(out / "runs" / "finetune" / c) for c in cells}
+    monkeypatch.chdir(tmp_path)
+    stackae.run_ablation(out="grid", resume=True, quiet=True)
+    for c in cells:
+        assert finetune_records(out / "runs" / "finetune" / c)[:2] == done[c]  # continued
