@@ -11,33 +11,28 @@ split, labelled subset, batch order, dropout masks, model selection and early st
 network trained beside others ends as it would alone (tests/test_stacked.py). result.json reports
 the test error at the epoch of best validation error (None with read_test off, as in stackae tune's trials), and the curves.
 
-A long fine-tuning saves each network's resume point (resume.pt in its folder) at the end of an
-epoch every RESUME_SECONDS; a killed run continues from there, with any K (its networks may be
-batched differently on resume), and ends as it would have uninterrupted.
+A long fine-tuning saves each network's resume point (resume.pt in its folder, resume.py) at the
+end of an epoch every resume.RESUME_SECONDS; a killed run continues from there, with any K (its
+networks may be batched differently on resume), and ends as it would have uninterrupted.
 """
 from __future__ import annotations
 
 import math
-import sys
 import time
-import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import resume_checkpoint, save
 from .config import PER_NETWORK, FinetuneConfig
 from .interrupt import stop_point
 from .network import Stacked
-from .runlog import RESUME_NAME, RunError
-from . import train
-from .train import (Streams, autocast, check_finite, compiled, keep_slices, load_slices,
-                    make_optimizer, optimizer_slice)
+from .resume import Loop, save_points
+from .runlog import RESUME_NAME
+from . import resume, train
+from .train import Streams, autocast, check_finite, compiled, keep_slices, make_optimizer
 
 CURVES = ("train_loss", "train_error", "val_loss", "val_error", "test_error")
-RESUME_SECONDS = 300.0  # how often, at an epoch's end, a fine-tuning saves its resume points
 
 
 def check_lockstep(cfgs: list[FinetuneConfig], idxs: list) -> None:
@@ -144,7 +139,7 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
     """Train network k (models[k], an assembled classifier) on the labelled subset idxs[k] of
     datas[k] under cfgs[k], for every k at once; each network's selected state is loaded back
     into models[k], and each gets its result record. With `folders`, network k's resume point is
-    saved in folders[k] every RESUME_SECONDS; `resumed` (checkpoint.load_resume's, one per
+    saved in folders[k] every resume.RESUME_SECONDS; `resumed` (checkpoint.load_resume's, one per
     network, all after the same epoch) continues from saved points."""
     check_lockstep(cfgs, idxs)
     cfg, K = cfgs[0], len(cfgs)
@@ -199,12 +194,11 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
                                reduction="none").view(K, -1).mean(1)
         return loss, (logits.detach().argmax(-1) != yb).sum(1)
     step = compiled(forward, cfg.compile, device)
-    streams = {"batches": batches, "dropout": dropout}
+    loop = Loop(net, best, opt, schedule, {"batches": batches, "dropout": dropout}, sel)
     start, spent = 0, [0.0] * K  # each network's seconds before this call (a resumed run's)
     if resumed:
-        start = resumed[0]["epoch"]
-        spent = [r["seconds"] for r in resumed]
-        restore(resumed, net, best, opt, schedule, streams, sel)
+        start, spent = resumed[0]["epoch"], [r["seconds"] for r in resumed]
+        loop.restore(resumed)
         for log in logs:
             log.progress(f"resuming after epoch {start} of {cfg.epochs} ({RESUME_NAME})")
     t_start = last_saved = time.perf_counter()
@@ -274,17 +268,9 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
         if improved.any():
             keep_slices(improved.to(device), list(net.parameters()), best)
         if (folders and epoch < cfg.epochs and not all(s.stopped for s in sel)
-                and time.perf_counter() - last_saved >= RESUME_SECONDS):
+                and time.perf_counter() - last_saved >= resume.RESUME_SECONDS):
             share = (time.perf_counter() - t_start) / K
-            try:
-                for k in range(K):
-                    save(Path(folders[k]) / RESUME_NAME, resume_checkpoint(
-                        cfgs[k], device, epoch, {**resume_state(k, net, best, opt, streams, sel[k]),
-                                                 "steps": schedule.last_epoch,
-                                                 "seconds": spent[k] + share}))
-            except RunError as e:  # a convenience: the run goes on without it
-                print(f"warning: {e}; the run goes on without resume points", file=sys.stderr,
-                      flush=True)
+            if not save_points(loop, folders, cfgs, device, epoch, [s + share for s in spent]):
                 folders = None
             last_saved = time.perf_counter()
     if cfg.epochs == 0:  # the initial networks are the results
@@ -299,33 +285,3 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
     return [s.result(labels=len(i), init=init, seed=c.seed, seconds=before + share)
             for s, i, init, c, before in zip(sel, idxs, inits, cfgs, spent)]
 
-
-def resume_state(k: int, net: Stacked, best: list, opt, streams: dict, sel: Selection) -> dict:
-    """Network k's part of a fine-tuning loop after an epoch: what its resume.pt holds."""
-    return {"params": [p.detach()[k].cpu().clone() for p in net.parameters()],
-            "best": [b[k].cpu().clone() for b in best],
-            "optimizer": optimizer_slice(opt, k),
-            "streams": {name: s.state(k) for name, s in streams.items() if s is not None},
-            "selection": sel.state()}
-
-
-@torch.no_grad()
-def restore(points: list[dict], net: Stacked, best: list, opt, schedule, streams: dict,
-            sel: list[Selection]) -> None:
-    """Load K networks' resume points (resume_state's, after the same epoch) into the loop's
-    weights, best weights, optimizer, learning-rate schedule, random streams and model selection.
-    The schedule is stepped to where it stood, as it was then, so its rates are the same floats."""
-    for j, p in enumerate(net.parameters()):
-        p.copy_(torch.stack([r["params"][j] for r in points]))
-        best[j].copy_(torch.stack([r["best"][j] for r in points]))
-    if points[0]["optimizer"]:
-        load_slices(opt, [r["optimizer"] for r in points])
-    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": a replay
-        warnings.simplefilter("ignore")
-        for _ in range(points[0]["steps"]):
-            schedule.step()
-    for k, r in enumerate(points):
-        for name, s in streams.items():
-            if s is not None and name in r["streams"]:  # else saved by a loop that did not draw
-                s.set_state(k, r["streams"][name])      # from it: a fresh stream is where it stands
-        sel[k].set_state(r["selection"])

@@ -8,6 +8,7 @@ import torch
 
 import stackae
 from stackae import finetune as F
+from stackae import resume
 from stackae.checkpoint import RESUME_NAME, read, resume_epoch
 
 SMALL = dict(train_size=600, val_size=300, layers=(16, 8), device="cpu")
@@ -16,7 +17,7 @@ SMALL = dict(train_size=600, val_size=300, layers=(16, 8), device="cpu")
 def killed_after(epoch: int, folders, monkeypatch):
     """Make the next fine-tuning stop (as ctrl-c does) once every folder's resume point stands
     after `epoch`; resume points are saved after every epoch."""
-    monkeypatch.setattr(F, "RESUME_SECONDS", 0.0)
+    monkeypatch.setattr(resume, "RESUME_SECONDS", 0.0)
 
     def stop():
         if all(resume_epoch(f) == epoch for f in folders):
