@@ -138,7 +138,9 @@ def friendly_errors(f):
 def common_run_options(f):
     f = click.option("--quiet", "-q", is_flag=True, help="No per-epoch progress on stderr.")(f)
     f = click.option("--resume", is_flag=True,
-                     help="Continue the run in an existing --out folder.")(f)
+                     help="Continue the run in an existing --out folder: what finished is kept, "
+                          "and a fine-tuning goes on from its resume point (resume.pt, saved "
+                          "every 5 minutes).")(f)
     f = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Run folder to create [default: runs/<command>/<date-time>].")(f)
     return f
