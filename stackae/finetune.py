@@ -284,4 +284,3 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
         net.copy_into(k, model.to(device), best)
     return [s.result(labels=len(i), init=init, seed=c.seed, seconds=before + share)
             for s, i, init, c, before in zip(sel, idxs, inits, cfgs, spent)]
-
