@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .config import OBJECTIVES, AblateConfig
 from .grid import arm_names, copied_stacks, estimate, expand, finished
-from .space import PRETRAINING, applied, draws, given_per_arm, pretrains_own
-from .tune import command, finished_trials, trial_config
+from .space import PRETRAINING, applied, draws, given_per_arm, pretrains_own, shown
+from .tune import best_trial, command, finished_trials, trial_config, trials_of
 
 # the settings that change how much work a run is (grid.estimate reads them)
 SIZED = ("pretrain_epochs", "finetune_epochs", "min_epoch_examples")
@@ -167,5 +167,21 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
               + (f"; {len(part)} fine-tuning runs part-way, resuming after epoch "
                  f"{min(part)}{'' if min(part) == max(part) else ' to ' + str(max(part))}"
                  if part else ""),
+              *best_so_far(cfg, out, trials),
               f"  command: {command(cfg, out, chosen)}"]
+    return lines
+
+
+def best_so_far(cfg: AblateConfig, out: Path, trials: int) -> list[str]:
+    """Each arm's best finished trial at each budget (mean validation error over the tuning
+    seeds; a diverged trial scores 100%), for watching a tuning that is still running."""
+    lines = []
+    for budget in cfg.labels:
+        found = {arm: trials_of(out / "tune" / f"n{budget}", arm) for arm in cfg.inits}
+        best = {arm: best_trial(t, trials) for arm, t in found.items() if t}
+        if best:
+            lines.append(f"  best so far at {budget} labels: " + "; ".join(
+                f"{arm} {100 * r['val_error']:.2f}% (trial {r['number'] + 1} of "
+                f"{min(len(found[arm]), trials)} finished: {shown(r['settings'])})"
+                for arm, r in best.items()))
     return lines

@@ -77,6 +77,11 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path, ca
     assert grid.report["tuning"]["choices"] == tuned["choices"]
     plan = "\n".join(stackae.plan_tuning(out=out, resume=True))  # what is done is counted
     assert "progress: 12 of 12 trials, 8 of 8 cells and 2 of 2 final stacks finished" in plan, plan
+    for budget in ("100", "all"):  # each arm's choice, as its best trial so far
+        best = {arm: tuned["choices"][arm][budget] for arm in ("denoising", "xavier")}
+        assert (f"best so far at {budget} labels: denoising "
+                f"{100 * best['denoising']['val_error']:.2f}% (trial "
+                f"{best['denoising']['trial'] + 1} of 3 finished: finetune_lr ") in plan, plan
     code, _, err = run_main(["ablate", "--out", out, "--resume", "--dry-run"], capsys,
                             monkeypatch)  # its plan too: the real run would refuse the folder
     assert code == 2 and "holds a `stackae tune` run" in err, err
