@@ -101,12 +101,18 @@ def reference_arm(inits) -> str | None:
     return next((i for i in inits if i in RANDOM_INITS), None)
 
 
-def analyse(records: list[dict], inits, depths, budgets) -> tuple[list, list]:
-    """Conditions (init x budget x depth) and paired comparisons (arm - reference per budget,
-    Holm-corrected across budgets for each arm and depth)."""
+def by_condition(records: list[dict]) -> dict:
+    """The records of each condition, keyed (depth, budget, init)."""
     groups = {}
     for r in records:
         groups.setdefault((r["depth"], r["budget"], r["init"]), []).append(r)
+    return groups
+
+
+def analyse(records: list[dict], inits, depths, budgets) -> tuple[list, list]:
+    """Conditions (init x budget x depth) and paired comparisons (arm - reference per budget,
+    Holm-corrected across budgets for each arm and depth)."""
+    groups = by_condition(records)
     conditions = [{"init": i, "depth": d, "budget": b,
                    **stats.summarize([r["test_error"] for r in rs]),
                    "seeds": sorted(r["seed"] for r in rs)}
@@ -146,9 +152,7 @@ def undertrained(records: list[dict], curves: dict, inits, depths, budgets,
     rate, most seeds chose their last epoch. Their test error, and any difference from them, then
     depends on the fine-tuning budget as much as on the initialization. Under a cosine schedule
     the last epochs run at a learning rate near 0, so choosing one of them is convergence."""
-    groups = {}
-    for r in records:
-        groups.setdefault((r["depth"], r["budget"], r["init"]), []).append(r)
+    groups = by_condition(records)
     out = []
     for key in [(d, b, i) for d in depths for b in budgets for i in inits if (d, b, i) in groups]:
         rs = groups[key]
@@ -184,9 +188,7 @@ def outlying_seeds(records: list[dict], curves: dict, inits, depths, budgets) ->
     """Warnings for seeds that ended far from the rest of their arm (at least 3 seeds): a learning
     rate at the edge of an arm's stable range can leave one seed near chance while the others
     converge, and that one seed then carries the arm's mean and any comparison with it."""
-    groups = {}
-    for r in records:
-        groups.setdefault((r["depth"], r["budget"], r["init"]), []).append(r)
+    groups = by_condition(records)
     out = []
     for key in [(d, b, i) for d in depths for b in budgets for i in inits if (d, b, i) in groups]:
         rs = sorted(groups[key], key=lambda r: r["seed"])
