@@ -218,13 +218,36 @@ def time_to_target(x, y, data, widths, target, pretrain_epochs, max_epochs, text
     return {"seconds": None, "epochs": max_epochs, "test_error": err, "missed": True}
 
 
-def finetune_k(K: int, d, idx, widths, logs=None, **settings) -> None:
+def finetune_k(K: int, d, idx, widths, logs=None, prune=None, **settings) -> None:
     """K random-init sigmoid networks (seeds 0..K-1) fine-tuned at once on d's examples idx."""
     cfgs = [FinetuneConfig(min_epoch_examples=0, device=d.train_x.device.type, seed=s, **settings)
             for s in range(K)]
     models = [assemble(None, input_dim=d.train_x.shape[1], n_classes=10, widths=widths,
                        activation="sigmoid", seed=s) for s in range(K)]
-    finetune(cfgs, [d] * K, models, ["random"] * K, [idx] * K, logs or [NullLog()] * K)
+    finetune(cfgs, [d] * K, models, ["random"] * K, [idx] * K, logs or [NullLog()] * K,
+             prune=prune)
+
+
+def stopped_networks(K: int, epochs: int, x, y, d, widths, Bf, precision, device) -> dict:
+    """Seconds of K networks fine-tuned for `epochs` epochs, against the same with three quarters
+    of them pruned after the first epoch: finetune then trains the rest as a narrower loop, so
+    the run should cost about `work` of the full one (one epoch of K, the others of K / 4)."""
+    from stackae.data import Data
+    dd = Data(x, y, d.test_x[:1000], d.test_y[:1000], d.test_x[:1000], d.test_y[:1000], 10,
+              "mnist", (28, 28))
+    idx = torch.arange(len(x), device=device)
+    keep = max(1, K // 4)
+    out = {"k": K, "epochs": epochs, "kept": keep,
+           "work": (1 + (epochs - 1) * keep / K) / epochs}
+    for name, prune in (("seconds_all", None),
+                        ("seconds_pruned", [lambda errors: True] * (K - keep) + [None] * keep)):
+        sync(device)
+        t0 = time.perf_counter()
+        finetune_k(K, dd, idx, widths, prune=prune, epochs=epochs, batch_size=Bf,
+                   precision=precision)
+        sync(device)
+        out[name] = time.perf_counter() - t0
+    return out
 
 
 def finetune_against_k(ks, x, y, d, widths, Bf, precision, device, ft_flops_per_example, ceiling):
@@ -320,6 +343,9 @@ def main(argv=None):
     ap.add_argument("--steps", default=None, help="also time one fine-tuning step, eager against "
                     "compiled (--compile), at these batch sizes (e.g. 20,128) for each K of --ks")
     ap.add_argument("--steps-only", action="store_true", help="measure only --steps")
+    ap.add_argument("--stops", action="store_true", help="also time K networks (the largest of "
+                    "--ks) fine-tuned 4 epochs, all of them against three quarters pruned after "
+                    "the first: what stopped networks still cost")
     ap.add_argument("--grid", action="store_true", help="also time `stackae ablate --preset full` "
                     "end to end (minutes on a GPU, hours on a CPU)")
     ap.add_argument("--target", type=float, default=None,
@@ -449,6 +475,8 @@ def measure(args, device) -> dict:
     if steps:
         out["steps"] = step_times(steps, ks, widths, args.precision, device,
                                   30 if args.quick else 150)
+    if args.stops:
+        out["stops"] = stopped_networks(max(ks), 4, x, y, d, widths, Bf, args.precision, device)
     if args.grid:
         out["grid"] = whole_grid(device, ft_ceiling, ("--precision", args.precision))
     if device.type == "cuda":
@@ -468,6 +496,11 @@ def measure(args, device) -> dict:
               f"{r['gflops']:>8.1f} GFLOP/s  {r['fraction_of_ceiling']:>5.0%} of ceiling")
     if steps:
         print_steps(out["steps"])
+    if args.stops:
+        r = out["stops"]
+        print(f"K={r['k']} networks, {r['epochs']} epochs: {r['seconds_all']:.1f}s; with "
+              f"{r['k'] - r['kept']} pruned after the first, {r['seconds_pruned']:.1f}s "
+              f"({r['seconds_pruned'] / r['seconds_all']:.0%}; the work left is {r['work']:.0%})")
     if args.grid:
         g = out["grid"]
         print(f"whole grid ({g['command']}): {g['seconds']:.0f}s; physical limit "

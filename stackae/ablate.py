@@ -216,12 +216,14 @@ def job_finetune_config(cfg: AblateConfig, job: Job, read_test: bool = True):
         read_test=read_test)
 
 
-def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bool = True) -> dict:
+def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bool = True,
+             prune=None) -> dict:
     """Run the jobs not yet finished. Jobs that share a depth, label budget and architecture
     train together (every arm, seed and trial at once, up to the batch cap); each still gets its
     own folder, result.json and results line, the same however it was batched. A folder without
     result.json (a killed run) continues from its resume point (resume.pt), or without one is
-    deleted and redone. With `read_test` off (tuning trials) the test set is never evaluated."""
+    deleted and redone. With `read_test` off (tuning trials) the test set is never evaluated;
+    `prune` gives a job its pruner (finetune's), or None."""
     from .checkpoint import load_resume
     from .data import label_subset, load
     from .runlog import RESUME_NAME
@@ -285,7 +287,8 @@ def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bo
                                     [data(c.seed) for c in cells], quiet=True,
                                     hparams=[{"arm": c.init, "budget": c.budget, "depth": c.depth}
                                              for c in cells],
-                                    labelled=[subset(c.seed, c.budget) for c in cells])
+                                    labelled=[subset(c.seed, c.budget) for c in cells],
+                                    prune=[prune(j) for j in group] if prune else None)
             for job, result in zip(group, results):
                 append_result(job.results, record(job.cell, result, where(job)))
                 counts["ran"] += 1

@@ -179,7 +179,8 @@ def run_ablation(data=None, config=None, *, out=None, resume: bool = False, shar
 
 def plan_tuning(data=None, config=None, *, out=None, resume: bool = False,
                 trials: int | None = None, space=None, tune_seeds=None,
-                trials_at_once: int | None = None, **settings) -> list[str]:
+                trials_at_once: int | None = None, prune_after: int | None = None,
+                **settings) -> list[str]:
     """What `run_tuning` with these arguments would do (trials, their runs, the final ablation,
     estimated work, progress of a resumed tuning), as lines of text; nothing is run or written."""
     from . import tune as T
@@ -187,13 +188,13 @@ def plan_tuning(data=None, config=None, *, out=None, resume: bool = False,
     g = R.prepare_grid(data, config, settings, out, resume, None, quiet=True, dry_run=True,
                        kind="tune")
     chosen = T.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds, trials_at_once,
-                     g.device)
+                     g.device, prune_after)
     return tune_plan.describe(g.cfg, g.out, chosen, g.sizes)
 
 
 def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials: int | None = None,
                space=None, tune_seeds=None, trials_at_once: int | None = None,
-               quiet: bool = False, **settings) -> Ablation:
+               prune_after: int | None = None, quiet: bool = False, **settings) -> Ablation:
     """Tune every arm on the same budget, then run the grid with each arm's choice (stackae tune).
 
     For each arm and label budget, `trials` (default 20) settings drawn from `space` (a dict, a
@@ -202,15 +203,18 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
     `tune_seeds` (default the grid's first two seeds) and judged on validation error only; the
     best then runs over every seed as a paired ablation whose report states the space, the
     budget and each choice. `trials_at_once` trials of each arm are proposed together and train
-    as one K-network loop (default 1 on a CPU, 5 on a GPU). `resume=True` continues where it
-    stopped, to the same choices. `data` and `settings` as for `run_ablation`."""
+    as one K-network loop (default 1 on a CPU, 5 on a GPU). With `prune_after` (an epoch; default
+    0, none), a trial's network whose best validation error from that epoch on is worse than the
+    median of the arm's finished trials at the same epoch stops there (Optuna's MedianPruner,
+    once 5 trials have finished). `resume=True` continues where it stopped, to the same choices.
+    `data` and `settings` as for `run_ablation`."""
     from . import tune as T
     from . import tune_final
     from .runlog import write_json
     from .space import read_tuning
     g = R.prepare_grid(data, config, settings, out, resume, None, quiet, kind="tune")
     chosen = T.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds, trials_at_once,
-                     g.device)
+                     g.device, prune_after)
     space, trials, seeds = chosen["space"], chosen["trials"], tuple(chosen["tune_seeds"])
     R.start_grid(g, T.chosen_pretraining(g.cfg, g.out, space, trials))  # its stacks' settings
     path = g.out / "tune.json"
@@ -227,7 +231,7 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
             done[0] += 1
             bar.update(min(done[0], n * trials))
         choices = T.tune(g.cfg, g.out, space, trials, seeds, g.device, progress,
-                         chosen["trials_at_once"], chosen["startup"])
+                         chosen["trials_at_once"], chosen["startup"], chosen["prune_after"])
         write_json(path, {**read_tuning(g.out), "choices": choices})
         from .grid import finished
 

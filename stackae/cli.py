@@ -249,12 +249,17 @@ Examples:
               help="Trials of each arm proposed together (from the trials of earlier rounds) "
                    "and trained at once, as one K-network loop where their settings allow "
                    "[default: 1 on a CPU, 5 on a GPU].")
+@click.option("--prune-after", type=click.IntRange(min=0), default=None, metavar="EPOCH",
+              help="From this epoch on, stop a trial's network whose best validation error is "
+                   "worse than the median of its arm's finished trials at the same epoch "
+                   "(Optuna's MedianPruner, once 5 have finished); the trial scores the best it "
+                   "reached. 0: no pruning [default: 0].")
 @click.option("--dry-run", is_flag=True, help="Print the plan (trials, their fine-tunes and "
               "pretraining runs, the final cells, estimated work, progress) and run nothing.")
 @click.pass_context
 @friendly_errors
-def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, trials_at_once, dry_run,
-         **kwargs):
+def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, trials_at_once, prune_after,
+         dry_run, **kwargs):
     """Tune every arm on the same budget (validation error only), then compare the choices.
 
     For each arm and label budget, --trials settings from --space (the first 10 a scrambled
@@ -275,7 +280,7 @@ def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, trials_at_o
         seeds = coerce("tune_seeds", tuple[int, ...], tune_seeds)
     out = out_default("tune", out, resume)
     args = dict(out=out, resume=resume, trials=trials, space=space, tune_seeds=seeds,
-                trials_at_once=trials_at_once, **given(ctx, kwargs))
+                trials_at_once=trials_at_once, prune_after=prune_after, **given(ctx, kwargs))
     if dry_run:
         click.echo("\n".join(api.plan_tuning(**args)))
         return

@@ -56,13 +56,14 @@ def make_schedule(cfg: FinetuneConfig, opt: torch.optim.Optimizer, n: int):
 
 class Selection:
     """One network's bookkeeping: its curves, the epoch of best validation error (whose test error
-    is the result) and patience. The K-network loop keeps one per network."""
+    is the result), patience, and whether it was pruned. The K-network loop keeps one per
+    network."""
 
     def __init__(self, patience: int):
         self.patience = patience
         self.curves = {k: [] for k in CURVES}
         self.best = {"val_error": math.inf, "epoch": 0, "test_error": None}
-        self.stopped = False
+        self.stopped = self.pruned = False
 
     def update(self, epoch: int, values: dict) -> bool:
         """Record an epoch; True when it is the best so far. Sets `stopped` when patience ran out."""
@@ -77,10 +78,12 @@ class Selection:
         return False
 
     def state(self) -> dict:
-        return {"curves": self.curves, "best": self.best, "stopped": self.stopped}
+        return {"curves": self.curves, "best": self.best, "stopped": self.stopped,
+                "pruned": self.pruned}
 
     def set_state(self, state: dict) -> None:
         self.curves, self.best, self.stopped = state["curves"], state["best"], state["stopped"]
+        self.pruned = state.get("pruned", False)  # points saved before pruning existed
 
     def result(self, **extra) -> dict:
         last = {k: (v[-1] if v else None) for k, v in self.curves.items()}
@@ -88,7 +91,7 @@ class Selection:
                 "best_val_error": self.best["val_error"],
                 "final_train_error": last["train_error"], "final_val_error": last["val_error"],
                 "final_test_error": last["test_error"], "epochs_run": len(self.curves["val_error"]),
-                **extra, "curves": self.curves}
+                **({"pruned": True} if self.pruned else {}), **extra, "curves": self.curves}
 
 
 def unique_stack(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,6 +118,12 @@ class Dropout:
         return (streams.rand(batch, width, only=self.draws) >= self.rate) / self.scale
 
 
+def held_out(datas: list, split: str) -> tuple:
+    """evaluate's (x, y, which) for the networks' validation or test sets (`split`)."""
+    x, which = unique_stack([getattr(d, f"{split}_x") for d in datas])
+    return x, unique_stack([getattr(d, f"{split}_y") for d in datas])[0], which
+
+
 @torch.no_grad()
 def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, which: torch.Tensor, amp,
              examples: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,114 +144,163 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, which: torch.Tens
 
 def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential], inits: list[str],
              idxs: list[torch.Tensor], logs: list, folders: list | None = None,
-             resumed: list[dict] | None = None) -> list[dict]:
+             resumed: list[dict] | None = None, prune: list | None = None) -> list[dict]:
     """Train network k (models[k], an assembled classifier) on the labelled subset idxs[k] of
     datas[k] under cfgs[k], for every k at once; each network's selected state is loaded back
     into models[k], and each gets its result record. With `folders`, network k's resume point is
     saved in folders[k] every resume.RESUME_SECONDS; `resumed` (checkpoint.load_resume's, one per
-    network, all after the same epoch) continues from saved points."""
+    network, all after the same epoch) continues from saved points. `prune` (a callable or None
+    per network) is asked after each epoch, given the network's validation errors so far, whether
+    it stops there (a tuning trial's pruner: tune.py).
+
+    A network that has stopped (patience, pruning) is not trained on: once at most half of a
+    loop's networks are still training, they go on as a loop of their own, restored from their
+    states as from resume points (resume.Loop). Stopped networks then cost nothing, and a loop
+    is rebuilt at most log2(K) times."""
     check_lockstep(cfgs, idxs)
     cfg, K = cfgs[0], len(cfgs)
-    device = datas[0].train_x.device
-    net = Stacked(models).to(device)
-    if cfg.freeze_encoder:
-        net.requires_grad_(False)
-        for p in net.head():
-            p.requires_grad_(True)
-    # Networks with different learning rates (tuning trials) share one optimizer at rate 1 whose
-    # step each network's rate then scales: SGD's and Adam's steps are proportional to the rate,
-    # so network k moves as it would alone at its own rate.
-    # Networks with different weight decays add their own L2 term to their gradient slice, as
-    # the optimizer (then without one) adds it for a network alone.
-    lrs = torch.tensor([c.lr for c in cfgs], device=device)
-    scaled = len(set(lrs.tolist())) > 1
-    decays = torch.tensor([c.weight_decay for c in cfgs], device=device)
-    own_decay = len(set(decays.tolist())) > 1
-    trained = [p for p in net.parameters() if p.requires_grad]
-    opt = make_optimizer(cfg.optimizer, trained, 1.0 if scaled else cfg.lr, cfg.momentum,
-                         0.0 if own_decay else cfg.weight_decay)
-    n = len(idxs[0])
-    schedule = make_schedule(cfg, opt, n)
-    # labelled sets, validation and test sets: one copy per distinct data split
-    labelled = {}
-    for d, i in zip(datas, idxs):
-        labelled.setdefault((id(d), id(i)), (d.train_x[i], d.train_y[i]))
-    keys = [(id(d), id(i)) for d, i in zip(datas, idxs)]
-    x, which = unique_stack([labelled[k][0] for k in keys])
-    y = unique_stack([labelled[k][1] for k in keys])[0]
-    val_x, on_val = unique_stack([d.val_x for d in datas])
-    val_y = unique_stack([d.val_y for d in datas])[0]
-    test_x, on_test = unique_stack([d.test_x for d in datas])
-    test_y = unique_stack([d.test_y for d in datas])[0]
-    batches = Streams([c.seed for c in cfgs], "batches", device)
-    # dropout rates per layer (inputs, then hidden layers) and max-norm caps, one per network
-    rates = [[c.input_dropout for c in cfgs]] + [[c.dropout for c in cfgs]] * len(net.widths)
-    drops = [Dropout(p, device) if any(p) else None for p in rates]
-    dropout = Streams([c.seed for c in cfgs], "dropout", device) if any(drops) else None
-    caps = (torch.tensor([c.max_norm or math.inf for c in cfgs], device=device)
-            if any(c.max_norm for c in cfgs) else None)
-    rows = which[:, None]
-    amp = autocast(cfg.precision, device)
-    sel = [Selection(cfg.patience) for _ in cfgs]
-    best = [p.detach().clone() for p in net.parameters()]
-
-    def forward(xb, yb, masks):
-        """(K,) mean losses and (K,) counts of errors of a batch: the step's compiled part."""
-        with amp:
-            logits = net(xb, masks)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(),
-                               reduction="none").view(K, -1).mean(1)
-        return loss, (logits.detach().argmax(-1) != yb).sum(1)
-    step = compiled(forward, cfg.compile, device)
-    loop = Loop(net, best, opt, schedule, {"batches": batches, "dropout": dropout}, sel)
-    start, spent = 0, [0.0] * K  # each network's seconds before this call (a resumed run's)
+    results, members, spent = [None] * K, list(range(K)), [0.0] * K
+    points, epoch = resumed, 0
     if resumed:
-        start, spent = resumed[0]["epoch"], [r["seconds"] for r in resumed]
-        loop.restore(resumed)
+        epoch, spent = resumed[0]["epoch"], [r["seconds"] for r in resumed]
         for log in logs:
-            log.progress(f"resuming after epoch {start} of {cfg.epochs} ({RESUME_NAME})")
-    t_start = last_saved = time.perf_counter()
-    for epoch in range(start + 1, cfg.epochs + 1):
-        if all(s.stopped for s in sel):
-            break
+            log.progress(f"resuming after epoch {epoch} of {cfg.epochs} ({RESUME_NAME})")
+    while members:
+        part = Part(*([v[k] for k in members] for v in (cfgs, datas, models, inits, idxs, logs)),
+                    [folders[k] for k in members] if folders else None,
+                    [prune[k] for k in members] if prune else None)
+        if points:
+            part.loop.restore(points)
+        t0 = last_saved = time.perf_counter()
+        while epoch < cfg.epochs and 2 * len(part.running()) > len(members):
+            epoch += 1
+            part.epoch(epoch)
+            if (part.folders and epoch < cfg.epochs and part.running()
+                    and time.perf_counter() - last_saved >= resume.RESUME_SECONDS):
+                share = (time.perf_counter() - t0) / len(members)
+                part.save(epoch, [spent[k] + share for k in members])
+                last_saved = time.perf_counter()
+        going = part.running() if epoch < cfg.epochs else []
+        share = (time.perf_counter() - t0) / len(members)  # each network's share: sums stay right
+        for j, k in enumerate(members):
+            spent[k] += share
+            if j not in going:
+                results[k] = part.finish(j, spent[k])
+        points = [part.loop.state(j) for j in going]
+        members = [members[j] for j in going]
+        del part  # before the narrower loop is built
+    return results
+
+
+class Part:
+    """The fine-tuning loop of K networks, run an epoch at a time by finetune until every one has
+    stopped or at most half of them are still training."""
+
+    def __init__(self, cfgs, datas, models, inits, idxs, logs, folders, prune):
+        self.cfgs, self.datas, self.models, self.inits = cfgs, datas, models, inits
+        self.idxs, self.logs, self.folders = idxs, logs, folders
+        self.prune = prune or [None] * len(cfgs)
+        cfg, K = cfgs[0], len(cfgs)
+        self.device = device = datas[0].train_x.device
+        self.net = net = Stacked(models).to(device)
+        if cfg.freeze_encoder:
+            net.requires_grad_(False)
+            for p in net.head():
+                p.requires_grad_(True)
+        # Networks with different learning rates (tuning trials) share one optimizer at rate 1
+        # whose step each network's rate then scales: SGD's and Adam's steps are proportional to
+        # the rate, so network k moves as it would alone at its own rate.
+        # Networks with different weight decays add their own L2 term to their gradient slice,
+        # as the optimizer (then without one) adds it for a network alone.
+        self.lrs = torch.tensor([c.lr for c in cfgs], device=device)
+        self.scaled = len(set(self.lrs.tolist())) > 1
+        self.decays = torch.tensor([c.weight_decay for c in cfgs], device=device)
+        self.own_decay = len(set(self.decays.tolist())) > 1
+        self.trained = [p for p in net.parameters() if p.requires_grad]
+        self.opt = make_optimizer(cfg.optimizer, self.trained, 1.0 if self.scaled else cfg.lr,
+                                  cfg.momentum, 0.0 if self.own_decay else cfg.weight_decay)
+        self.n = len(idxs[0])
+        self.schedule = make_schedule(cfg, self.opt, self.n)
+        # labelled sets, validation and test sets: one copy per distinct data split
+        labelled = {}
+        for d, i in zip(datas, idxs):
+            labelled.setdefault((id(d), id(i)), (d.train_x[i], d.train_y[i]))
+        keys = [(id(d), id(i)) for d, i in zip(datas, idxs)]
+        self.x, which = unique_stack([labelled[k][0] for k in keys])
+        self.y = unique_stack([labelled[k][1] for k in keys])[0]
+        self.rows = which[:, None]
+        self.val, self.test = held_out(datas, "val"), held_out(datas, "test")
+        self.batches = Streams([c.seed for c in cfgs], "batches", device)
+        # dropout rates per layer (inputs, then hidden layers) and max-norm caps, one per network
+        rates = [[c.input_dropout for c in cfgs]] + [[c.dropout for c in cfgs]] * len(net.widths)
+        self.drops = [Dropout(p, device) if any(p) else None for p in rates]
+        self.dropout = Streams([c.seed for c in cfgs], "dropout", device) if any(self.drops) \
+            else None
+        self.caps = (torch.tensor([c.max_norm or math.inf for c in cfgs], device=device)
+                     if any(c.max_norm for c in cfgs) else None)
+        self.amp = autocast(cfg.precision, device)
+        self.sel = [Selection(cfg.patience) for _ in cfgs]
+        self.best = [p.detach().clone() for p in net.parameters()]
+
+        def forward(xb, yb, masks):
+            """(K,) mean losses and (K,) counts of errors of a batch: the step's compiled part."""
+            with self.amp:
+                logits = net(xb, masks)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(),
+                                   reduction="none").view(K, -1).mean(1)
+            return loss, (logits.detach().argmax(-1) != yb).sum(1)
+        self.forward, self.step = forward, compiled(forward, cfg.compile, device)
+        self.loop = Loop(net, self.best, self.opt, self.schedule,
+                         {"batches": self.batches, "dropout": self.dropout}, self.sel)
+
+    def running(self) -> list[int]:
+        return [k for k, s in enumerate(self.sel) if not s.stopped]
+
+    def epoch(self, epoch: int) -> None:
+        """Train every network an epoch (those stopped too, until the loop narrows), then record
+        the running ones' curves and keep each one's best weights."""
+        cfgs, logs, net, opt = self.cfgs, self.logs, self.net, self.opt
+        cfg, K = cfgs[0], len(cfgs)
         t0 = time.perf_counter()
-        order = batches.orders(n, repeats(n, cfg.min_epoch_examples))
-        total_loss = torch.zeros(K, device=device)
-        wrong = torch.zeros(K, device=device)
+        order = self.batches.orders(self.n, repeats(self.n, cfg.min_epoch_examples))
+        total_loss = torch.zeros(K, device=self.device)
+        wrong = torch.zeros(K, device=self.device)
         for b in order.split(cfg.batch_size, dim=1):
             masks = None
-            if dropout is not None:
-                masks = [d.masks(dropout, b.shape[1], w) if d else None
-                         for d, w in zip(drops, [x.shape[2]] + net.widths)]
-            yb = y[rows, b]
+            if self.dropout is not None:
+                masks = [d.masks(self.dropout, b.shape[1], w) if d else None
+                         for d, w in zip(self.drops, [self.x.shape[2]] + net.widths)]
+            yb = self.y[self.rows, b]
             full = b.shape[1] == cfg.batch_size
-            loss, batch_wrong = (step if full else forward)(x[rows, b], yb, masks)
+            loss, batch_wrong = (self.step if full else self.forward)(self.x[self.rows, b], yb,
+                                                                      masks)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # slice k of every gradient is network k's own
-            if own_decay:
+            if self.own_decay:
                 with torch.no_grad():
-                    for p in trained:
-                        p.grad.add_(p * decays.view(-1, *[1] * (p.dim() - 1)))
-            if scaled:
-                before = [p.detach().clone() for p in trained]
+                    for p in self.trained:
+                        p.grad.add_(p * self.decays.view(-1, *[1] * (p.dim() - 1)))
+            if self.scaled:
+                before = [p.detach().clone() for p in self.trained]
             opt.step()
-            if scaled:
+            if self.scaled:
                 with torch.no_grad():
-                    for p, q in zip(trained, before):
-                        p.copy_(torch.lerp(q, p, lrs.view(-1, *[1] * (p.dim() - 1))))
-            schedule.step()
-            if caps is not None:
-                net.cap_norms(caps)
+                    for p, q in zip(self.trained, before):
+                        p.copy_(torch.lerp(q, p, self.lrs.view(-1, *[1] * (p.dim() - 1))))
+            self.schedule.step()
+            if self.caps is not None:
+                net.cap_norms(self.caps)
             total_loss += loss.detach() * b.shape[1]
             wrong += batch_wrong
             stop_point()
         seen = order.shape[1]
-        running = [k for k in range(K) if not sel[k].stopped]
+        running = self.running()
         check_finite(total_loss[running], lambda j: (
-            f"fine-tuning diverged: seed {cfgs[running[j]].seed} ({inits[running[j]]}), epoch "
-            f"{epoch} has a non-finite loss; try a smaller --lr (now {cfgs[running[j]].lr:g})"))
-        val_loss, val_error = evaluate(net, val_x, val_y, on_val, amp)
-        test_error = (evaluate(net, test_x, test_y, on_test, amp)[1] if cfg.read_test
+            f"fine-tuning diverged: seed {cfgs[running[j]].seed} ({self.inits[running[j]]}), "
+            f"epoch {epoch} has a non-finite loss; try a smaller --lr "
+            f"(now {cfgs[running[j]].lr:g})"))
+        val_loss, val_error = evaluate(net, *self.val, self.amp)
+        test_error = (evaluate(net, *self.test, self.amp)[1] if cfg.read_test
                       else torch.full_like(val_error, math.nan))
         stats = torch.stack([total_loss / seen, wrong / seen, val_loss, val_error, test_error])
         stats = stats.tolist()  # one host sync per epoch
@@ -251,36 +309,40 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
         dt = time.perf_counter() - t0
         improved = torch.zeros(K, dtype=torch.bool)
         for k in running:
+            sel, log = self.sel[k], logs[k]
             values = {c: stats[j][k] for j, c in enumerate(CURVES)}
-            improved[k] = sel[k].update(epoch, values)
-            logs[k].scalars(epoch, {**{f"finetune/{c}": v for c, v in values.items()
-                                       if v is not None},
-                                    "finetune/epoch_seconds": dt,
-                                    "finetune/lr": opt.param_groups[0]["lr"] * (
-                                        cfgs[k].lr if scaled else 1)}, stage="finetune")
+            improved[k] = sel.update(epoch, values)
+            log.scalars(epoch, {**{f"finetune/{c}": v for c, v in values.items()
+                                   if v is not None},
+                                "finetune/epoch_seconds": dt,
+                                "finetune/lr": opt.param_groups[0]["lr"] * (
+                                    cfgs[k].lr if self.scaled else 1)}, stage="finetune")
             test = (f"test err {values['test_error']:.4f}  " if cfg.read_test else "")
-            logs[k].progress(f"epoch {epoch}/{cfg.epochs}  loss {values['train_loss']:.4f}  train "
-                             f"err {values['train_error']:.4f}  val err {values['val_error']:.4f}  "
-                             f"{test}{dt:.1f}s")
-            if sel[k].stopped:
-                logs[k].progress(f"early stop: no better validation error for {cfg.patience} "
-                                 "epochs")
+            log.progress(f"epoch {epoch}/{cfg.epochs}  loss {values['train_loss']:.4f}  train "
+                         f"err {values['train_error']:.4f}  val err {values['val_error']:.4f}  "
+                         f"{test}{dt:.1f}s")
+            if sel.stopped:
+                log.progress(f"early stop: no better validation error for {cfg.patience} epochs")
+            elif epoch < cfg.epochs and self.prune[k] and self.prune[k](sel.curves["val_error"]):
+                sel.stopped = sel.pruned = True
+                log.progress(f"pruned: validation error {100 * sel.best['val_error']:.2f}% at "
+                             f"best, behind the finished trials' at epoch {epoch}")
         if improved.any():
-            keep_slices(improved.to(device), list(net.parameters()), best)
-        if (folders and epoch < cfg.epochs and not all(s.stopped for s in sel)
-                and time.perf_counter() - last_saved >= resume.RESUME_SECONDS):
-            share = (time.perf_counter() - t_start) / K
-            if not save_points(loop, folders, cfgs, device, epoch, [s + share for s in spent]):
-                folders = None
-            last_saved = time.perf_counter()
-    if cfg.epochs == 0:  # the initial networks are the results
-        _, val_error = evaluate(net, val_x, val_y, on_val, amp)
-        test_error = (evaluate(net, test_x, test_y, on_test, amp)[1].tolist() if cfg.read_test
-                      else [None] * K)
-        for s, v, t in zip(sel, val_error.tolist(), test_error):
-            s.best.update(val_error=v, test_error=t)
-    share = (time.perf_counter() - t_start) / K  # each network's share, so sums stay right
-    for k, model in enumerate(models):
-        net.copy_into(k, model.to(device), best)
-    return [s.result(labels=len(i), init=init, seed=c.seed, seconds=before + share)
-            for s, i, init, c, before in zip(sel, idxs, inits, cfgs, spent)]
+            keep_slices(improved.to(self.device), list(net.parameters()), self.best)
+
+    def save(self, epoch: int, seconds: list[float]) -> None:
+        """Each network's resume point (resume.save_points); none from here on if a save failed."""
+        if not save_points(self.loop, self.folders, self.cfgs, self.device, epoch, seconds):
+            self.folders = None
+
+    def finish(self, k: int, seconds: float) -> dict:
+        """Network k's result, its selected weights loaded into its model."""
+        cfg, sel = self.cfgs[k], self.sel[k]
+        if cfg.epochs == 0:  # the initial networks are the results
+            _, val_error = evaluate(self.net, *self.val, self.amp)
+            test_error = evaluate(self.net, *self.test, self.amp)[1] if cfg.read_test else None
+            sel.best.update(val_error=val_error[k].item(),
+                            test_error=test_error[k].item() if cfg.read_test else None)
+        self.net.copy_into(k, self.models[k].to(self.device), self.best)
+        return sel.result(labels=len(self.idxs[k]), init=self.inits[k], seed=cfg.seed,
+                          seconds=seconds)

@@ -1,6 +1,7 @@
 """The settings of `stackae tune`'s trials, drawn from the space's distributions (space.py): a
 scrambled Sobol start that covers every range evenly, then Optuna's TPE sampler over the
-finished trials; and the warning for a choice at the edge of its range.
+finished trials; the pruner that stops a trial's network trailing the finished ones (Optuna's
+median rule); and the warning for a choice at the edge of its range.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from .space import from_json, given_per_arm
 # sequence over the space where a tuning's tune.json says "startup": "sobol", random draws (TPE's
 # own start) in tunings from before it did
 STARTUP = 10
+# finished trials a pruner needs before it stops any (Optuna's MedianPruner's default)
+PRUNE_STARTUP = 5
 
 
 def propose(dists: dict, done: list[dict], number: int, seed: int,
@@ -49,6 +52,27 @@ def propose(dists: dict, done: list[dict], number: int, seed: int,
                                                   state=optuna.trial.TrialState.RUNNING))
     params = study.ask(dists).params
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+
+
+def pruner(finished: list[list[float]], after: int):
+    """Whether a trial's network stops, given its validation errors so far (one per epoch):
+    Optuna's MedianPruner, from epoch `after` on, over `finished` (the validation error curves of
+    the finished trials' networks in the same place: arm, budget, depth and seed). It stops one
+    whose best error so far is worse than the median of theirs at the same epoch, once
+    PRUNE_STARTUP trials have finished; a trial pruned or diverged is not among them."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rule = optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP, n_warmup_steps=after)
+    study = optuna.create_study(direction="minimize", pruner=rule)
+    for curve in finished:
+        study.add_trial(create_trial(value=min(curve),
+                                     intermediate_values=dict(enumerate(curve, 1))))
+
+    def stops(errors: list[float]) -> bool:
+        return rule.prune(study, create_trial(state=TrialState.RUNNING,
+                                              intermediate_values=dict(enumerate(errors, 1))))
+    return stops
 
 
 def spread(dists: dict, number: int, seed: int) -> dict:

@@ -350,9 +350,24 @@ def build(folder: Path) -> tuple[dict, dict]:
                          "compute": {"finetunes": len(runs),
                                      "finetune_seconds": sum(r["seconds"] for r in runs),
                                      "pretrain_runs": len(stacks),
-                                     "pretrain_seconds": sum(stacks)}}
+                                     "pretrain_seconds": sum(stacks)},
+                         "pruned": pruned_trials(folder)}
         warnings += at_edge(rep["tuning"]["space"], rep["tuning"].get("choices", {}))
     return rep, seen
+
+
+def pruned_trials(folder: Path) -> dict:
+    """How many of each arm's trials (every budget) had a network pruned."""
+    counts = {}
+    for path in sorted((folder / "tune").glob("n*/trials.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("pruned"):
+                counts[rec["arm"]] = counts.get(rec["arm"], 0) + 1
+    return counts
 
 
 def write_report(folder: str | Path) -> dict:

@@ -6,7 +6,7 @@ import json
 
 from .config import OBJECTIVES
 from .config import RANDOM_INITS
-from .proposals import STARTUP
+from .proposals import PRUNE_STARTUP, STARTUP
 from .space import PRETRAINING, draws, given_per_arm
 
 SCHEMES = {"default": "torch's default, U(+-1/sqrt(fan_in)) for weights and biases",
@@ -220,6 +220,14 @@ def tuning_text(t: dict) -> list[str]:
          + (adopted_text(len(t["adopted_cells"])) if t.get("adopted_cells") else ""), "",
          "Search space: " + "; ".join(f"`{k}` {spec_text(v)}" for k, v in t["space"].items())
          + ".", ""]
+    if t.get("prune_after"):
+        pruned = t.get("pruned", {})
+        L += [f"Trials were pruned from epoch {t['prune_after']} on (Optuna's MedianPruner): a "
+              f"trial's network whose best validation error was worse than the median of its "
+              f"arm's finished trials at the same epoch and seed stopped there, once "
+              f"{PRUNE_STARTUP} had finished, and the trial scored the best it had reached. "
+              + ("Trials pruned: " + ", ".join(f"{arm} {n}" for arm, n in pruned.items()) + "."
+                 if pruned else "None was pruned."), ""]
     if t.get("pretrain_budget"):
         arms = list(t.get("choices", {}))
         who = "; ".join(f"`{k}` by {' and '.join(a for a in arms if draws(a, k))}"

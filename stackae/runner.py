@@ -106,10 +106,11 @@ class Net:
 
 def run_finetunes(cfgs: list[FinetuneConfig], outs: list[Path], device: torch.device, datas: list,
                   quiet: bool = False, hparams: list[dict] | None = None,
-                  labelled: list | None = None) -> list[dict]:
+                  labelled: list | None = None, prune: list | None = None) -> list[dict]:
     """Fine-tune networks that share their settings but seed and init together, each into its own
     folder with its own model.pt and result.json. `hparams` adds dashboard keys (ablate's arm
-    name); `labelled` gives each network's labelled indices (drawn here when None)."""
+    name); `labelled` gives each network's labelled indices (drawn here when None); `prune` each
+    one's pruner (finetune's)."""
     seed_everything(cfgs[0].seed)
     if labelled is None:
         labelled = [label_subset(d.train_y, c.label_budget, d.n_classes, c.seed)
@@ -122,7 +123,7 @@ def run_finetunes(cfgs: list[FinetuneConfig], outs: list[Path], device: torch.de
     try:
         with matmul_precision(cfgs[0].precision):
             results = finetune(cfgs, datas, [n.model for n in nets], [n.init for n in nets],
-                               labelled, [n.log for n in nets], outs, resumed)
+                               labelled, [n.log for n in nets], outs, resumed, prune)
         for net, r, extra in zip(nets, results, hparams or [{}] * len(nets)):
             net.log.hparams({**hparams_of(net.cfg), **extra},
                             {**({"hparam/test_error": r["test_error"]}

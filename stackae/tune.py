@@ -93,11 +93,12 @@ def trial_config(cfg: AblateConfig, arms: list, budget: str, seeds, settings: di
 
 
 def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, device,
-         say, at_once: int = 1, startup: str = "sobol") -> dict:
+         say, at_once: int = 1, startup: str = "sobol", prune_after: int = 0) -> dict:
     """Run every (arm, budget)'s trials not yet finished; return the choices (tune.json's). The
     trials run in rounds of `at_once` per arm (ask_round, run_round). With pretraining settings
     in the space, their budget (pretrain_budget) runs first and fixes each pretrained arm's
-    pretraining for the others."""
+    pretraining for the others. With `prune_after`, a trial's network that trails the arm's
+    finished trials from that epoch on stops there (pruners)."""
     dists = distributions(space, cfg)
     first = pretrain_budget(cfg) if PRETRAINING & set(dists) else None
     choices, fixed = {}, {arm: {} for arm in cfg.inits}  # fixed: each arm's chosen pretraining
@@ -113,14 +114,17 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
                 asked = ask_round(cfg, dists, folder, numbers, todo, done, budget == first,
                                   startup)
                 runs = {(n, a): applied({**fixed[a], **asked[n][a]}) for n, a in todo}
-                blown = run_round(cfg, out, folder, budget, seeds, runs, device, own, say)
+                before = {a: [t for t in done[a] if t["number"] < start] for a in done}
+                prune = pruners(folder, before, prune_after) if prune_after else None
+                blown = run_round(cfg, out, folder, budget, seeds, runs, device, own, say, prune)
                 for n, arm in todo:
                     done[arm].append(record_trial(cfg, folder, budget, seeds, n, arm,
                                                   asked[n][arm], (n, arm) in blown))
                     best = best_trial(done[arm], trials)
                     rec = done[arm][-1]
                     outcome = ("diverged (scored 100%)" if rec["diverged"]
-                               else f"validation error {100 * rec['val_error']:.2f}%")
+                               else f"validation error {100 * rec['val_error']:.2f}%"
+                               + (", pruned" if rec.get("pruned") else ""))
                     say(f"tune {arm} at {budget} labels: trial {n + 1}/{trials} {outcome} "
                         f"({shown(asked[n][arm])}); best so far {100 * best['val_error']:.2f}%")
         for arm in cfg.inits:
@@ -193,11 +197,12 @@ def ask_round(cfg: AblateConfig, dists: dict, folder: Path, numbers: range, todo
 
 
 def run_round(cfg: AblateConfig, out: Path, folder: Path, budget: str, seeds, runs: dict, device,
-              own=frozenset(), say=None) -> set:
+              own=frozenset(), say=None, prune=None) -> set:
     """Train a round's trials ({(number, arm): settings}) on the tuning seeds, test set unread:
     those whose settings differ at most in PER_ARM ones as one K-network loop (up to the batch
     cap), each network with its own PER_ARM settings; the arms in `own` from stacks of the
-    trial's own (space.pretrains_own), the others from the grid's. Returns the (number, arm)
+    trial's own (space.pretrains_own), the others from the grid's; `prune` (a job's pruner, or
+    None) stops networks that trail (pruners). Returns the (number, arm)
     that diverged; a loop that diverged is rerun a trial at a time to find which. Of what the
     runs say, the stacks' lines (pretrained, copied) are passed on: a trial's own cells are
     summed up by its trial line."""
@@ -217,7 +222,7 @@ def run_round(cfg: AblateConfig, out: Path, folder: Path, budget: str, seeds, ru
         try:
             shared = {k: v for k, v in runs[keys[0]].items() if k not in PER_ARM}
             run_jobs(trial_config(cfg, arms, budget, seeds, shared), jobs(keys, per),
-                     device, stacks_say, read_test=False)
+                     device, stacks_say, read_test=False, prune=prune)
         except Diverged:
             if len(keys) == 1:
                 blown.update(keys)
@@ -225,7 +230,8 @@ def run_round(cfg: AblateConfig, out: Path, folder: Path, budget: str, seeds, ru
             for n, a in keys:
                 try:
                     run_jobs(trial_config(cfg, [a], budget, seeds, runs[n, a]),
-                             jobs([(n, a)], per), device, stacks_say, read_test=False)
+                             jobs([(n, a)], per), device, stacks_say, read_test=False,
+                             prune=prune)
                 except Diverged:
                     blown.add((n, a))
     for n, a in blown:  # recorded as diverged and never rerun: their resume points go
@@ -239,19 +245,41 @@ def run_round(cfg: AblateConfig, out: Path, folder: Path, budget: str, seeds, ru
 def record_trial(cfg: AblateConfig, folder: Path, budget: str, seeds, n: int, arm: str,
                  settings: dict, diverged: bool) -> dict:
     """Trial n of an arm as its trials.jsonl line (appended): its settings, the mean of its cells'
-    best validation errors and each one's; a diverged trial scores the worst error, 1."""
+    best validation errors and each one's; a diverged trial scores the worst error, 1. A trial
+    with a network pruned says so ("pruned"): its score is the best it reached before."""
     from .ablate import append_result
-    errors, value = None, 1.0
+    errors, value, pruned = None, 1.0, False
     if not diverged:
-        errors = [json.loads((folder / f"trial-{n:03d}" / Cell(arm, d, budget, s).id /
-                              "result.json").read_text())["best_val_error"]
-                  for s in seeds for d in cfg.depth_list]
+        results = [json.loads((folder / f"trial-{n:03d}" / Cell(arm, d, budget, s).id /
+                               "result.json").read_text())
+                   for s in seeds for d in cfg.depth_list]
+        errors = [r["best_val_error"] for r in results]
         value = sum(errors) / len(errors)
+        pruned = any(r.get("pruned") for r in results)
     rec = {"arm": arm, "number": n, "settings": settings,
            "val_error": value if math.isfinite(value) else 1.0, "per_seed": errors,
-           "diverged": diverged}
+           "diverged": diverged, **({"pruned": True} if pruned else {})}
     append_result(folder / "trials.jsonl", rec)
     return rec
+
+
+def pruners(folder: Path, done: dict, after: int):
+    """A trial job's pruner (proposals.pruner): from epoch `after` on, its network stops when
+    it trails the arm's finished trials (in `done`, neither pruned nor diverged) at the same
+    depth and seed, as Optuna's median rule judges. The same trials at every resume, so an
+    interrupted tuning prunes as it would have."""
+    from .proposals import pruner
+    made = {}
+
+    def prune(job):
+        c = job.cell
+        if (c.init, c.depth, c.seed) not in made:
+            curves = [json.loads((folder / f"trial-{t['number']:03d}" / c.id / "result.json")
+                                 .read_text())["curves"]["val_error"]
+                      for t in done[c.init] if not (t["diverged"] or t.get("pruned"))]
+            made[c.init, c.depth, c.seed] = pruner(curves, after)
+        return made[c.init, c.depth, c.seed]
+    return prune
 
 
 def trial_job(out: Path, trial: Path, cell: Cell, own_stacks: bool, settings: dict):
@@ -288,8 +316,9 @@ def one_k_groups(settings: dict) -> list[tuple[list, dict]]:
 
 
 def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
-          at_once: int | None = None, device=None) -> dict:
-    """tune.json's space, trials, tuning seeds and trials at once: those given (None = not given)
+          at_once: int | None = None, device=None, prune_after: int | None = None) -> dict:
+    """tune.json's space, trials, tuning seeds, trials at once and the epoch pruning starts from
+    (0: none): those given (None = not given)
     agree with a resumed tuning's, the rest come from it or the defaults (trials at once: 1 on a
     CPU, whose loop holds few networks, 5 on a GPU); all checked before any folder. Also its
     pretraining budget (where the space tunes pretraining) and how the first trials are drawn."""
@@ -297,6 +326,7 @@ def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
     saved = read_tuning(out) if resuming and path.exists() else {}
     if saved:
         saved.setdefault("trials_at_once", 1)  # tunings from before rounds ran one at a time
+        saved.setdefault("prune_after", 0)  # and from before trials were pruned
     if resuming and not saved and (out / "results.jsonl").exists():
         raise ClaimError(f"{out} holds a `stackae ablate` run (its cells ran untuned); resume it "
                          f"with stackae ablate --out {out} --resume")
@@ -304,7 +334,7 @@ def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
         space = read_space(space)
     asked = {"space": space, "trials": trials,
              "tune_seeds": None if seeds is None else [int(s) for s in seeds],
-             "trials_at_once": at_once}
+             "trials_at_once": at_once, "prune_after": prune_after}
     for name, value in asked.items():
         if saved and value is not None and value != saved[name]:
             raise ConfigError(name, f"{json.dumps(value)} differs from the tuning being resumed "
@@ -313,10 +343,14 @@ def setup(cfg: AblateConfig, out: Path, resuming: bool, space, trials, seeds,
               for name, default in (("space", default_space(cfg)), ("trials", 20),
                                     ("tune_seeds", list(cfg.seeds[:2])),
                                     ("trials_at_once",
-                                     5 if getattr(device, "type", device) == "cuda" else 1))}
+                                     5 if getattr(device, "type", device) == "cuda" else 1),
+                                    ("prune_after", 0))}
     for name in ("trials", "trials_at_once"):
         if chosen[name] < 1:
             raise ConfigError(name, f"must be at least 1, got {chosen[name]}")
+    if chosen["prune_after"] < 0:
+        raise ConfigError("prune_after", f"must be 0 (no pruning) or an epoch, got "
+                                         f"{chosen['prune_after']}")
     if not chosen["tune_seeds"]:
         raise ConfigError("tune_seeds", "needs at least one seed")
     try:  # the tuning seeds must make a valid grid of their own
@@ -343,4 +377,5 @@ def command(cfg: AblateConfig, out: Path, chosen: dict) -> str:
     return ("stackae tune " + grid_command(cfg, out).split(" ", 2)[2]
             + f" --trials {chosen['trials']} --space {shlex.quote(json.dumps(chosen['space']))}"
             + f" --tune-seeds {','.join(map(str, chosen['tune_seeds']))}"
-            + f" --trials-at-once {chosen['trials_at_once']}")
+            + f" --trials-at-once {chosen['trials_at_once']}"
+            + (f" --prune-after {chosen['prune_after']}" if chosen.get("prune_after") else ""))

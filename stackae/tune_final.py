@@ -37,7 +37,8 @@ def adopt_trial_cell(cfg: AblateConfig, out: Path, cell: Cell, choice: dict, dev
     settings the cell would (same seed, so the same data split, batch order and model
     selection) from the same stack file: its folder is copied and the test set read once, on its
     selected model.pt. (A trial that pretrained its own stack started from another file, so the
-    pretraining budget's cells of a tuning that tunes pretraining train again.)"""
+    pretraining budget's cells of a tuning that tunes pretraining train again; so does a cell
+    whose trial network was pruned, which stopped before its last epoch.)"""
     import torch
 
     from .ablate import Job, job_finetune_config
@@ -52,6 +53,8 @@ def adopt_trial_cell(cfg: AblateConfig, out: Path, cell: Cell, choice: dict, dev
     want = to_dict(job_finetune_config(dataclasses.replace(cfg, **applied(choice["settings"])),
                                        Job(cell, target, out / "results.jsonl",
                                            out / "runs" / "pretrain")))
+    if load_json(trial / "result.json").get("pruned"):  # stopped early: not the whole run
+        return
     saved = load_json(trial / "config.json")
     if any(saved.get(k) != v and not (k == "init" and same_grid_stack(saved[k], v))
            for k, v in want.items() if k not in ("read_test", "device", "compile")):

@@ -96,8 +96,12 @@ def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[st
              f"  trials:  {trials} per arm and budget, {at_once} of each arm at once; each "
              f"fine-tunes seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} and "
              f"is judged on {'their mean' if len(seeds) > 1 else 'its'} validation error (the "
-             f"test set is not read)",
-             "  space:"]
+             f"test set is not read)"]
+    if chosen.get("prune_after"):
+        lines.append(f"  pruning: from epoch {chosen['prune_after']}, a trial's network that "
+                     f"trails the median of its arm's finished trials stops (after "
+                     f"{PRUNE_STARTUP} have finished)")
+    lines.append("  space:")
     for name, spec in space.items():
         drawn = [i for i in cfg.inits if draws(i, name)]
         who = (f"pretrained arm{'s' if len(drawn) > 1 else ''} ({', '.join(drawn)}), at "

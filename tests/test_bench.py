@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_quick_writes_every_part(tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--device",
-                        "cpu", "--json", str(out)], capture_output=True, text=True, timeout=600)
+                        "cpu", "--stops", "--json", str(out)], capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
     assert [l["layer"] for l in d["layers"]] == [1, 2, 3]
@@ -22,6 +23,9 @@ def test_bench_quick_writes_every_part(tmp_path):
     assert "layer 1" in r.stdout and "finetune" in r.stdout
     assert [r["k"] for r in d["finetune_k"]] == [1, 4]  # fine-tuning against K networks at once
     assert all(r["samples_per_s"] > 0 and 0 < r["fraction_of_ceiling"] for r in d["finetune_k"])
+    stops = d["stops"]  # 3 of 4 networks pruned after epoch 1 of 4: a quarter of the work after
+    assert (stops["k"], stops["kept"], stops["work"]) == (4, 1, (1 + 3 / 4) / 4)
+    assert stops["seconds_all"] > 0 and stops["seconds_pruned"] > 0 and "pruned after" in r.stdout
 
 
 def test_bench_times_a_step_eager_against_compiled(tmp_path):

@@ -70,10 +70,10 @@ def stack(tmp_path_factory, datas):
     return load_stack(out / "stack.pt", datas[0].input_dim)
 
 
-def both_ways(datas, stack=None, inits=None, lrs=None, per=None, **over):
+def both_ways(datas, stack=None, inits=None, lrs=None, per=None, prune=None, **over):
     """Each network fine-tuned alone (K = 1), then all together (K = 3); `lrs` gives each
     network its own learning rate, `per` its own value of other settings (as tuning trials have:
-    {"dropout": (0.1, 0, 0.5)})."""
+    {"dropout": (0.1, 0, 0.5)}), `prune` its own pruner."""
     settings = dict(SPLIT, layers=(32, 16), labels="100", epochs=3, batch_size=32,
                     min_epoch_examples=300)
     per = {**(per or {}), **({"lr": lrs} if lrs else {})}
@@ -89,10 +89,11 @@ def both_ways(datas, stack=None, inits=None, lrs=None, per=None, **over):
                 for c, d, s in zip(cfgs, datas, schemes)]
     alone, together = models(), models()
     logs = [Silent() for _ in SEEDS]
-    separate = [finetune([c], [d], [m], ["init"], [i], [log])[0]
-                for c, d, m, i, log in zip(cfgs, datas, alone, idxs, logs)]
+    prune = prune or [None] * len(cfgs)
+    separate = [finetune([c], [d], [m], ["init"], [i], [log], prune=[p])[0]
+                for c, d, m, i, log, p in zip(cfgs, datas, alone, idxs, logs, prune)]
     batched_logs = [Silent() for _ in SEEDS]
-    batched = finetune(cfgs, datas, together, ["init"] * 3, idxs, batched_logs)
+    batched = finetune(cfgs, datas, together, ["init"] * 3, idxs, batched_logs, prune=prune)
     for r, log in zip(separate + batched, logs + batched_logs):
         r["lrs"] = log.lrs
     return alone, separate, together, batched
@@ -139,6 +140,27 @@ def test_patience_stops_each_network_on_its_own(datas):
     runs = both_ways(datas, epochs=8, lr=0.5, patience=1)
     assert_same_runs(*runs)
     assert any(r["epochs_run"] < 8 for r in runs[3])
+
+
+def test_once_most_networks_stopped_the_rest_train_on_as_a_narrower_loop(datas, monkeypatch):
+    """Two of three networks pruned after epoch 2: the third trains on alone (a loop of K = 1
+    rebuilt from its state), each network ends as it would alone, and the pruned ones say so."""
+    import stackae.finetune as F
+    built = []
+    monkeypatch.setattr(F.Stacked, "__init__", spy(F.Stacked.__init__, built))
+    prune = [lambda errors: len(errors) >= 2, lambda errors: len(errors) >= 2, None]
+    runs = both_ways(datas, epochs=5, lrs=(0.1, 0.3, 0.2), dropout=0.2, prune=prune)
+    assert_same_runs(*runs)
+    assert [r["epochs_run"] for r in runs[3]] == [2, 2, 5]
+    assert [r.get("pruned", False) for r in runs[3]] == [True, True, False]
+    assert built == [1, 1, 1, 3, 1]  # three alone, then three together narrowed to one
+
+
+def spy(init, built):
+    def counted(self, models):
+        built.append(len(models))
+        init(self, models)
+    return counted
 
 
 def test_frozen_encoder_trains_only_the_head(datas, stack):

@@ -100,7 +100,8 @@ def test_each_command_is_a_call_of_the_api(command, function, tmp_path, monkeypa
     r = CliRunner().invoke(cli, [*command.split(), "--config", str(config), "--train-size", "500",
                                  "--out", str(tmp_path / "r")])
     assert isinstance(r.exception, Called) and len(calls) == 1
-    run = ("out", "resume", "quiet", "shard", "trials", "space", "tune_seeds", "trials_at_once")
+    run = ("out", "resume", "quiet", "shard", "trials", "space", "tune_seeds", "trials_at_once",
+           "prune_after")
     settings = {k: v for k, v in calls[0].items() if k not in run}
     assert settings == {"val_size": 300, "train_size": 500}
     assert calls[0]["out"] == tmp_path / "r"

@@ -669,3 +669,50 @@ def test_finetune_without_reading_the_test_set(tmp_path, capsys, monkeypatch):
     result = json.loads((tmp_path / "f" / "result.json").read_text())
     assert result["test_error"] is None and 0 < result["best_val_error"] < 1
     assert "best_val_error=" in repr(stackae.artifacts.Classifier(tmp_path / "f"))
+
+
+def test_trials_that_trail_the_finished_ones_are_pruned_and_say_so(tmp_path, monkeypatch):
+    """With --prune-after 1, a trial's network worse at an epoch than the median of its arm's
+    finished trials there stops (here once one has finished): the hopeless learning rate is cut
+    after its first epoch, the good one never, and the trial, its cell and the report say so."""
+    import stackae.proposals as P
+    monkeypatch.setattr(P, "PRUNE_STARTUP", 1)
+    out = tmp_path / "t"
+    stackae.run_tuning(out=out, trials=4, tune_seeds=(0,), quiet=True, prune_after=1,
+                       space={"finetune_lr": [1e-4, 0.5]},
+                       **{**SMALL, "labels": ("all",), "finetune_epochs": 4})
+    recs = trials(out, "all")
+    pruned = [r for r in recs if r.get("pruned")]
+    assert pruned and {r["settings"]["finetune_lr"] for r in pruned} == {1e-4}
+    for r in recs:
+        res = json.loads((out / "tune" / "nall" / f"trial-{r['number']:03d}" /
+                          f"{r['arm']}-d1-nall-s0" / "result.json").read_text())
+        assert res["epochs_run"] == (1 if r.get("pruned") else 4)
+        assert res.get("pruned", False) == bool(r.get("pruned"))
+        assert r["val_error"] == pytest.approx(res["best_val_error"])
+    tuned = json.loads((out / "tune.json").read_text())
+    assert tuned["prune_after"] == 1 and "--prune-after 1" in tuned["command"]
+    assert all(c["all"]["settings"]["finetune_lr"] == 0.5 for c in tuned["choices"].values())
+    report = (out / "REPORT.md").read_text()
+    assert "Trials were pruned from epoch 1 on" in report and "Trials pruned: " in report
+
+
+def test_a_chosen_trials_pruned_run_is_trained_again_not_adopted(tmp_path, monkeypatch):
+    """A tuning seed's final cell is the chosen trial's run only when that ran to its last
+    epoch: a pruned one (marked so here before the final runs) is trained again."""
+    from stackae import tune_final
+    real = tune_final.final
+
+    def marked(cfg, out, cells, choices, device, say):
+        for arm, per in choices.items():
+            path = (out / "tune" / "nall" / f"trial-{per['all']['trial']:03d}" /
+                    f"{arm}-d1-nall-s0" / "result.json")
+            path.write_text(json.dumps({**json.loads(path.read_text()), "pruned": True}))
+        real(cfg, out, cells, choices, device, say)
+    monkeypatch.setattr(tune_final, "final", marked)
+    out = tmp_path / "t"
+    grid = stackae.run_tuning(out=out, trials=1, tune_seeds=(0,), quiet=True,
+                              **{**SMALL, "labels": ("all",), "inits": ("xavier",)})
+    cell = out / "runs" / "finetune" / "xavier-d1-nall-s0"
+    assert grid.finished and not (cell / "copied.json").exists()
+    assert "pruned" not in json.loads((cell / "result.json").read_text())
