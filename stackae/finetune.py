@@ -17,6 +17,7 @@ networks may be batched differently on resume), and ends as it would have uninte
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -155,8 +156,9 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
 
     A network that has stopped (patience, pruning) is not trained on: once at most half of a
     loop's networks are still training, they go on as a loop of their own, restored from their
-    states as from resume points (resume.Loop). Stopped networks then cost nothing, and a loop
-    is rebuilt at most log2(K) times."""
+    states as from resume points (resume.Loop; saved then too, where `folders` are given).
+    Stopped networks then cost nothing, and a loop is rebuilt at most log2(K) times (never when
+    compiled: narrower)."""
     check_lockstep(cfgs, idxs)
     cfg, K = cfgs[0], len(cfgs)
     results, members, spent = [None] * K, list(range(K)), [0.0] * K
@@ -165,14 +167,15 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
         epoch, spent = resumed[0]["epoch"], [r["seconds"] for r in resumed]
         for log in logs:
             log.progress(f"resuming after epoch {epoch} of {cfg.epochs} ({RESUME_NAME})")
+    last_saved = time.perf_counter()
     while members:
         part = Part(*([v[k] for k in members] for v in (cfgs, datas, models, inits, idxs, logs)),
                     [folders[k] for k in members] if folders else None,
                     [prune[k] for k in members] if prune else None)
         if points:
             part.loop.restore(points)
-        t0 = last_saved = time.perf_counter()
-        while epoch < cfg.epochs and 2 * len(part.running()) > len(members):
+        t0 = time.perf_counter()
+        while epoch < cfg.epochs and part.running() and not narrower(part, len(members), cfg):
             epoch += 1
             part.epoch(epoch)
             if (part.folders and epoch < cfg.epochs and part.running()
@@ -182,6 +185,10 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
                 last_saved = time.perf_counter()
         going = part.running() if epoch < cfg.epochs else []
         share = (time.perf_counter() - t0) / len(members)  # each network's share: sums stay right
+        if going and part.folders:  # the stopped ones' points say so: a resume ends them at once
+            part.save(epoch, [spent[k] + share for k in members])
+            last_saved = time.perf_counter()
+        folders = folders if part.folders else None  # a save failed: no more points
         for j, k in enumerate(members):
             spent[k] += share
             if j not in going:
@@ -190,6 +197,13 @@ def finetune(cfgs: list[FinetuneConfig], datas: list, models: list[nn.Sequential
         members = [members[j] for j in going]
         del part  # before the narrower loop is built
     return results
+
+
+def narrower(part: "Part", k: int, cfg: FinetuneConfig) -> bool:
+    """Whether the networks still training go on as a narrower loop: when at most half of the
+    loop's K are. Not when compiled (--compile), where the new K compiles the step again, which
+    costs more than the stopped networks' slices of a GPU's launch-bound step."""
+    return 2 * len(part.running()) <= k and not cfg.compile
 
 
 class Part:
@@ -238,13 +252,13 @@ class Part:
             else None
         self.caps = (torch.tensor([c.max_norm or math.inf for c in cfgs], device=device)
                      if any(c.max_norm for c in cfgs) else None)
-        self.amp = autocast(cfg.precision, device)
+        self.amp = amp = autocast(cfg.precision, device)
         self.sel = [Selection(cfg.patience) for _ in cfgs]
         self.best = [p.detach().clone() for p in net.parameters()]
 
         def forward(xb, yb, masks):
             """(K,) mean losses and (K,) counts of errors of a batch: the step's compiled part."""
-            with self.amp:
+            with amp:  # locals, not self: a Part that held itself would outlive its call
                 logits = net(xb, masks)
             loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(),
                                    reduction="none").view(K, -1).mean(1)
@@ -330,6 +344,13 @@ class Part:
         if improved.any():
             keep_slices(improved.to(self.device), list(net.parameters()), self.best)
 
+    @functools.cached_property
+    def untrained(self) -> tuple[list, list]:
+        """Every network's validation and test error as it starts (test None, unread)."""
+        val_error = evaluate(self.net, *self.val, self.amp)[1].tolist()
+        return val_error, (evaluate(self.net, *self.test, self.amp)[1].tolist()
+                           if self.cfgs[0].read_test else [None] * len(val_error))
+
     def save(self, epoch: int, seconds: list[float]) -> None:
         """Each network's resume point (resume.save_points); none from here on if a save failed."""
         if not save_points(self.loop, self.folders, self.cfgs, self.device, epoch, seconds):
@@ -339,10 +360,7 @@ class Part:
         """Network k's result, its selected weights loaded into its model."""
         cfg, sel = self.cfgs[k], self.sel[k]
         if cfg.epochs == 0:  # the initial networks are the results
-            _, val_error = evaluate(self.net, *self.val, self.amp)
-            test_error = evaluate(self.net, *self.test, self.amp)[1] if cfg.read_test else None
-            sel.best.update(val_error=val_error[k].item(),
-                            test_error=test_error[k].item() if cfg.read_test else None)
+            sel.best.update(val_error=self.untrained[0][k], test_error=self.untrained[1][k])
         self.net.copy_into(k, self.models[k].to(self.device), self.best)
         return sel.result(labels=len(self.idxs[k]), init=self.inits[k], seed=cfg.seed,
                           seconds=seconds)

@@ -65,7 +65,7 @@ def pruner(finished: list[list[float]], after: int):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rule = optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP, n_warmup_steps=after)
     study = optuna.create_study(direction="minimize", pruner=rule)
-    for curve in finished:
+    for curve in filter(None, finished):  # a trial of 0 epochs has no curve to compare
         study.add_trial(create_trial(value=min(curve),
                                      intermediate_values=dict(enumerate(curve, 1))))
 

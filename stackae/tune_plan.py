@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from .config import OBJECTIVES, AblateConfig
+from .proposals import PRUNE_STARTUP
 from .grid import arm_names, copied_stacks, estimate, expand, finished
 from .space import PRETRAINING, applied, draws, given_per_arm, pretrains_own, shown
 from .tune import best_trial, command, finished_trials, trial_config, trials_of

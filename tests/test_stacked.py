@@ -156,6 +156,39 @@ def test_once_most_networks_stopped_the_rest_train_on_as_a_narrower_loop(datas, 
     assert built == [1, 1, 1, 3, 1]  # three alone, then three together narrowed to one
 
 
+def test_a_loop_frees_its_networks_when_it_ends_without_waiting_for_the_cycle_collector(
+        datas, monkeypatch):
+    """A loop that held itself (a closure over it) would keep its stacked weights, optimizer
+    state and data copies alive until Python's cycle collector ran: on a GPU, memory that the
+    narrower loop and the next group cannot use."""
+    import gc
+    import weakref
+    import stackae.finetune as F
+    nets, init = [], F.Stacked.__init__
+
+    def kept(self, models):
+        init(self, models)
+        nets.append(weakref.ref(self))
+    monkeypatch.setattr(F.Stacked, "__init__", kept)
+    gc.collect()
+    gc.disable()
+    try:
+        both_ways(datas, epochs=3, lrs=(0.1, 0.3, 0.2),
+                  prune=[lambda errors: len(errors) >= 1, lambda errors: len(errors) >= 1, None])
+        assert len(nets) == 5 and all(ref() is None for ref in nets)
+    finally:
+        gc.enable()
+
+
+def test_a_loop_narrows_at_half_its_networks_and_never_when_compiled():
+    from types import SimpleNamespace
+    from stackae.finetune import narrower
+    part = lambda running: SimpleNamespace(running=lambda: list(range(running)))  # noqa: E731
+    eager, compiled = FinetuneConfig(), FinetuneConfig(compile=True)
+    assert [narrower(part(r), 8, eager) for r in (8, 5, 4, 1)] == [False, False, True, True]
+    assert not narrower(part(1), 8, compiled)  # a new K would compile the step again
+
+
 def spy(init, built):
     def counted(self, models):
         built.append(len(models))

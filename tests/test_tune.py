@@ -119,8 +119,9 @@ def test_a_dry_run_counts_the_trials_runs_and_work_and_writes_nothing(tmp_path, 
     assert "progress: 0 of 12 trials, 0 of 8 cells and 0 of 2 final stacks finished" in plan
     code, out, _ = run_main(["tune", "--train-size", "600", "--val-size", "300", "--layers", "12",
                              "--seeds", "0,1", "--trials", "2", "--device", "cpu", "--dry-run",
-                             "--out", tmp_path / "c"], capsys, monkeypatch)
+                             "--prune-after", "3", "--out", tmp_path / "c"], capsys, monkeypatch)
     assert code == 0 and out.startswith("tuning plan for") and "finetune_lr: 0.01 to 1.0" in out
+    assert "pruning: from epoch 3," in out and "--prune-after 3" in out
     # 2 arms x 2 budgets (100 and all: 600 images leave no room for 1000 or 10000) x 2 x 2 seeds
     assert "trial runs: 16 fine-tunes" in out and "work (trials, whole): pretraining none" in out, out
     assert not (tmp_path / "c").exists()
@@ -695,6 +696,8 @@ def test_trials_that_trail_the_finished_ones_are_pruned_and_say_so(tmp_path, mon
     assert all(c["all"]["settings"]["finetune_lr"] == 0.5 for c in tuned["choices"].values())
     report = (out / "REPORT.md").read_text()
     assert "Trials were pruned from epoch 1 on" in report and "Trials pruned: " in report
+    plan = "\n".join(stackae.plan_tuning(out=out, resume=True))  # the dry run of its folder
+    assert "pruning: from epoch 1," in plan and "progress: 8 of 8 trials" in plan
 
 
 def test_a_chosen_trials_pruned_run_is_trained_again_not_adopted(tmp_path, monkeypatch):
