@@ -719,3 +719,30 @@ def test_a_chosen_trials_pruned_run_is_trained_again_not_adopted(tmp_path, monke
     cell = out / "runs" / "finetune" / "xavier-d1-nall-s0"
     assert grid.finished and not (cell / "copied.json").exists()
     assert "pruned" not in json.loads((cell / "result.json").read_text())
+
+
+def test_the_prune_replay_script_prunes_a_finished_tuning_as_a_pruned_tuning_did(tmp_path,
+                                                                                  monkeypatch,
+                                                                                  capsys):
+    """scripts/prune_replay.py on an unpruned tuning names the trials that the same tuning run
+    with --prune-after pruned (the Sobol start draws the same settings either way)."""
+    import importlib.util
+    import stackae.proposals as P
+    monkeypatch.setattr(P, "PRUNE_STARTUP", 1)
+    path = Path(__file__).resolve().parents[1] / "scripts" / "prune_replay.py"
+    spec = importlib.util.spec_from_file_location("prune_replay", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    settings = dict(trials=4, tune_seeds=(0,), quiet=True, space={"finetune_lr": [1e-4, 0.5]},
+                    **{**SMALL, "labels": ("all",), "finetune_epochs": 4})
+    stackae.run_tuning(out=tmp_path / "whole", **settings)
+    stackae.run_tuning(out=tmp_path / "pruned", prune_after=1, **settings)
+    capsys.readouterr()
+    script.main([str(tmp_path / "whole"), "--after", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    for arm in ("denoising", "xavier"):
+        real = [r["number"] + 1 for r in trials(tmp_path / "pruned", "all")
+                if r["arm"] == arm and r.get("pruned")]
+        (line,) = [x for x in lines if x.startswith(f"{arm} at all labels")]
+        assert real and f"pruned {', '.join(map(str, real))};" in line, (line, real)
+        assert "the same as unpruned" in line
