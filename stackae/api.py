@@ -183,12 +183,11 @@ def plan_tuning(data=None, config=None, *, out=None, resume: bool = False,
                 **settings) -> list[str]:
     """What `run_tuning` with these arguments would do (trials, their runs, the final ablation,
     estimated work, progress of a resumed tuning), as lines of text; nothing is run or written."""
-    from . import tune as T
-    from . import tune_plan
+    from . import tune_plan, tune_setup
     g = R.prepare_grid(data, config, settings, out, resume, None, quiet=True, dry_run=True,
                        kind="tune")
-    chosen = T.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds, trials_at_once,
-                     g.device, prune_after)
+    chosen = tune_setup.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds,
+                              trials_at_once, g.device, prune_after)
     return tune_plan.describe(g.cfg, g.out, chosen, g.sizes)
 
 
@@ -209,17 +208,17 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
     once 5 trials have finished). `resume=True` continues where it stopped, to the same choices.
     `data` and `settings` as for `run_ablation`."""
     from . import tune as T
-    from . import tune_final
+    from . import tune_final, tune_setup
     from .runlog import write_json
     from .space import read_tuning
     g = R.prepare_grid(data, config, settings, out, resume, None, quiet, kind="tune")
-    chosen = T.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds, trials_at_once,
-                     g.device, prune_after)
+    chosen = tune_setup.setup(g.cfg, g.out, g.resuming, space, trials, tune_seeds,
+                              trials_at_once, g.device, prune_after)
     space, trials, seeds = chosen["space"], chosen["trials"], tuple(chosen["tune_seeds"])
     R.start_grid(g, T.chosen_pretraining(g.cfg, g.out, space, trials))  # its stacks' settings
     path = g.out / "tune.json"
     if not path.exists():
-        write_json(path, {**chosen, "command": T.command(g.cfg, g.out, chosen)})
+        write_json(path, {**chosen, "command": tune_setup.command(g.cfg, g.out, chosen)})
     n = len(g.cfg.inits) * len(g.cfg.labels)
     with claims.locked(g.out / "tune", "tuning in"), \
             Progress(n * trials + len(g.cells), "run", quiet) as bar:

@@ -12,7 +12,8 @@ from .config import OBJECTIVES, AblateConfig
 from .proposals import PRUNE_STARTUP
 from .grid import arm_names, copied_stacks, estimate, expand, finished
 from .space import PRETRAINING, applied, draws, given_per_arm, pretrains_own, shown
-from .tune import best_trial, command, finished_trials, trial_config, trials_of
+from .tune import best_trial, finished_trials, trial_config, trials_of
+from .tune_setup import command
 
 # the settings that change how much work a run is (grid.estimate reads them)
 SIZED = ("pretrain_epochs", "finetune_epochs", "min_epoch_examples")
@@ -83,7 +84,7 @@ def work(cfg: AblateConfig, space: dict, trials: int, seeds: tuple, sizes: dict,
 
 
 def describe(cfg: AblateConfig, out: Path, chosen: dict, sizes: dict) -> list[str]:
-    """The --dry-run text of a tuning (`chosen`: tune.setup's space, trials, seeds, at once)."""
+    """The --dry-run text of a tuning (`chosen`: tune_setup.setup's space, trials, seeds, at once, pruning)."""
     space, trials, at_once = chosen["space"], chosen["trials"], chosen["trials_at_once"]
     seeds = tuple(chosen["tune_seeds"])
     first = chosen.get("pretrain_budget")

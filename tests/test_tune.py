@@ -296,7 +296,7 @@ def test_a_plan_sizes_a_setting_given_per_arm_from_every_arms_fewest_to_most():
 def test_a_tuning_from_before_the_sobol_start_resumes_with_random_draws(tmp_path):
     from stackae.config import AblateConfig
     from stackae.report_text import sampler_text
-    from stackae.tune import setup
+    from stackae.tune_setup import setup
     cfg = AblateConfig(inits=("denoising", "xavier"), layers=(12,), seeds=(0, 1))
     new = setup(cfg, tmp_path / "new", False, SPACE, 3, None)
     assert new["startup"] == "sobol"
