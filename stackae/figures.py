@@ -129,6 +129,48 @@ def per_seed(records: list[dict], inits, depths, budgets, path: Path) -> None:
     _save(fig, path)
 
 
+def tuning_history(trials: dict, inits, path: Path) -> None:
+    """A tuning's trials in order: each trial's validation error (a cross where it diverged,
+    scored 100%; hollow where a network was pruned, scored the best it reached) and each arm's
+    best so far; one panel per label budget. `trials[budget]` is the trials.jsonl records."""
+    colors = _colors(inits)
+    budgets = list(trials)
+    fig = Figure(figsize=(4.6 * len(budgets), 3.8), layout="constrained")
+    for ax, budget in zip(fig.subplots(1, len(budgets), squeeze=False)[0], budgets):
+        values = []
+        for init in inits:
+            recs = sorted((r for r in trials[budget] if r["arm"] == init),
+                          key=lambda r: r["number"])
+            if not recs:
+                continue
+            x = [r["number"] + 1 for r in recs]
+            y = [100 * r["val_error"] for r in recs]
+            values += y
+            for marker, pick in (("o", lambda r: not (r["diverged"] or r.get("pruned"))),
+                                 ("x", lambda r: r["diverged"])):
+                pts = [(a, b) for a, b, r in zip(x, y, recs) if pick(r)]
+                if pts:
+                    ax.scatter(*zip(*pts), color=colors[init], marker=marker, s=22, zorder=3)
+            pts = [(a, b) for a, b, r in zip(x, y, recs) if r.get("pruned")]
+            if pts:
+                ax.scatter(*zip(*pts), facecolors="none", edgecolors=colors[init], s=22,
+                           zorder=3)
+            ax.step(x, np.minimum.accumulate(y), where="post", color=colors[init],
+                    label=f"{init} (best so far)")
+        if values and min(values) > 0 and max(values) / min(values) > 10:
+            ax.set_yscale("log")  # trials at chance would flatten the good ones
+            ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{budget} labels")
+        ax.set_xlabel("trial")
+        ax.set_ylabel("validation error (%), tuning seeds' mean")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    _save(fig, path)
+
+
 def _mosaic(weights: np.ndarray, shape, cols: int = 10) -> np.ndarray:
     """First-layer weight rows as a grid of images, each scaled to its own [min, max]."""
     h, w = shape

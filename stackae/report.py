@@ -260,6 +260,9 @@ def draw(folder: Path, rep: dict, records: list[dict], curves: dict) -> list[str
     figures.learning_curves(by_condition, inits, depths, budgets, out / "learning_curves.png")
     figures.per_seed(records, inits, depths, budgets, out / "per_seed.png")
     made += ["figures/learning_curves.png", "figures/per_seed.png"]
+    if rep.get("tuning", {}).get("history"):
+        figures.tuning_history(rep["tuning"]["history"], inits, out / "tuning.png")
+        made.append("figures/tuning.png")
     if filter_figure(folder, rep, out / "filters.png"):
         made.append("figures/filters.png")
     return made
@@ -351,23 +354,27 @@ def build(folder: Path) -> tuple[dict, dict]:
                                      "finetune_seconds": sum(r["seconds"] for r in runs),
                                      "pretrain_runs": len(stacks),
                                      "pretrain_seconds": sum(stacks)},
-                         "pruned": pruned_trials(folder)}
+                         "history": tuning_trials(folder)}
+        rep["tuning"]["pruned"] = {arm: sum(1 for recs in rep["tuning"]["history"].values()
+                                            for r in recs if r["arm"] == arm and r.get("pruned"))
+                                   for arm in inits}
         warnings += at_edge(rep["tuning"]["space"], rep["tuning"].get("choices", {}))
     return rep, seen
 
 
-def pruned_trials(folder: Path) -> dict:
-    """How many of each arm's trials (every budget) had a network pruned."""
-    counts = {}
+def tuning_trials(folder: Path) -> dict:
+    """Each label budget's finished trials (trials.jsonl records, every arm), in trial order."""
+    found = {}
     for path in sorted((folder / "tune").glob("n*/trials.jsonl")):
+        recs = {}
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
+                recs[rec["arm"], rec["number"]] = rec  # a trial recorded twice: its last line
+            except (json.JSONDecodeError, KeyError, TypeError):
                 continue
-            if isinstance(rec, dict) and rec.get("pruned"):
-                counts[rec["arm"]] = counts.get(rec["arm"], 0) + 1
-    return counts
+        found[path.parent.name[1:]] = sorted(recs.values(), key=lambda r: r["number"])
+    return found
 
 
 def write_report(folder: str | Path) -> dict:

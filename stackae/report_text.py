@@ -88,7 +88,10 @@ def markdown(rep: dict) -> str:
                 "per_seed": "Every seed's test error; boxes per init, grey lines join the arms of "
                             "one seed.",
                 "filters": "First-layer filters (up to 100 hidden units, each scaled to its own "
-                           "range): a pretrained stack beside the same layer at random init."}
+                           "range): a pretrained stack beside the same layer at random init.",
+                "tuning": "The tuning's trials in order: each one's mean validation error on the "
+                          "tuning seeds (x: diverged, scored 100%; hollow: pruned, scored the "
+                          "best it reached) and each arm's best so far."}
     L += ["## Figures", ""]
     for f in rep["figures"]:
         name = f.split("/")[-1][:-4]
@@ -204,6 +207,30 @@ def spec_text(v) -> str:
     return "one of " + ", ".join(map(str, v))
 
 
+def trials_text(t: dict) -> list[str]:
+    """Every trial of the tuning, by label budget (figures/tuning.png draws them)."""
+    if not t.get("history"):
+        return []
+    L = ["", "All trials (mean validation error of the tuning seeds, each seed's in parentheses):", "",
+         "| labels | trial | arm | settings | validation error % |", "|---|---|---|---|---|"]
+    for budget, recs in t["history"].items():
+        for r in recs:
+            if r["diverged"]:
+                error = "diverged (scored 100)"
+            else:
+                error = (f"{pct(r['val_error'])} ("
+                         + ", ".join(pct(e) for e in r.get("per_seed") or []) + ")"
+                         + (", pruned" if r.get("pruned") else ""))
+            L.append(f"| {budget} | {r['number'] + 1} | {r['arm']} | {settings_text(r['settings'])}"
+                     f" | {error} |")
+    return L
+
+
+def settings_text(settings: dict) -> str:
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in settings.items())
+
+
 def tuning_text(t: dict) -> list[str]:
     """The tuning section: the search space, the budget per arm, and each arm's choice."""
     L = ["", "## Tuning (stackae tune)", "",
@@ -227,7 +254,7 @@ def tuning_text(t: dict) -> list[str]:
               f"arm's finished trials at the same epoch and seed stopped there, once "
               f"{PRUNE_STARTUP} had finished, and the trial scored the best it had reached. "
               + ("Trials pruned: " + ", ".join(f"{arm} {n}" for arm, n in pruned.items()) + "."
-                 if pruned else "None was pruned."), ""]
+                 if any(pruned.values()) else "None was pruned."), ""]
     if t.get("pretrain_budget"):
         arms = list(t.get("choices", {}))
         who = "; ".join(f"`{k}` by {' and '.join(a for a in arms if draws(a, k))}"
@@ -242,8 +269,7 @@ def tuning_text(t: dict) -> list[str]:
     L += ["| arm | labels | chosen settings | validation error % | trial |", "|---|---|---|---|---|"]
     for arm, per_budget in t.get("choices", {}).items():
         for budget, c in per_budget.items():
-            chosen = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                               for k, v in c["settings"].items())
+            chosen = settings_text(c["settings"])
             pre = c.get("pretraining_trial")
             L.append(f"| {arm} | {budget} | {chosen} | {pct(c['val_error'])} | "
                      f"{c['trial'] + 1} of {t['trials']}"
@@ -261,4 +287,5 @@ def tuning_text(t: dict) -> list[str]:
                   f" (the {len(t['adopted_cells'])} adopted cells' fine-tunes are among them, "
                   "counted under Compute too)") if t.get("adopted_cells") else "")
               + ". Seconds are each network's share of its batch's wall time."]
+    L += trials_text(t)
     return L

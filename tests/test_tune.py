@@ -607,6 +607,8 @@ def test_a_diverging_trial_scores_worst_and_tuning_goes_on(tmp_path):
     choices = json.loads((out / "tune.json").read_text())["choices"]
     assert all(c["all"]["settings"]["finetune_lr"] == 1e-3 for c in choices.values())
     assert grid.finished
+    report = (out / "REPORT.md").read_text()
+    assert report.count("| diverged (scored 100) |") == len(blown)
 
 
 def test_an_arm_whose_every_trial_diverged_stops_the_tuning_before_its_final_runs(tmp_path,
@@ -696,6 +698,11 @@ def test_trials_that_trail_the_finished_ones_are_pruned_and_say_so(tmp_path, mon
     assert all(c["all"]["settings"]["finetune_lr"] == 0.5 for c in tuned["choices"].values())
     report = (out / "REPORT.md").read_text()
     assert "Trials were pruned from epoch 1 on" in report and "Trials pruned: " in report
+    # every trial in the report's table and figure, the pruned ones marked
+    assert (out / "figures" / "tuning.png").exists() and "![tuning](figures/tuning.png)" in report
+    rows = [line for line in report.splitlines() if line.startswith("| all | ")
+            and line.count("|") == 6]
+    assert len(rows) == 8 and sum(row.endswith(", pruned |") for row in rows) == len(pruned)
     plan = "\n".join(stackae.plan_tuning(out=out, resume=True))  # the dry run of its folder
     assert "pruning: from epoch 1," in plan and "progress: 8 of 8 trials" in plan
 
