@@ -9,7 +9,9 @@ K networks share their settings (all but config.PER_NETWORK: seed, init, learnin
 decay, dropout, input dropout and max-norm) and shape, and nothing else: each has its own data
 split, labelled subset, batch order, dropout masks, model selection and early stopping, so a
 network trained beside others ends as it would alone (tests/test_stacked.py). result.json reports
-the test error at the epoch of best validation error (None with read_test off, as in stackae tune's trials), and the curves.
+the test error at the epoch of best validation error (None with read_test off, as in stackae
+tune's trials), and the curves. Networks that stop early (patience, a pruned tuning trial) leave
+the loop once at most half of it trains on: the rest go on as a narrower loop.
 
 A long fine-tuning saves each network's resume point (resume.pt in its folder, resume.py) at the
 end of an epoch every resume.RESUME_SECONDS; a killed run continues from there, with any K (its
