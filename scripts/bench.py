@@ -228,14 +228,12 @@ def finetune_k(K: int, d, idx, widths, logs=None, prune=None, **settings) -> Non
              prune=prune)
 
 
-def stopped_networks(K: int, epochs: int, x, y, d, widths, Bf, precision, device) -> dict:
-    """Seconds of K networks fine-tuned for `epochs` epochs, against the same with three quarters
-    of them pruned after the first epoch: finetune then trains the rest as a narrower loop, so
-    the run should cost about `work` of the full one (one epoch of K, the others of K / 4)."""
-    from stackae.data import Data
-    dd = Data(x, y, d.test_x[:1000], d.test_y[:1000], d.test_x[:1000], d.test_y[:1000], 10,
-              "mnist", (28, 28))
-    idx = torch.arange(len(x), device=device)
+def stopped_networks(K: int, epochs: int, dd, widths, Bf, precision, device) -> dict:
+    """Seconds of K networks fine-tuned for `epochs` epochs on dd's training set, against the
+    same with three quarters of them pruned after the first epoch: finetune then trains the rest
+    as a narrower loop, so the run should cost about `work` of the full one (one epoch of K, the
+    others of K / 4)."""
+    idx = torch.arange(len(dd.train_x), device=device)
     keep = max(1, K // 4)
     out = {"k": K, "epochs": epochs, "kept": keep,
            "work": (1 + (epochs - 1) * keep / K) / epochs}
@@ -250,12 +248,10 @@ def stopped_networks(K: int, epochs: int, x, y, d, widths, Bf, precision, device
     return out
 
 
-def finetune_against_k(ks, x, y, d, widths, Bf, precision, device, ft_flops_per_example, ceiling):
-    """Samples/s of one fine-tuning epoch of K networks at once (K seeds of one arm), per K."""
-    from stackae.data import Data
-    dd = Data(x, y, d.test_x[:1000], d.test_y[:1000], d.test_x[:1000], d.test_y[:1000], 10,
-              "mnist", (28, 28))
-    idx = torch.arange(len(x), device=device)
+def finetune_against_k(ks, dd, widths, Bf, precision, device, ft_flops_per_example, ceiling):
+    """Samples/s of one fine-tuning epoch of K networks at once (K seeds of one arm) on dd's
+    training set, per K."""
+    idx = torch.arange(len(dd.train_x), device=device)
     rows = []
     for K in ks:
         sync(device)
@@ -263,7 +259,7 @@ def finetune_against_k(ks, x, y, d, widths, Bf, precision, device, ft_flops_per_
         finetune_k(K, dd, idx, widths, epochs=1, batch_size=Bf, precision=precision)
         sync(device)
         dt = time.perf_counter() - t0
-        rate = K * len(x) / dt
+        rate = K * len(dd.train_x) / dt
         rows.append({"k": K, "seconds": dt, "samples_per_s": rate,
                      "gflops": rate * ft_flops_per_example / 1e9,
                      "fraction_of_ceiling": rate * ft_flops_per_example / 1e9 / ceiling})
@@ -461,7 +457,7 @@ def measure(args, device) -> dict:
                        "fraction_of_ceiling": ft_flops / ft_time / 1e9 / ft_ceiling,
                        "textbook_samples_per_s": tb_ft, "speedup": n / ft_time / tb_ft,
                        "note": "epoch time includes validation and test evaluation"}
-    out["finetune_k"] = finetune_against_k(ks, x, y, d, widths, Bf, args.precision, device,
+    out["finetune_k"] = finetune_against_k(ks, dd, widths, Bf, args.precision, device,
                                            ft_flops / n, ft_ceiling)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.target:
@@ -476,7 +472,7 @@ def measure(args, device) -> dict:
         out["steps"] = step_times(steps, ks, widths, args.precision, device,
                                   30 if args.quick else 150)
     if args.stops:
-        out["stops"] = stopped_networks(max(ks), 4, x, y, d, widths, Bf, args.precision, device)
+        out["stops"] = stopped_networks(max(ks), 4, dd, widths, Bf, args.precision, device)
     if args.grid:
         out["grid"] = whole_grid(device, ft_ceiling, ("--precision", args.precision))
     if device.type == "cuda":

@@ -213,7 +213,7 @@ class Part:
     stopped or at most half of them are still training."""
 
     def __init__(self, cfgs, datas, models, inits, idxs, logs, folders, prune):
-        self.cfgs, self.datas, self.models, self.inits = cfgs, datas, models, inits
+        self.cfgs, self.models, self.inits = cfgs, models, inits
         self.idxs, self.logs, self.folders = idxs, logs, folders
         self.prune = prune or [None] * len(cfgs)
         cfg, K = cfgs[0], len(cfgs)

@@ -21,6 +21,7 @@ from .proposals import at_edge
 from .report_text import markdown, pct
 from .runlog import RunError, atomic_write, write_json
 from .space import read_tuning
+from .tune import trials_of
 
 CSV_COLUMNS = ("id", "init", "kind", "depth", "budget", "labels", "seed", "test_error",
                "best_val_error", "best_epoch", "epochs_run", "seconds", "pretrain")
@@ -354,27 +355,16 @@ def build(folder: Path) -> tuple[dict, dict]:
                                      "finetune_seconds": sum(r["seconds"] for r in runs),
                                      "pretrain_runs": len(stacks),
                                      "pretrain_seconds": sum(stacks)},
-                         "history": tuning_trials(folder)}
-        rep["tuning"]["pruned"] = {arm: sum(1 for recs in rep["tuning"]["history"].values()
-                                            for r in recs if r["arm"] == arm and r.get("pruned"))
-                                   for arm in inits}
+                         "history": tuning_trials(folder, inits)}
         warnings += at_edge(rep["tuning"]["space"], rep["tuning"].get("choices", {}))
     return rep, seen
 
 
-def tuning_trials(folder: Path) -> dict:
+def tuning_trials(folder: Path, inits) -> dict:
     """Each label budget's finished trials (trials.jsonl records, every arm), in trial order."""
-    found = {}
-    for path in sorted((folder / "tune").glob("n*/trials.jsonl")):
-        recs = {}
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-                recs[rec["arm"], rec["number"]] = rec  # a trial recorded twice: its last line
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-        found[path.parent.name[1:]] = sorted(recs.values(), key=lambda r: r["number"])
-    return found
+    return {path.name[1:]: sorted((t for arm in inits for t in trials_of(path, arm)),
+                                  key=lambda t: t["number"])
+            for path in sorted((folder / "tune").glob("n*")) if (path / "trials.jsonl").exists()}
 
 
 def write_report(folder: str | Path) -> dict:

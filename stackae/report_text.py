@@ -248,7 +248,9 @@ def tuning_text(t: dict) -> list[str]:
          "Search space: " + "; ".join(f"`{k}` {spec_text(v)}" for k, v in t["space"].items())
          + ".", ""]
     if t.get("prune_after"):
-        pruned = t.get("pruned", {})
+        pruned = {arm: sum(1 for recs in t.get("history", {}).values() for r in recs
+                           if r["arm"] == arm and r.get("pruned"))
+                  for arm in t.get("choices", {})}
         L += [f"Trials were pruned from epoch {t['prune_after']} on (Optuna's MedianPruner): a "
               f"trial's network whose best validation error was worse than the median of its "
               f"arm's finished trials at the same epoch and seed stopped there, once "

@@ -630,6 +630,7 @@ def test_an_arm_whose_every_trial_diverged_stops_the_tuning_before_its_final_run
     (["tune", "--tune-seeds", "0,0"], "'--tune-seeds': has a repeated value"),
     (["tune", "--tune-seeds", ""], "'--tune-seeds'"),
     (["tune", "--seeds", "-1,0"], "'--seeds': must be >= 0, got -1, 0"),
+    (["tune", "--prune-after", "-1"], "'--prune-after': -1 is not in the range x>=0"),
 ])
 def test_grid_options_that_cannot_work_are_refused_before_any_folder(command, words, tmp_path,
                                                                      capsys, monkeypatch):
@@ -705,6 +706,11 @@ def test_trials_that_trail_the_finished_ones_are_pruned_and_say_so(tmp_path, mon
     assert len(rows) == 8 and sum(row.endswith(", pruned |") for row in rows) == len(pruned)
     plan = "\n".join(stackae.plan_tuning(out=out, resume=True))  # the dry run of its folder
     assert "pruning: from epoch 1," in plan and "progress: 8 of 8 trials" in plan
+    with pytest.raises(stackae.ConfigError, match="differs from the tuning being resumed"):
+        stackae.run_tuning(out=out, resume=True, prune_after=2, quiet=True)
+    with pytest.raises(stackae.ConfigError, match="prune_after.*must be 0 .no pruning. or an epoch"):
+        stackae.run_tuning(out=tmp_path / "bad", prune_after=-1, quiet=True, **SMALL)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_chosen_trials_pruned_run_is_trained_again_not_adopted(tmp_path, monkeypatch):
