@@ -337,12 +337,19 @@ def echo_report(folder: Path, rep: dict | None = None) -> None:
     """The report's summary on stdout (writing the report first unless `rep` is given)."""
     from .artifacts import load_ablation
     rep = rep or load_ablation(folder).write_report()
-    for c in rep["conditions"]:
+    if rep.get("in_progress"):  # a tuning whose final cells have not run (report_tuning)
+        for arm, per in rep["tuning"]["best_so_far"].items():
+            for budget, r in per.items():
+                click.echo(f"{arm:>12} {budget:>6} labels: best validation error so far "
+                           f"{100 * r['val_error']:.2f}% (trial {r['trial'] + 1}; "
+                           f"{rep['finished_trials'][budget][arm]} of {rep['tuning']['trials']} "
+                           f"trials finished)")
+    for c in rep.get("conditions", []):
         depth = f" depth {c['depth']}" if len(rep["depths"]) > 1 else ""
         std = f" ± {100 * c['std']:.2f}" if c["std"] is not None else ""
         click.echo(f"{c['init']:>12}{depth} {c['budget']:>6} labels: test error "
                    f"{100 * c['mean']:.2f}%{std} (n={c['n']})")
-    for c in rep["comparisons"]:
+    for c in rep.get("comparisons", []):
         depth = f" depth {c['depth']}" if len(rep["depths"]) > 1 else ""
         click.echo(f"{c['budget']} labels{depth}: {c['verdict']}")
     for w in rep["warnings"]:
@@ -354,6 +361,7 @@ def echo_report(folder: Path, rep: dict | None = None) -> None:
 Examples:
   stackae report runs/ablate/demo
   stackae report runs/ablate/full     # after every shard or SLURM job has finished
+  stackae report runs/tune/demo       # a tuning still running: its trials so far
 """)
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @friendly_errors
@@ -362,7 +370,9 @@ def report(folder):
 
     Reads only the folder's run folders and results.jsonl: mean ± std and 95% CI of test error per
     condition; per label budget, the paired difference to random init with its CI, a paired t-test
-    and a Wilcoxon signed-rank test, Holm-corrected across budgets.
+    and a Wilcoxon signed-rank test, Holm-corrected across budgets. For a `stackae tune` folder
+    whose final cells have not run, REPORT.md shows the trials so far and each arm's best (no test
+    error is read); the full report replaces it once the cells have run.
     """
     echo_report(folder)
 

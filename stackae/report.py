@@ -20,8 +20,7 @@ from .config import OBJECTIVES, RANDOM_INITS, AblateConfig
 from .proposals import at_edge
 from .report_text import markdown, pct
 from .runlog import RunError, atomic_write, write_json
-from .space import read_tuning
-from .tune import trials_of
+from .report_tuning import tuning_section, write_progress
 
 CSV_COLUMNS = ("id", "init", "kind", "depth", "budget", "labels", "seed", "test_error",
                "best_val_error", "best_epoch", "epochs_run", "seconds", "pretrain")
@@ -72,12 +71,6 @@ def read_folder(folder: Path) -> dict:
     curves and config.json provenance."""
     records, bad = read_records(folder / "results.jsonl")
     if not records:
-        if (folder / "tune.json").exists():
-            trials = sum(1 for t in (folder / "tune").glob("n*/trials.jsonl")  # a line a trial
-                         for line in t.read_text().splitlines() if line.strip())
-            raise RunError(f"{folder} is a tuning whose final cells have not run yet ({trials} "
-                           f"trials finished); nothing to report until they do: continue it "
-                           f"with stackae tune --out {folder} --resume")
         raise RunError(f"{folder} has no results (expected results.jsonl written by stackae "
                        f"ablate); nothing to report")
     grid = json.loads((folder / "grid.json").read_text()) if (folder / "grid.json").exists() else {}
@@ -348,28 +341,17 @@ def build(folder: Path) -> tuple[dict, dict]:
         trials = sorted((folder / "tune").glob("n*/trial-*"))
         runs = [r for t in trials for r in read_records(t / "results.jsonl", timed)[0].values()]
         stacks = [s for t in trials for s in pretrained_seconds(t / "pretrain")]
-        rep["tuning"] = {**read_tuning(folder),
-                         "adopted_cells": sorted(p.parent.name for p in (
-                             folder / "runs" / "finetune").glob("*/copied.json")),
-                         "compute": {"finetunes": len(runs),
-                                     "finetune_seconds": sum(r["seconds"] for r in runs),
-                                     "pretrain_runs": len(stacks),
-                                     "pretrain_seconds": sum(stacks)},
-                         "history": tuning_trials(folder, inits)}
+        rep["tuning"] = tuning_section(folder, inits, runs, stacks)
         warnings += at_edge(rep["tuning"]["space"], rep["tuning"].get("choices", {}))
     return rep, seen
 
 
-def tuning_trials(folder: Path, inits) -> dict:
-    """Each label budget's finished trials (trials.jsonl records, every arm), in trial order."""
-    return {path.name[1:]: sorted((t for arm in inits for t in trials_of(path, arm)),
-                                  key=lambda t: t["number"])
-            for path in sorted((folder / "tune").glob("n*")) if (path / "trials.jsonl").exists()}
-
-
 def write_report(folder: str | Path) -> dict:
-    """Read the folder, write REPORT.md, report.json, results.csv and figures/; return the report."""
+    """Read the folder, write REPORT.md, report.json, results.csv and figures/; return the report.
+    A tuning whose final cells have not run gets a report of its trials so far (report_tuning)."""
     folder = Path(folder)
+    if (folder / "tune.json").exists() and not read_records(folder / "results.jsonl")[0]:
+        return write_progress(folder)
     rep, seen = build(folder)
     rep["figures"] = draw(folder, rep, seen["records"], seen["curves"])
     write_csv(folder / "results.csv", seen["records"])

@@ -8,6 +8,7 @@ import pytest
 
 import stackae
 from conftest import run_main
+from stackae.report_text import settings_text
 
 pytest.importorskip("optuna")
 
@@ -86,8 +87,32 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path, ca
                             monkeypatch)  # its plan too: the real run would refuse the folder
     assert code == 2 and "holds a `stackae tune` run" in err, err
     (out / "results.jsonl").rename(out / "kept.jsonl")  # as while its trials still run
-    code, _, err = run_main(["report", out], capsys, monkeypatch)
-    assert code == 1 and "final cells have not run yet (12 trials finished)" in err, err
+    code, stdout, err = run_main(["report", out], capsys, monkeypatch)
+    assert code == 0, err  # a report of the trials so far, reading no test error
+    progress = json.loads((out / "report.json").read_text())
+    assert progress["in_progress"] and "conditions" not in progress
+    assert progress["finished_trials"] == {b: {"denoising": 3, "xavier": 3}
+                                           for b in ("100", "all")}
+    text = (out / "REPORT.md").read_text()
+    assert text.startswith("# Tuning in progress: denoising, xavier")
+    assert "12 of 12 trials finished" in text and "No test error has been read" in text
+    assert "![tuning](figures/tuning.png)" in text and (out / "figures" / "tuning.png").exists()
+    for arm in ("denoising", "xavier"):
+        for budget in ("100", "all"):
+            best = tuned["choices"][arm][budget]  # the best so far is what was chosen
+            assert progress["tuning"]["best_so_far"][arm][budget]["trial"] == best["trial"]
+            assert (f"| {arm} | {budget} | 3 of 3 | {settings_text(best['settings'])} | "
+                    f"{100 * best['val_error']:.2f} | {best['trial'] + 1} |") in text
+            assert (f"{arm:>12} {budget:>6} labels: best validation error so far "
+                    f"{100 * best['val_error']:.2f}%") in stdout
+    assert text.count("| denoising |") == 2 + 6  # best so far per budget, then every trial
+    kept = sorted((out / "tune").glob("n*/trials.jsonl"))
+    for t in kept:
+        t.rename(t.with_name("kept.jsonl"))
+    code, _, err = run_main(["report", out], capsys, monkeypatch)  # before any trial finished
+    assert code == 1 and "is a tuning with no finished trial yet" in err, err
+    for t in kept:
+        t.with_name("kept.jsonl").rename(t)
     (out / "kept.jsonl").rename(out / "results.jsonl")
     # a damaged tune.json is one line naming it, on a resume and in a report
     bad_space = json.dumps({**tuned, "space": {"finetune_lr": "x"}})

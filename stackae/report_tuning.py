@@ -1,0 +1,111 @@
+"""The tuning part of a report: a `stackae tune` folder's search space, choices, trials and their
+compute (the Tuning section of REPORT.md), and, while its final cells have not run, a report of
+the trials so far.
+
+    stackae report runs/tune/budgets      # during the tuning: the trials so far; after: the full report
+
+The progress report (REPORT.md, report.json, figures/tuning.png) reads no test error, as none has
+been read yet; the full report replaces it once the final cells have run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import figures
+from .proposals import at_edge
+from .report_text import counted, pct, settings_text, spec_text, trials_text
+from .runlog import RunError, atomic_write, write_json
+from .space import read_tuning
+from .tune import best_trial, trials_of
+
+
+def tuning_trials(folder: Path, inits) -> dict:
+    """Each label budget's finished trials (trials.jsonl records, every arm), in trial order."""
+    return {path.name[1:]: sorted((t for arm in inits for t in trials_of(path, arm)),
+                                  key=lambda t: t["number"])
+            for path in sorted((folder / "tune").glob("n*")) if (path / "trials.jsonl").exists()}
+
+
+def tuning_section(folder: Path, inits, runs: list[dict], stacks: list[float]) -> dict:
+    """report.json's "tuning": tune.json (space, budget, choices), the cells adopted from chosen
+    trials, the compute of the trial runs (`runs`: their results lines, `stacks`: their
+    pretraining seconds) and every trial."""
+    return {**read_tuning(folder),
+            "adopted_cells": sorted(p.parent.name for p in (
+                folder / "runs" / "finetune").glob("*/copied.json")),
+            "compute": {"finetunes": len(runs),
+                        "finetune_seconds": sum(r["seconds"] for r in runs),
+                        "pretrain_runs": len(stacks),
+                        "pretrain_seconds": sum(stacks)},
+            "history": tuning_trials(folder, inits)}
+
+
+def progress(folder: Path) -> dict:
+    """report.json of a tuning whose final cells have not run: the trials so far and each arm's
+    best so far at each budget."""
+    from .ablate import load_config
+    cfg = load_config(folder)
+    inits = list(cfg.inits)
+    t = tuning_section(folder, inits, [], [])
+    del t["adopted_cells"], t["compute"]
+    if not any(t["history"].values()):
+        raise RunError(f"{folder} is a tuning with no finished trial yet; nothing to report "
+                       f"until one finishes (stackae tune --out {folder} --resume continues it)")
+    best = {arm: {b: best_trial([r for r in recs if r["arm"] == arm], t["trials"])
+                  for b, recs in t["history"].items() if any(r["arm"] == arm for r in recs)}
+            for arm in inits}
+    t["best_so_far"] = {arm: {b: {"settings": r["settings"], "trial": r["number"],
+                                  "val_error": r["val_error"], "diverged": r["diverged"]}
+                              for b, r in per.items()}
+                        for arm, per in best.items() if per}
+    history = {b: t["history"].get(b, []) for b in cfg.labels}
+    return {"folder": str(folder), "inits": inits, "budgets": list(cfg.labels),
+            "in_progress": True, "tuning": t,
+            "finished_trials": {b: {arm: sum(r["arm"] == arm for r in recs) for arm in inits}
+                                for b, recs in history.items()},
+            "warnings": at_edge(t["space"], t["best_so_far"])}
+
+
+def progress_markdown(rep: dict) -> str:
+    t, folder = rep["tuning"], rep["folder"]
+    done = sum(n for per in rep["finished_trials"].values() for n in per.values())
+    planned = t["trials"] * len(rep["inits"]) * len(rep["budgets"])
+    L = [f"# Tuning in progress: {', '.join(rep['inits'])}", "",
+         f"{done} of {planned} trials finished ({counted(t['trials'], 'trial')} per arm and label "
+         f"budget, each judged on the mean validation error of tuning seed"
+         f"{'s' if len(t['tune_seeds']) > 1 else ''} {', '.join(map(str, t['tune_seeds']))}). "
+         f"No test error has been read: the final cells read it once, with each arm's chosen "
+         f"settings, after every trial has finished. This report is replaced by the full one "
+         f"then.", ""]
+    if rep["warnings"]:
+        L += ["**Warnings**", ""] + [f"- {w}" for w in rep["warnings"]] + [""]
+    L += ["## Best so far", "",
+          "| arm | labels | trials finished | settings | validation error % | trial |",
+          "|---|---|---|---|---|---|"]
+    for arm, per in t["best_so_far"].items():
+        for budget, r in per.items():
+            error = "diverged (scored 100)" if r["diverged"] else pct(r["val_error"])
+            L.append(f"| {arm} | {budget} | {rep['finished_trials'][budget][arm]} of "
+                     f"{t['trials']} | {settings_text(r['settings'])} | {error} | "
+                     f"{r['trial'] + 1} |")
+    L += ["", "Search space: " + "; ".join(f"`{k}` {spec_text(v)}" for k, v in t["space"].items())
+          + "."]
+    L += trials_text(t)
+    L += ["", "## Figures", "", "![tuning](figures/tuning.png)", "",
+          "The trials in order: each one's mean validation error on the tuning seeds (x: "
+          "diverged, scored 100%; hollow: pruned, scored the best it reached) and each arm's best "
+          "so far.", "", "## Continue", "", "```"]
+    L += [f"stackae tune --out {folder} --resume", f"stackae report {folder}", "```", ""]
+    return "\n".join(L)
+
+
+def write_progress(folder: Path) -> dict:
+    """REPORT.md, report.json and figures/tuning.png of a tuning whose final cells have not run."""
+    rep = progress(folder)
+    (folder / "figures").mkdir(exist_ok=True)
+    figures.tuning_history(rep["tuning"]["history"], rep["inits"], folder / "figures" / "tuning.png")
+    rep["figures"] = ["figures/tuning.png"]
+    write_json(folder / "report.json", rep)
+    text = progress_markdown(rep)
+    atomic_write(folder / "REPORT.md", lambda tmp: Path(tmp).write_text(text))
+    return rep
