@@ -26,9 +26,10 @@ def propose(dists: dict, done: list[dict], number: int, seed: int,
     default `dists`), kept to the arm's `dists`, so every arm draws the same fine-tuning
     settings (the same point of its own ranges, where arms have their own) and a few trials
     still cover each range evenly where random draws would clump. Later ones: TPE over the
-    finished trials, seeded by the trial's number; the `pending` settings (trials of the same
-    round, proposed but not finished) count as running, with the constant liar keeping a round's
-    proposals apart."""
+    finished trials, seeded by the trial's number (a pruned one told as pruned, its score cut
+    short: TPE counts it among the good trials only after every trial that ran its course); the
+    `pending` settings (trials of the same round, proposed but not finished) count as running,
+    with the constant liar keeping a round's proposals apart."""
     if startup == "sobol" and number < STARTUP:
         point = spread(whole or dists, number, seed)
         return {k: point[k] for k in dists}
@@ -44,9 +45,12 @@ def propose(dists: dict, done: list[dict], number: int, seed: int,
 
     def params(settings):  # a trial of an earlier version may hold a setting the arm now skips
         return {k: v for k, v in from_json(settings).items() if k in dists}
-    for t in done:
+    for t in done:  # a pruned trial as Optuna tells one: TPE ranks it after every finished one
+        told = ({"state": optuna.trial.TrialState.PRUNED,
+                 "intermediate_values": {1: t["val_error"]}} if t.get("pruned")
+                else {"value": t["val_error"]})
         study.add_trial(optuna.trial.create_trial(params=params(t["settings"]),
-                                                  distributions=dists, value=t["val_error"]))
+                                                  distributions=dists, **told))
     for settings in pending:
         study.add_trial(optuna.trial.create_trial(params=params(settings), distributions=dists,
                                                   state=optuna.trial.TrialState.RUNNING))

@@ -267,6 +267,23 @@ def test_the_first_trials_cover_each_range_evenly_and_every_arm_draws_the_same()
     assert 0.01 <= later["finetune_lr"] <= 1.0 and later not in [d["settings"] for d in done]
 
 
+def test_tpe_ranks_a_pruned_trial_after_every_trial_that_ran_its_course():
+    from stackae.config import AblateConfig
+    from stackae.proposals import STARTUP, propose
+    from stackae.space import distributions
+    dists = distributions({"finetune_lr": {"low": 0.01, "high": 1.0, "log": True}},
+                          AblateConfig(inits=("xavier",), layers=(12,)))
+    done = [{"settings": {"finetune_lr": 0.8 + n / 100}, "val_error": 0.3 + n / 100}
+            for n in range(STARTUP)]  # trials that ran their course, all near lr 0.8
+    cut = {"settings": {"finetune_lr": 0.012}, "val_error": 0.05, "pruned": True}
+    told = [propose(dists, done + [{**cut, "number": 0}], n, 0)["finetune_lr"]
+            for n in range(STARTUP + 1, STARTUP + 6)]
+    assert min(told) > 0.1, told  # the pruned trial's low score, cut short, does not lead
+    as_finished = [propose(dists, done + [{k: v for k, v in cut.items() if k != "pruned"}], n,
+                           0)["finetune_lr"] for n in range(STARTUP + 1, STARTUP + 6)]
+    assert max(as_finished) < 0.05, as_finished  # as a finished trial's, it would
+
+
 def test_a_setting_may_give_each_arm_its_own_range_at_the_same_points(tmp_path):
     from stackae.proposals import at_edge, propose
     from stackae.space import arm_space, arm_view, distributions
