@@ -17,7 +17,7 @@ _EXPORTS = {
     "load_stack": "artifacts", "load_model": "artifacts", "load_ablation": "artifacts",
     "Stack": "artifacts", "Classifier": "artifacts", "Ablation": "artifacts",
     "Data": "data", "PretrainConfig": "config", "FinetuneConfig": "config",
-    "AblateConfig": "config", "ConfigError": "schema", "DataError": "data",
+    "AblateConfig": "config_grid", "ConfigError": "schema", "DataError": "data",
     "CheckpointError": "checkpoint", "RunError": "runlog", "Diverged": "runlog",
 }
 __all__ = ["__version__", *_EXPORTS]

@@ -27,7 +27,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import PROVENANCE_KEYS, AblateConfig, DataConfig, from_dict, load_json, to_dict
+from .config import PROVENANCE_KEYS, DataConfig, from_dict, load_json, to_dict
+from .config_grid import AblateConfig
 from .grid import Cell, plan
 from .runlog import RunError, write_json
 

@@ -10,7 +10,8 @@ from torch import nn
 
 from . import checkpoint
 from .autoencoders import ACT
-from .config import AblateConfig, PretrainConfig, from_dict
+from .config import PretrainConfig, from_dict
+from .config_grid import AblateConfig
 
 
 # ---- a pretrained stack ---------------------------------------------------------------------

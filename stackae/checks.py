@@ -12,7 +12,8 @@ import torch
 
 from .checkpoint import CheckpointError, load_stack, read
 from .autoencoders import ACT
-from .config import RUN_ONLY, AblateConfig, PretrainConfig, to_dict
+from .config import RUN_ONLY, PretrainConfig, to_dict
+from .config_grid import AblateConfig
 from .data import OptionError, check_budget, check_sizes, read_arrays
 from .runlog import finished_layers
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import AblateConfig, FinetuneConfig, PretrainConfig
+from .config import FinetuneConfig, PretrainConfig
+from .config_grid import AblateConfig
 from .interrupt import deferred_interrupts
 from .options import common_run_options, config_option, friendly_errors, options_from
 
@@ -140,7 +141,7 @@ def finetune(ctx, out, resume, quiet, **kwargs):
 
 def preset_option(f):
     """--preset NAME: eager, so its values become defaults that --config and flags override."""
-    from .config import ABLATE_PRESETS
+    from .config_grid import ABLATE_PRESETS
 
     def callback(ctx, param, value):
         values = ABLATE_PRESETS[value]

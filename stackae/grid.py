@@ -1,5 +1,5 @@
 """An ablation grid's plan: its cells, shards, work estimate, command line and --dry-run text
-(its settings, AblateConfig, live in config.py).
+(its settings, AblateConfig, live in config_grid.py).
 
 A grid is inits x seeds x label budgets (x depths); each cell is one fine-tuning run, and the
 pretrained arms of one (objective, seed, depth) share one pretraining run. `expand` lists the
@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .config import ABLATE_INITS, ABLATE_PRESETS, OBJECTIVES, RANDOM_INITS, AblateConfig  # noqa: F401
+from .config import OBJECTIVES  # noqa: F401
+
+from .config_grid import ABLATE_INITS, ABLATE_PRESETS, RANDOM_INITS, AblateConfig  # noqa: F401
 from .config import from_dict, to_dict
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from . import figures, stats
-from .config import OBJECTIVES, RANDOM_INITS, AblateConfig
+from .config import OBJECTIVES
+from .config_grid import RANDOM_INITS, AblateConfig
 from .proposals import at_edge
 from .report_text import markdown, pct
 from .runlog import RunError, atomic_write, write_json

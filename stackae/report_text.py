@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from .config import OBJECTIVES
-from .config import RANDOM_INITS
+from .config_grid import RANDOM_INITS
 from .proposals import PRUNE_STARTUP, STARTUP
 from .space import PRETRAINING, draws, given_per_arm
 

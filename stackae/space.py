@@ -22,9 +22,9 @@ import typing
 import warnings
 from pathlib import Path
 
-from .config import (ABLATE_INITS, NOT_SWEPT, OBJECTIVES, PER_CELL, PER_NETWORK, RUN_ONLY,
-                     AblateConfig, ConfigError, FinetuneConfig, PretrainConfig, field_types,
-                     from_dict, grid_name, to_dict)
+from .config import OBJECTIVES, PER_NETWORK, RUN_ONLY, ConfigError, FinetuneConfig, PretrainConfig, field_types, from_dict, to_dict
+
+from .config_grid import ABLATE_INITS, NOT_SWEPT, PER_CELL, AblateConfig, grid_name
 from .runlog import RunError
 from .schema import did_you_mean
 

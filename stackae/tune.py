@@ -62,7 +62,9 @@ import json
 import math
 from pathlib import Path
 
-from .config import OBJECTIVES, AblateConfig
+from .config import OBJECTIVES
+
+from .config_grid import AblateConfig
 from .grid import Cell
 from .runlog import RESUME_NAME, Diverged, RunError, copy_run_folder, write_json
 from .proposals import propose

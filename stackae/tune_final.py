@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .config import AblateConfig
+from .config_grid import AblateConfig
 from .grid import Cell
 from .runlog import copy_run_folder
 from .space import PER_ARM, applied

@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .config import OBJECTIVES, AblateConfig
+from .config import OBJECTIVES
+
+from .config_grid import AblateConfig
 from .proposals import PRUNE_STARTUP
 from .grid import arm_names, copied_stacks, estimate, expand, finished
 from .space import PRETRAINING, applied, draws, given_per_arm, pretrains_own, shown

@@ -9,7 +9,8 @@ import shlex
 from pathlib import Path
 
 from .claims import ClaimError
-from .config import AblateConfig, ConfigError
+from .config import ConfigError
+from .config_grid import AblateConfig
 from .runlog import RunError
 from .space import (PRETRAINING, default_space, distributions, pretrain_budget, read_space,
                     read_tuning)

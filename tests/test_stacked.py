@@ -13,7 +13,8 @@ from torch.testing import assert_close
 from stackae import ablate as A
 from stackae import grid as G
 from stackae.checkpoint import load_stack
-from stackae.config import AblateConfig, DataConfig, FinetuneConfig, PretrainConfig
+from stackae.config import DataConfig, FinetuneConfig, PretrainConfig
+from stackae.config_grid import AblateConfig
 from stackae.data import label_subset, load
 from stackae.finetune import finetune
 from stackae.grid import expand

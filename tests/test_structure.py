@@ -43,17 +43,26 @@ def test_the_package_has_no_import_circle():
         visit(m, [])
 
 
-def config_with_extra_line(after: str, line: str):
-    """stackae.config as it would be with one more line in it, loaded as a fresh module."""
-    source = (PACKAGE / "config.py").read_text()
-    assert after in source
-    source = source.replace(after, after + line, 1)
-    spec = importlib.util.spec_from_loader("stackae._config_probe", loader=None)
+def probe_module(name: str, source: str):
+    """A fresh module of the package run from `source`."""
+    spec = importlib.util.spec_from_loader(f"stackae.{name}", loader=None)
     module = importlib.util.module_from_spec(spec)
     module.__package__ = "stackae"
     sys.modules[spec.name] = module  # dataclasses resolve the fields' types through it
-    exec(compile(source, "config_probe.py", "exec"), module.__dict__)
+    exec(compile(source, f"{name}.py", "exec"), module.__dict__)
     return module
+
+
+def config_with_extra_line(after: str, line: str):
+    """stackae.config as it would be with one more line in it, and the grid's settings
+    (config_grid) derived from it, loaded as fresh modules: the grid's AblateConfig."""
+    source = (PACKAGE / "config.py").read_text()
+    assert after in source
+    probe_module("_config_probe", source.replace(after, after + line, 1))
+    grid = (PACKAGE / "config_grid.py").read_text()
+    assert "from .config import" in grid
+    return probe_module("_config_grid_probe",
+                        grid.replace("from .config import", "from ._config_probe import"))
 
 
 def test_a_new_fine_tuning_setting_reaches_every_cell_with_one_edit():

@@ -244,7 +244,7 @@ def test_trials_at_once_train_as_one_k_and_resume_to_the_same_choices(tmp_path, 
 
 
 def test_the_first_trials_cover_each_range_evenly_and_every_arm_draws_the_same():
-    from stackae.config import AblateConfig
+    from stackae.config_grid import AblateConfig
     from stackae.proposals import STARTUP, propose
     from stackae.space import arm_space, distributions
     cfg = AblateConfig(inits=("denoising", "xavier"), layers=(12, 12))
@@ -268,7 +268,7 @@ def test_the_first_trials_cover_each_range_evenly_and_every_arm_draws_the_same()
 
 
 def test_tpe_ranks_a_pruned_trial_after_every_trial_that_ran_its_course():
-    from stackae.config import AblateConfig
+    from stackae.config_grid import AblateConfig
     from stackae.proposals import STARTUP, propose
     from stackae.space import distributions
     dists = distributions({"finetune_lr": {"low": 0.01, "high": 1.0, "log": True}},
@@ -336,7 +336,7 @@ def test_a_plan_sizes_a_setting_given_per_arm_from_every_arms_fewest_to_most():
 
 
 def test_a_tuning_from_before_the_sobol_start_resumes_with_random_draws(tmp_path):
-    from stackae.config import AblateConfig
+    from stackae.config_grid import AblateConfig
     from stackae.report_text import sampler_text
     from stackae.tune_setup import setup
     cfg = AblateConfig(inits=("denoising", "xavier"), layers=(12,), seeds=(0, 1))
