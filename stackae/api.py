@@ -222,13 +222,11 @@ def run_tuning(data=None, config=None, *, out=None, resume: bool = False, trials
     n = len(g.cfg.inits) * len(g.cfg.labels)
     with claims.locked(g.out / "tune", "tuning in"), \
             Progress(n * trials + len(g.cells), "run", quiet) as bar:
-        done = [T.finished_trials(g.cfg, g.out, trials)]  # finished before a resume
-        bar.update(done[0])
+        bar.update(T.finished_trials(g.cfg, g.out, trials))  # finished before a resume
 
-        def progress(line):  # one line per finished trial of an arm
+        def progress(line):  # the bar counts the finished trials
             bar.line(line)
-            done[0] += 1
-            bar.update(min(done[0], n * trials))
+            bar.update(T.finished_trials(g.cfg, g.out, trials))
         choices = T.tune(g.cfg, g.out, space, trials, seeds, g.device, progress,
                          chosen["trials_at_once"], chosen["startup"], chosen["prune_after"])
         write_json(path, {**read_tuning(g.out), "choices": choices})

@@ -112,6 +112,9 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
             if todo:
                 asked = ask_round(cfg, dists, folder, numbers, todo, done, budget == first,
                                   startup)
+                for n, arm in todo:  # a trial may run for long: say what it is now
+                    say(f"tune {arm} at {budget} labels: trial {n + 1}/{trials} started "
+                        f"({shown(asked[n][arm])})")
                 runs = {(n, a): applied({**fixed[a], **asked[n][a]}) for n, a in todo}
                 before = {a: [t for t in done[a] if t["number"] < start] for a in done}
                 prune = pruners(folder, before, prune_after) if prune_after else None

@@ -365,7 +365,7 @@ def test_a_choice_at_the_edge_of_its_range_is_warned_of():
         "(10 to 110): the best may lie beyond it; widen the range"]
 
 
-def test_an_interrupted_tuning_resumes_to_the_same_choices(tmp_path, monkeypatch):
+def test_an_interrupted_tuning_resumes_to_the_same_choices(tmp_path, monkeypatch, capsys):
     import stackae.ablate as A
     whole = tmp_path / "whole"
     stackae.run_tuning(out=whole, trials=3, space=SPACE, tune_seeds=(0, 1), quiet=True, **SMALL)
@@ -383,7 +383,18 @@ def test_an_interrupted_tuning_resumes_to_the_same_choices(tmp_path, monkeypatch
                            **SMALL)
     monkeypatch.setattr(A, "run_jobs", real)
     assert not (cut / "REPORT.md").exists()
-    stackae.run_tuning(out=cut, resume=True, quiet=True)  # the folder's settings and space
+    before = {b: len(trials(cut, b)) if (cut / "tune" / f"n{b}" / "trials.jsonl").exists() else 0
+              for b in ("100", "all")}
+    capsys.readouterr()
+    stackae.run_tuning(out=cut, resume=True)  # the folder's settings and space
+    said = capsys.readouterr().err.splitlines()
+    started = [line for line in said if " started (" in line]
+    ended = [line for line in said if "best so far" in line]
+    # each trial left says when it starts (a trial may run for long) and when it ends
+    assert len(started) == len(ended) == 12 - sum(before.values()) > 0, said
+    budget = next(b for b in ("100", "all") if before[b] < 6)  # where it stopped
+    assert started[0].startswith(f"tune denoising at {budget} labels: trial "
+                                 f"{before[budget] // 2 + 1}/3 started (finetune_lr "), said
     for budget in ("100", "all"):
         def key(r):
             return (r["arm"], r["number"])
