@@ -4,12 +4,13 @@
 
 Writes into the folder: REPORT.md (tables, verdicts, figures, setup, the reproducing command),
 report.json (the same as data), results.csv (one row per finished cell) and figures/*.png.
+Its words are report_text.py's, its warnings about the runs report_checks.py's, and a tuning's
+section (or, before its final cells, the whole report) report_tuning.py's.
 """
 from __future__ import annotations
 
 import csv
 import json
-import statistics
 from collections import Counter
 from pathlib import Path
 
@@ -19,9 +20,10 @@ from . import figures, stats
 from .config import OBJECTIVES
 from .config_grid import RANDOM_INITS, AblateConfig
 from .proposals import at_edge
-from .report_text import markdown, pct
-from .runlog import RunError, atomic_write, write_json
+from .report_checks import by_condition, outlying_seeds, undertrained
+from .report_text import markdown
 from .report_tuning import tuning_section, write_progress
+from .runlog import RunError, atomic_write, write_json
 
 CSV_COLUMNS = ("id", "init", "kind", "depth", "budget", "labels", "seed", "test_error",
                "best_val_error", "best_epoch", "epochs_run", "seconds", "pretrain")
@@ -96,14 +98,6 @@ def reference_arm(inits) -> str | None:
     return next((i for i in inits if i in RANDOM_INITS), None)
 
 
-def by_condition(records: list[dict]) -> dict:
-    """The records of each condition, keyed (depth, budget, init)."""
-    groups = {}
-    for r in records:
-        groups.setdefault((r["depth"], r["budget"], r["init"]), []).append(r)
-    return groups
-
-
 def analyse(records: list[dict], inits, depths, budgets) -> tuple[list, list]:
     """Conditions (init x budget x depth) and paired comparisons (arm - reference per budget,
     Holm-corrected across budgets for each arm and depth)."""
@@ -133,76 +127,6 @@ def analyse(records: list[dict], inits, depths, budgets) -> tuple[list, list]:
                 c["warnings"] = stats.warnings_for(c["n"], len(family))
             comparisons += family
     return conditions, comparisons
-
-
-# an arm whose training error at the selected epoch is at least this has not fit its labelled set
-UNDERFIT_TRAIN_ERROR = 0.10
-
-
-def undertrained(records: list[dict], curves: dict, inits, depths, budgets,
-                 schedule: str = "constant") -> list[str]:
-    """Warnings for conditions that were still learning when fine-tuning stopped. Either the mean
-    training error at the selected epoch is still UNDERFIT_TRAIN_ERROR or more (a random-init
-    sigmoid network still on its early plateau is the usual case), or, under a constant learning
-    rate, most seeds chose their last epoch. Their test error, and any difference from them, then
-    depends on the fine-tuning budget as much as on the initialization. Under a cosine schedule
-    the last epochs run at a learning rate near 0, so choosing one of them is convergence."""
-    groups = by_condition(records)
-    out = []
-    for key in [(d, b, i) for d in depths for b in budgets for i in inits if (d, b, i) in groups]:
-        rs = groups[key]
-        at_end = sum(r["best_epoch"] == r["epochs_run"] for r in rs)
-        last = sum(r["best_epoch"] == r["epochs_run"] > 1 for r in rs)  # of more than one epoch
-        train = []
-        for r in rs:
-            curve = curves.get(r["id"], {}).get("train_error") or []
-            if 0 < r["best_epoch"] <= len(curve):
-                train.append(curve[r["best_epoch"] - 1])
-        name = f"{key[2]}, {key[1]} labels" + (f", depth {key[0]}" if len(depths) > 1 else "")
-        if train and sum(train) / len(train) >= UNDERFIT_TRAIN_ERROR:
-            lo, hi = f"{100 * min(train):.0f}", f"{100 * max(train):.0f}"
-            out.append(f"{name}: training error at the selected epoch "
-                       f"is {lo if lo == hi else lo + '–' + hi}% ({at_end} of {len(rs)} "
-                       f"seeds chose their last epoch): the arm had not fit its labelled set when "
-                       f"fine-tuning stopped (too few epochs, a plateau, or too little capacity), "
-                       f"so its error, and any difference from it, may reflect that more than the "
-                       f"initialization")
-        elif schedule != "cosine" and 2 * last > len(rs):
-            out.append(f"{name}: {last} of {len(rs)} seeds chose their last epoch, so validation "
-                       f"error was still falling when fine-tuning stopped: more epochs may lower "
-                       f"this arm's error and change any difference from it")
-    return out
-
-
-# a seed whose best validation error is this many times its arm's other seeds' median, and this
-# much above it, ended apart from them: it diverged, stalled or blew up rather than varied
-OUTLIER_RATIO, OUTLIER_GAP = 2.0, 0.02
-
-
-def outlying_seeds(records: list[dict], curves: dict, inits, depths, budgets) -> list[str]:
-    """Warnings for seeds that ended far from the rest of their arm (at least 3 seeds): a learning
-    rate at the edge of an arm's stable range can leave one seed near chance while the others
-    converge, and that one seed then carries the arm's mean and any comparison with it."""
-    groups = by_condition(records)
-    out = []
-    for key in [(d, b, i) for d in depths for b in budgets for i in inits if (d, b, i) in groups]:
-        rs = sorted(groups[key], key=lambda r: r["seed"])
-        for r in rs if len(rs) >= 3 else ():
-            others = statistics.median(o["best_val_error"] for o in rs if o is not r)
-            err = r["best_val_error"]
-            if err >= OUTLIER_RATIO * others and err - others >= OUTLIER_GAP:
-                loss = (curves.get(r["id"], {}).get("train_loss") or [None])[-1]
-                name = f"{key[2]}, {key[1]} labels" + (f", depth {key[0]}" if len(depths) > 1
-                                                       else "")
-                out.append(f"{name}: seed {r['seed']} ended apart from the arm's other seeds "
-                           f"(best validation error {pct(err)}% against their median "
-                           f"{pct(others)}%; test error {pct(r['test_error'])}%"
-                           + (f"; last training loss {loss:.3g}" if loss is not None else "")
-                           + "): it diverged, blew up or stalled rather than varied (a learning "
-                           "rate near the edge of the arm's stable range, or a plateau its seeds "
-                           "leave at different times), and the arm's mean and any comparison with "
-                           "it carry that one seed")
-    return out
 
 
 # what a cell's provenance records that can differ between cells, as the warning names it
