@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .config import OBJECTIVES  # noqa: F401
-
+from .config import OBJECTIVES, from_dict, to_dict  # noqa: F401
 from .config_grid import ABLATE_INITS, ABLATE_PRESETS, RANDOM_INITS, AblateConfig  # noqa: F401
-from .config import from_dict, to_dict
 
 
 @dataclass(frozen=True)

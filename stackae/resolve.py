@@ -16,8 +16,8 @@ import torch
 from . import checks, claims
 from . import data as data_mod
 from .config import DATASETS, RUN_ONLY, ConfigError, FinetuneConfig, PretrainConfig
-from .config_grid import AblateConfig
 from .config import PROVENANCE_KEYS, field_types, from_dict, load_json, to_dict
+from .config_grid import AblateConfig
 from .files import NAMES
 from .progress import say
 from .runlog import RunError

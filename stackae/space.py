@@ -22,8 +22,8 @@ import typing
 import warnings
 from pathlib import Path
 
-from .config import OBJECTIVES, PER_NETWORK, RUN_ONLY, ConfigError, FinetuneConfig, PretrainConfig, field_types, from_dict, to_dict
-
+from .config import (OBJECTIVES, PER_NETWORK, RUN_ONLY, ConfigError, FinetuneConfig, PretrainConfig,
+                     field_types, from_dict, to_dict)
 from .config_grid import ABLATE_INITS, NOT_SWEPT, PER_CELL, AblateConfig, grid_name
 from .runlog import RunError
 from .schema import did_you_mean

@@ -63,7 +63,6 @@ import math
 from pathlib import Path
 
 from .config import OBJECTIVES
-
 from .config_grid import AblateConfig
 from .grid import Cell
 from .runlog import RESUME_NAME, Diverged, RunError, copy_run_folder, write_json

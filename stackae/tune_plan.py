@@ -9,7 +9,6 @@ import dataclasses
 from pathlib import Path
 
 from .config import OBJECTIVES
-
 from .config_grid import AblateConfig
 from .proposals import PRUNE_STARTUP
 from .grid import arm_names, copied_stacks, estimate, expand, finished
