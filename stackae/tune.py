@@ -67,8 +67,9 @@ from .config_grid import AblateConfig
 from .grid import Cell
 from .runlog import RESUME_NAME, Diverged, RunError, copy_run_folder, write_json
 from .proposals import propose
-from .space import (PER_ARM, PRETRAINING, applied, arm_space, arm_view, distributions, drawn,
-                    pretrain_budget, pretrains_own, shown)
+from .space import (PER_ARM, PRETRAINING, applied, arm_space, arm_view, drawn, pretrain_budget,
+                    pretrains_own, shown)
+from .space_read import distributions
 
 
 def trials_of(folder: Path, arm: str) -> list[dict]:

@@ -12,8 +12,8 @@ from .claims import ClaimError
 from .config import ConfigError
 from .config_grid import AblateConfig
 from .runlog import RunError
-from .space import (PRETRAINING, default_space, distributions, pretrain_budget, read_space,
-                    read_tuning)
+from .space import PRETRAINING, default_space, pretrain_budget, read_tuning
+from .space_read import distributions, read_space
 from .tune import trial_config
 
 

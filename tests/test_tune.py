@@ -246,7 +246,8 @@ def test_trials_at_once_train_as_one_k_and_resume_to_the_same_choices(tmp_path, 
 def test_the_first_trials_cover_each_range_evenly_and_every_arm_draws_the_same():
     from stackae.config_grid import AblateConfig
     from stackae.proposals import STARTUP, propose
-    from stackae.space import arm_space, distributions
+    from stackae.space import arm_space
+    from stackae.space_read import distributions
     cfg = AblateConfig(inits=("denoising", "xavier"), layers=(12, 12))
     dists = distributions({"finetune_lr": {"low": 0.01, "high": 1.0, "log": True},
                            "finetune_batch_size": {"low": 10, "high": 40, "step": 10},
@@ -270,7 +271,7 @@ def test_the_first_trials_cover_each_range_evenly_and_every_arm_draws_the_same()
 def test_tpe_ranks_a_pruned_trial_after_every_trial_that_ran_its_course():
     from stackae.config_grid import AblateConfig
     from stackae.proposals import STARTUP, propose
-    from stackae.space import distributions
+    from stackae.space_read import distributions
     dists = distributions({"finetune_lr": {"low": 0.01, "high": 1.0, "log": True}},
                           AblateConfig(inits=("xavier",), layers=(12,)))
     done = [{"settings": {"finetune_lr": 0.8 + n / 100}, "val_error": 0.3 + n / 100}
@@ -286,7 +287,8 @@ def test_tpe_ranks_a_pruned_trial_after_every_trial_that_ran_its_course():
 
 def test_a_setting_may_give_each_arm_its_own_range_at_the_same_points(tmp_path):
     from stackae.proposals import at_edge, propose
-    from stackae.space import arm_space, arm_view, distributions
+    from stackae.space import arm_space, arm_view
+    from stackae.space_read import distributions
     lr = {"denoising": {"low": 0.1, "high": 1.0, "log": True},
           "xavier": {"low": 0.001, "high": 0.01, "log": True}}
     space = {"finetune_lr": lr, "dropout": [0.0, 0.2], "noise": {"denoising": [[0.1], [0.3]]}}
