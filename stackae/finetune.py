@@ -32,10 +32,9 @@ from .interrupt import stop_point
 from .network import Stacked
 from .resume import Loop, save_points
 from .runlog import RESUME_NAME
+from .selection import CURVES, Selection
 from . import resume, train
 from .train import Streams, autocast, check_finite, compiled, keep_slices, make_optimizer
-
-CURVES = ("train_loss", "train_error", "val_loss", "val_error", "test_error")
 
 
 def check_lockstep(cfgs: list[FinetuneConfig], idxs: list) -> None:
@@ -55,46 +54,6 @@ def make_schedule(cfg: FinetuneConfig, opt: torch.optim.Optimizer, n: int):
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     steps = cfg.epochs * math.ceil(n * repeats(n, cfg.min_epoch_examples) / cfg.batch_size)
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-
-
-class Selection:
-    """One network's bookkeeping: its curves, the epoch of best validation error (whose test error
-    is the result), patience, and whether it was pruned. The K-network loop keeps one per
-    network."""
-
-    def __init__(self, patience: int):
-        self.patience = patience
-        self.curves = {k: [] for k in CURVES}
-        self.best = {"val_error": math.inf, "epoch": 0, "test_error": None}
-        self.stopped = self.pruned = False
-
-    def update(self, epoch: int, values: dict) -> bool:
-        """Record an epoch; True when it is the best so far. Sets `stopped` when patience ran out."""
-        for k in CURVES:
-            self.curves[k].append(values[k])
-        if values["val_error"] < self.best["val_error"]:
-            self.best = {"val_error": values["val_error"], "epoch": epoch,
-                         "test_error": values["test_error"]}
-            return True
-        if self.patience and epoch - self.best["epoch"] >= self.patience:
-            self.stopped = True
-        return False
-
-    def state(self) -> dict:
-        return {"curves": self.curves, "best": self.best, "stopped": self.stopped,
-                "pruned": self.pruned}
-
-    def set_state(self, state: dict) -> None:
-        self.curves, self.best, self.stopped = state["curves"], state["best"], state["stopped"]
-        self.pruned = state.get("pruned", False)  # points saved before pruning existed
-
-    def result(self, **extra) -> dict:
-        last = {k: (v[-1] if v else None) for k, v in self.curves.items()}
-        return {"test_error": self.best["test_error"], "best_epoch": self.best["epoch"],
-                "best_val_error": self.best["val_error"],
-                "final_train_error": last["train_error"], "final_val_error": last["val_error"],
-                "final_test_error": last["test_error"], "epochs_run": len(self.curves["val_error"]),
-                **({"pruned": True} if self.pruned else {}), **extra, "curves": self.curves}
 
 
 def unique_stack(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,7 @@ class Loop:
     opt: torch.optim.Optimizer
     schedule: object      # the learning-rate scheduler, stepped once per batch
     streams: dict         # name -> train.Streams, or None where the loop draws none
-    sel: list             # finetune.Selection, one per network
+    sel: list             # selection.Selection, one per network
 
     def state(self, k: int) -> dict:
         """Network k's part of the loop after an epoch."""
