@@ -47,3 +47,24 @@ def test_deep_autoencoder_script_refuses_bad_values_in_one_line(flag, value, tmp
                        text=True, timeout=60)
     assert r.returncode == 2 and flag in r.stderr and f"'{value}'" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not any(tmp_path.iterdir())
+
+
+CONFIGS = sorted(p for p in (ROOT / "scripts" / "reference").glob("*.json")
+                 if not p.name.endswith(".space.json"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_reference_config_is_a_valid_grid_and_its_space_a_valid_space(path):
+    """run.sh's configs (and search spaces) load as this version reads them, so a renamed or
+    retired setting cannot leave an experiment that fails only when someone runs it."""
+    from stackae.config import from_dict
+    from stackae.config_grid import AblateConfig
+    cfg = from_dict(AblateConfig, AblateConfig.migrate(json.loads(path.read_text())))
+    assert cfg.inits and cfg.seeds
+    space = path.with_name(path.stem + ".space.json")
+    if space.exists():
+        pytest.importorskip("optuna")
+        from stackae.space_read import distributions, read_space
+        assert distributions(read_space(str(space)), cfg)
+    header = (ROOT / "scripts" / "reference" / "run.sh").read_text().split("\nset -euo")[0]
+    assert f"#   {path.stem} " in header  # run.sh says what the experiment is and what it costs

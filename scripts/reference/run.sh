@@ -61,6 +61,11 @@
 #               Its --dry-run: 0.9 to 3 PFLOP
 #               (trials 5.3e2 to 1.8e3 TFLOP, final 4.1e2 to 1.1e3): 5 to 17 hours at the
 #               ~50 GFLOP/s an AVX2-only host of this machine type sustains (its RBM pretraining)
+#   budgets-large-tuned  budgets-tuned at 10000 and all labels (10 seeds, the same space and
+#               12 trials per arm and budget): the larger budgets with both arms tuned.
+#               Its --dry-run: 1.9 to 6.1 PFLOP (trials 1.3e3 to 4.4e3 TFLOP, final 6.2e2 to
+#               1.7e3 with its 10 stacks); a trial at batch 10 and 100 epochs on all labels makes
+#               500,000 steps: a GPU job
 #   dbn-dropout  dbn-small-batch fine-tuned with dropout (Hinton et al. 2012): 200 epochs,
 #               batch 100, input dropout 0.2; both arms tuned on seeds 0 and 1, 12 trials: lr,
 #               each arm in its own range (DBN 0.1 to 1, xavier 0.03 to 0.3: where
