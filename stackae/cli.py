@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -19,15 +18,8 @@ from . import __version__
 from .config import FinetuneConfig, PretrainConfig
 from .config_grid import AblateConfig
 from .interrupt import deferred_interrupts
-from .options import common_run_options, config_option, friendly_errors, options_from
-
-
-def out_default(kind: str, out, resume: bool) -> Path:
-    """--out, or a new runs/<kind>/<date-time>; --resume needs the folder it continues named."""
-    if out is None and resume:
-        raise click.BadParameter("continues a run folder; name it with --out",
-                                 param_hint="'--resume'")
-    return Path(out) if out is not None else Path("runs") / kind / time.strftime("%Y%m%d-%H%M%S")
+from .options import (common_run_options, config_option, friendly_errors, given, options_from,
+                      out_default, preset_option, shard_param)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -77,13 +69,6 @@ def pretrain(ctx, out, resume, quiet, **kwargs):
                 if "best_epoch" in u else "")
         click.echo(f"unrolled deep autoencoder: val recon loss {u['val_recon_loss']:.4f}{kept}")
     click.echo(f"stack: {summary['stack']}  ({summary['seconds']:.1f}s)")
-
-
-def given(ctx, kwargs: dict) -> dict:
-    """The settings this command line names (flags, --config, --preset), not click's defaults:
-    they make a new run's config over the defaults, or must agree with a resumed run's."""
-    return {k: v for k, v in kwargs.items()
-            if ctx.get_parameter_source(k) not in (None, click.core.ParameterSource.DEFAULT)}
 
 
 def again(command: str, out: Path, *extra: str) -> str:
@@ -137,33 +122,6 @@ def finetune(ctx, out, resume, quiet, **kwargs):
     click.echo(f"{error} at best validation epoch {result['best_epoch']} ({result['init']}, "
                f"{result['labels']} labels, {result['seconds']:.1f}s)")
     click.echo(f"result: {out / 'result.json'}")
-
-
-def preset_option(f):
-    """--preset NAME: eager, so its values become defaults that --config and flags override."""
-    from .config_grid import ABLATE_PRESETS
-
-    def callback(ctx, param, value):
-        values = ABLATE_PRESETS[value]
-        ctx.default_map = {**(ctx.default_map or {}),
-                           **{k: (",".join(map(str, v)) if isinstance(v, tuple) else v)
-                              for k, v in values.items()}}
-        return value
-    return click.option("--preset", type=click.Choice(list(ABLATE_PRESETS)), default="default",
-                        show_default=True, is_eager=True, callback=callback,
-                        help="Grid size: default is the ~5-minute CPU comparison; full is "
-                             "784-1000-1000-500, seeds 0-9, budgets 100,1000,10000,all, "
-                             "10 pretraining and 30 fine-tuning epochs.")(f)
-
-
-def shard_param(ctx, param, value):
-    if value is None:
-        return None
-    from .grid import parse_shard
-    try:
-        return parse_shard(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e), ctx=ctx, param=param)
 
 
 @cli.command(epilog="""\b

@@ -1,4 +1,5 @@
-"""click options generated from the config dataclasses, and the checks every run command shares.
+"""click options generated from the config dataclasses, the options every run command shares
+(--out, --resume, --quiet, --preset, --shard) and which settings a command line named.
 
 One option per config field (type, default and help from the field), `--config FILE` read eagerly
 into click's default_map so explicit flags still win, and the one-line errors every command
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 import typing
 from pathlib import Path
 
@@ -144,3 +146,45 @@ def common_run_options(f):
     f = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Run folder to create [default: runs/<command>/<date-time>].")(f)
     return f
+
+
+def out_default(kind: str, out, resume: bool) -> Path:
+    """--out, or a new runs/<kind>/<date-time>; --resume needs the folder it continues named."""
+    if out is None and resume:
+        raise click.BadParameter("continues a run folder; name it with --out",
+                                 param_hint="'--resume'")
+    return Path(out) if out is not None else Path("runs") / kind / time.strftime("%Y%m%d-%H%M%S")
+
+
+def given(ctx, kwargs: dict) -> dict:
+    """The settings this command line names (flags, --config, --preset), not click's defaults:
+    they make a new run's config over the defaults, or must agree with a resumed run's."""
+    return {k: v for k, v in kwargs.items()
+            if ctx.get_parameter_source(k) not in (None, click.core.ParameterSource.DEFAULT)}
+
+
+def preset_option(f):
+    """--preset NAME: eager, so its values become defaults that --config and flags override."""
+    from .config_grid import ABLATE_PRESETS
+
+    def callback(ctx, param, value):
+        values = ABLATE_PRESETS[value]
+        ctx.default_map = {**(ctx.default_map or {}),
+                           **{k: (",".join(map(str, v)) if isinstance(v, tuple) else v)
+                              for k, v in values.items()}}
+        return value
+    return click.option("--preset", type=click.Choice(list(ABLATE_PRESETS)), default="default",
+                        show_default=True, is_eager=True, callback=callback,
+                        help="Grid size: default is the ~5-minute CPU comparison; full is "
+                             "784-1000-1000-500, seeds 0-9, budgets 100,1000,10000,all, "
+                             "10 pretraining and 30 fine-tuning epochs.")(f)
+
+
+def shard_param(ctx, param, value):
+    if value is None:
+        return None
+    from .grid import parse_shard
+    try:
+        return parse_shard(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param)
