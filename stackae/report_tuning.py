@@ -15,6 +15,7 @@ from . import figures
 from .proposals import at_edge
 from .report_text import counted, pct, settings_text, spec_text, trials_text
 from .runlog import RunError, atomic_write, write_json
+from .schema import ConfigError
 from .space import read_tuning
 from .tune import best_trial, trials_of
 
@@ -44,7 +45,10 @@ def progress(folder: Path) -> dict:
     """report.json of a tuning whose final cells have not run: the trials so far and each arm's
     best so far at each budget."""
     from .ablate import load_config
-    cfg = load_config(folder)
+    try:
+        cfg = load_config(folder)
+    except ConfigError as e:  # its settings, which stackae tune wrote before any trial
+        raise RunError(f"{folder} is a tuning whose settings cannot be read: {e.message}")
     inits = list(cfg.inits)
     t = tuning_section(folder, inits, [], [])
     del t["adopted_cells"], t["compute"]

@@ -106,6 +106,11 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path, ca
             assert (f"{arm:>12} {budget:>6} labels: best validation error so far "
                     f"{100 * best['val_error']:.2f}%") in stdout
     assert text.count("| denoising |") == 2 + 6  # best so far per budget, then every trial
+    (out / "config.json").rename(out / "config.kept")  # its settings lost: one line, no traceback
+    code, _, err = run_main(["report", out], capsys, monkeypatch)
+    assert code == 1 and "is a tuning whose settings cannot be read" in err, err
+    assert len(err.strip().splitlines()) == 1
+    (out / "config.kept").rename(out / "config.json")
     kept = sorted((out / "tune").glob("n*/trials.jsonl"))
     for t in kept:
         t.rename(t.with_name("kept.jsonl"))
