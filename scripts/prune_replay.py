@@ -5,8 +5,9 @@ choice would change. Reads the trials' result.json curves; trains nothing.
     python scripts/prune_replay.py runs/reference/budgets-tuned --after 5
     python scripts/prune_replay.py runs/tune/demo --after 10 --budget 1000
 
-A trial pruned in the replay does not count among the finished trials of later ones (as in a
-real pruned tuning); later trials' settings are the ones the unpruned tuning drew, which a pruned
+A trial pruned in the replay does not count among the finished trials of later ones, and under a
+cosine schedule a trial is compared only with trials of as many epochs (as in a real pruned
+tuning); later trials' settings are the ones the unpruned tuning drew, which a pruned
 tuning's TPE might not have drawn.
 """
 from __future__ import annotations
@@ -15,15 +16,18 @@ import argparse
 import json
 from pathlib import Path
 
+from stackae.ablate import load_config
 from stackae.proposals import pruner
-from stackae.tune import trials_of
+from stackae.tune import rate_schedule, trials_of
 
 
-def replay(folder: Path, arm: str, after: int) -> dict:
+def replay(cfg, folder: Path, arm: str, after: int) -> dict:
     """The arm's trials at one budget (folder: tune/n<budget>) replayed with pruning from
-    epoch `after`: each trial's score and whether it was pruned, and the epochs run."""
+    epoch `after` (cfg: the tuning's grid): each trial's score and whether it was pruned, and
+    the epochs run."""
     finished, rows, run, total = [], [], 0, 0  # finished: each unpruned trial's curves by cell
     for rec in trials_of(folder, arm):
+        mine = rate_schedule(cfg, rec["settings"])  # compared with trials of the same schedule
         if rec["diverged"]:
             rows.append({"number": rec["number"], "pruned": False, "score": 1.0, "was": 1.0})
             continue
@@ -32,7 +36,7 @@ def replay(folder: Path, arm: str, after: int) -> dict:
                   for c in cells]
         stopped, bests = False, []
         for j, curve in enumerate(curves):
-            stops = pruner([f[j] for f in finished], after)
+            stops = pruner([f[j] for key, f in finished if key == mine], after)
             at = next((e for e in range(1, len(curve)) if stops(curve[:e])), len(curve))
             stopped |= at < len(curve)
             run, total = run + at, total + len(curve)
@@ -40,7 +44,7 @@ def replay(folder: Path, arm: str, after: int) -> dict:
         rows.append({"number": rec["number"], "pruned": stopped,
                      "score": sum(bests) / len(bests), "was": rec["val_error"]})
         if not stopped:
-            finished.append(curves)
+            finished.append((mine, curves))
     return {"trials": rows, "epochs_run": run, "epochs": total}
 
 
@@ -51,6 +55,7 @@ def main(argv=None) -> None:
     ap.add_argument("--budget", default=None, help="one label budget (default: every one)")
     args = ap.parse_args(argv)
     tuning = json.loads((args.tuning / "tune.json").read_text())
+    cfg = load_config(args.tuning)
     budgets = [args.budget] if args.budget else sorted(
         p.name[1:] for p in (args.tuning / "tune").glob("n*"))
     for budget in budgets:
@@ -60,7 +65,7 @@ def main(argv=None) -> None:
         arms = sorted({json.loads(line)["arm"] for line in
                        (folder / "trials.jsonl").read_text().splitlines()})
         for arm in arms:
-            r = replay(folder, arm, args.after)
+            r = replay(cfg, folder, arm, args.after)
             if not r["trials"]:
                 continue
             pruned = [t["number"] + 1 for t in r["trials"] if t["pruned"]]

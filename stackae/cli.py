@@ -211,8 +211,9 @@ Examples:
 @click.option("--prune-after", type=click.IntRange(min=0), default=None, metavar="EPOCH",
               help="From this epoch on, stop a trial's network whose best validation error is "
                    "worse than the median of its arm's finished trials at the same epoch "
-                   "(Optuna's MedianPruner, once 5 have finished); the trial scores the best it "
-                   "reached. 0: no pruning [default: 0].")
+                   "(Optuna's MedianPruner, once 5 have finished; under a cosine schedule, "
+                   "trials of as many epochs); the trial scores the best it reached. 0: no "
+                   "pruning [default: 0].")
 @click.option("--dry-run", is_flag=True, help="Print the plan (trials, their fine-tunes and "
               "pretraining runs, the final cells, estimated work, progress) and run nothing.")
 @click.pass_context

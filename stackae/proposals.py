@@ -74,8 +74,9 @@ def pruner(finished: list[list[float]], after: int):
                                      intermediate_values=dict(enumerate(curve, 1))))
 
     def stops(errors: list[float]) -> bool:
-        return rule.prune(study, create_trial(state=TrialState.RUNNING,
-                                              intermediate_values=dict(enumerate(errors, 1))))
+        running = create_trial(state=TrialState.RUNNING,
+                               intermediate_values=dict(enumerate(errors, 1)))
+        return bool(rule.prune(study, running))
     return stops
 
 

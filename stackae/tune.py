@@ -117,7 +117,7 @@ def tune(cfg: AblateConfig, out: Path, space: dict, trials: int, seeds: tuple, d
                         f"({shown(asked[n][arm])})")
                 runs = {(n, a): applied({**fixed[a], **asked[n][a]}) for n, a in todo}
                 before = {a: [t for t in done[a] if t["number"] < start] for a in done}
-                prune = pruners(folder, before, prune_after) if prune_after else None
+                prune = pruners(cfg, folder, before, prune_after) if prune_after else None
                 blown = run_round(cfg, out, folder, budget, seeds, runs, device, own, say, prune)
                 for n, arm in todo:
                     done[arm].append(record_trial(cfg, folder, budget, seeds, n, arm,
@@ -265,22 +265,36 @@ def record_trial(cfg: AblateConfig, folder: Path, budget: str, seeds, n: int, ar
     return rec
 
 
-def pruners(folder: Path, done: dict, after: int):
+def rate_schedule(cfg: AblateConfig, settings: dict) -> int | None:
+    """What a trial's learning rate at an epoch depends on, beyond the rate itself: its number of
+    epochs under a cosine schedule (None under a constant one). Trials whose curves the pruner
+    compares share it."""
+    s = {"finetune_epochs": cfg.finetune_epochs,
+         "finetune_lr_schedule": cfg.finetune_lr_schedule, **settings}
+    return s["finetune_epochs"] if s["finetune_lr_schedule"] == "cosine" else None
+
+
+def pruners(cfg: AblateConfig, folder: Path, done: dict, after: int):
     """A trial job's pruner (proposals.pruner): from epoch `after` on, its network stops when
     it trails the arm's finished trials (in `done`, neither pruned nor diverged) at the same
-    depth and seed, as Optuna's median rule judges. The same trials at every resume, so an
-    interrupted tuning prunes as it would have."""
+    depth and seed, as Optuna's median rule judges. Under a cosine schedule only trials of as
+    many epochs compare: the rate at an epoch depends on them, and a long run, its rate still
+    high, trails a short one mid-way without being worse. The same trials at every resume, so
+    an interrupted tuning prunes as it would have."""
     from .proposals import pruner
     made = {}
 
     def prune(job):
         c = job.cell
-        if (c.init, c.depth, c.seed) not in made:
+        trial = json.loads((job.folder.parent / "settings.json").read_text())[c.init]
+        mine = rate_schedule(cfg, trial)
+        if (c.init, c.depth, c.seed, mine) not in made:
             curves = [json.loads((folder / f"trial-{t['number']:03d}" / c.id / "result.json")
                                  .read_text())["curves"]["val_error"]
-                      for t in done[c.init] if not (t["diverged"] or t.get("pruned"))]
-            made[c.init, c.depth, c.seed] = pruner(curves, after)
-        return made[c.init, c.depth, c.seed]
+                      for t in done[c.init] if not (t["diverged"] or t.get("pruned"))
+                      and rate_schedule(cfg, t["settings"]) == mine]
+            made[c.init, c.depth, c.seed, mine] = pruner(curves, after)
+        return made[c.init, c.depth, c.seed, mine]
     return prune
 
 

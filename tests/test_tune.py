@@ -819,3 +819,33 @@ def test_the_prune_replay_script_prunes_a_finished_tuning_as_a_pruned_tuning_did
         (line,) = [x for x in lines if x.startswith(f"{arm} at all labels")]
         assert real and f"pruned {', '.join(map(str, real))};" in line, (line, real)
         assert "the same as unpruned" in line
+
+
+def test_under_a_cosine_schedule_a_trial_is_pruned_only_against_trials_of_as_many_epochs(
+        tmp_path, monkeypatch):
+    """A long cosine run trails a short one mid-way (its rate still high) without being worse:
+    the pruner compares it only with finished trials of as many epochs; under a constant rate,
+    with every finished trial."""
+    import stackae.proposals as P
+    from stackae.ablate import Job
+    from stackae.config_grid import AblateConfig
+    from stackae.grid import Cell
+    from stackae.tune import pruners
+    monkeypatch.setattr(P, "PRUNE_STARTUP", 1)
+    cell = Cell("xavier", 1, "all", 0)
+
+    def trial(n, epochs, curve=None):
+        folder = tmp_path / f"trial-{n:03d}"
+        (folder / cell.id).mkdir(parents=True)
+        (folder / "settings.json").write_text(json.dumps({"xavier": {"finetune_epochs": epochs}}))
+        if curve:
+            (folder / cell.id / "result.json").write_text(
+                json.dumps({"curves": {"val_error": curve}}))
+        return {"arm": "xavier", "number": n, "settings": {"finetune_epochs": epochs},
+                "diverged": False, "val_error": min(curve or [1.0])}
+    done = {"xavier": [trial(0, 2, [0.1, 0.05]), trial(1, 4, [0.5, 0.4, 0.2, 0.1])]}
+    trial(2, 4)  # running: 4 epochs, 0.45 after its first
+    job = Job(cell, tmp_path / "trial-002" / cell.id, tmp_path / "results.jsonl", tmp_path)
+    for schedule, stops in (("cosine", False), ("constant", True)):
+        cfg = AblateConfig(inits=("xavier",), layers=(12,), finetune_lr_schedule=schedule)
+        assert pruners(cfg, tmp_path, done, 1)(job)([0.45]) is stops, schedule
