@@ -202,12 +202,15 @@ class Ablation:
     @property
     def report(self) -> dict | None:
         """report.json (per condition mean, std, CI and n; per budget the paired comparisons), or
-        None before the report is written."""
+        None before the report is written. A tuning's report written before its final cells ran
+        holds its trials so far instead ("in_progress": true, report_tuning.py)."""
         path = self.folder / "report.json"
         return json.loads(path.read_text()) if path.exists() else None
 
     def write_report(self) -> dict:
-        """Write REPORT.md, report.json, results.csv and figures/; returns report.json's content."""
+        """Write REPORT.md, report.json, results.csv and figures/; returns report.json's content
+        (of a tuning whose final cells have not run: REPORT.md, report.json and the tuning figure
+        of its trials so far)."""
         from .report import write_report
         return write_report(self.folder)
 
