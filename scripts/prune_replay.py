@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 
 from stackae.ablate import load_config
-from stackae.proposals import pruner
-from stackae.tune import rate_schedule, trials_of
+from stackae.proposals import pruner, rate_schedule
+from stackae.tune import trials_of
 
 
 def replay(cfg, folder: Path, arm: str, after: int) -> dict:

@@ -1,13 +1,17 @@
 """The settings of `stackae tune`'s trials, drawn from the space's distributions (space.py): a
 scrambled Sobol start that covers every range evenly, then Optuna's TPE sampler over the
 finished trials; the pruner that stops a trial's network trailing the finished ones (Optuna's
-median rule); and the warning for a choice at the edge of its range.
+median rule), with the finished trials each network is judged against (pruners); and the
+warning for a choice at the edge of its range.
 """
 from __future__ import annotations
 
+import json
 import math
 import warnings
+from pathlib import Path
 
+from .config_grid import AblateConfig
 from .space import from_json, given_per_arm
 
 
@@ -80,6 +84,38 @@ def pruner(finished: list[list[float]], after: int):
                                intermediate_values=dict(enumerate(errors, 1)))
         return bool(rule.prune(study, running))
     return stops
+
+
+def rate_schedule(cfg: AblateConfig, settings: dict) -> int | None:
+    """What a trial's learning rate at an epoch depends on, beyond the rate itself: its number of
+    epochs under a cosine schedule (None under a constant one). Trials whose curves the pruner
+    compares share it."""
+    s = {"finetune_epochs": cfg.finetune_epochs,
+         "finetune_lr_schedule": cfg.finetune_lr_schedule, **settings}
+    return s["finetune_epochs"] if s["finetune_lr_schedule"] == "cosine" else None
+
+
+def pruners(cfg: AblateConfig, folder: Path, done: dict, after: int):
+    """A trial job's pruner (proposals.pruner): from epoch `after` on, its network stops when
+    it trails the arm's finished trials (in `done`, neither pruned nor diverged) at the same
+    depth and seed, as Optuna's median rule judges. Under a cosine schedule only trials of as
+    many epochs compare: the rate at an epoch depends on them, and a long run, its rate still
+    high, trails a short one mid-way without being worse. The same trials at every resume, so
+    an interrupted tuning prunes as it would have."""
+    made = {}
+
+    def prune(job):
+        c = job.cell
+        trial = json.loads((job.folder.parent / "settings.json").read_text())[c.init]
+        mine = rate_schedule(cfg, trial)
+        if (c.init, c.depth, c.seed, mine) not in made:
+            curves = [json.loads((folder / f"trial-{t['number']:03d}" / c.id / "result.json")
+                                 .read_text())["curves"]["val_error"]
+                      for t in done[c.init] if not (t["diverged"] or t.get("pruned"))
+                      and rate_schedule(cfg, t["settings"]) == mine]
+            made[c.init, c.depth, c.seed, mine] = pruner(curves, after)
+        return made[c.init, c.depth, c.seed, mine]
+    return prune
 
 
 def spread(dists: dict, number: int, seed: int) -> dict:

@@ -50,18 +50,17 @@ def progress(folder: Path) -> dict:
     except ConfigError as e:  # its settings, which stackae tune wrote before any trial
         raise RunError(f"{folder} is a tuning whose settings cannot be read: {e.message}")
     inits = list(cfg.inits)
-    t = tuning_section(folder, inits, [], [])
-    del t["adopted_cells"], t["compute"]
+    t = {**read_tuning(folder), "history": tuning_trials(folder, inits), "best_so_far": {}}
     if not any(t["history"].values()):
         raise RunError(f"{folder} is a tuning with no finished trial yet; nothing to report "
                        f"until one finishes (stackae tune --out {folder} --resume continues it)")
-    best = {arm: {b: best_trial([r for r in recs if r["arm"] == arm], t["trials"])
-                  for b, recs in t["history"].items() if any(r["arm"] == arm for r in recs)}
-            for arm in inits}
-    t["best_so_far"] = {arm: {b: {"settings": r["settings"], "trial": r["number"],
-                                  "val_error": r["val_error"], "diverged": r["diverged"]}
-                              for b, r in per.items()}
-                        for arm, per in best.items() if per}
+    for arm in inits:
+        for b, recs in t["history"].items():
+            if mine := [r for r in recs if r["arm"] == arm]:
+                r = best_trial(mine, t["trials"])
+                t["best_so_far"].setdefault(arm, {})[b] = {
+                    "settings": r["settings"], "trial": r["number"], "val_error": r["val_error"],
+                    "diverged": r["diverged"]}
     history = {b: t["history"].get(b, []) for b in cfg.labels}
     return {"folder": str(folder), "inits": inits, "budgets": list(cfg.labels),
             "in_progress": True, "tuning": t,

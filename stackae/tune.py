@@ -65,8 +65,8 @@ from pathlib import Path
 from .config import OBJECTIVES
 from .config_grid import AblateConfig
 from .grid import Cell
+from .proposals import propose, pruners
 from .runlog import RESUME_NAME, Diverged, RunError, copy_run_folder, write_json
-from .proposals import propose
 from .space import (PER_ARM, PRETRAINING, applied, arm_space, arm_view, drawn, pretrain_budget,
                     pretrains_own, shown)
 from .space_read import distributions
@@ -263,39 +263,6 @@ def record_trial(cfg: AblateConfig, folder: Path, budget: str, seeds, n: int, ar
            "diverged": diverged, **({"pruned": True} if pruned else {})}
     append_result(folder / "trials.jsonl", rec)
     return rec
-
-
-def rate_schedule(cfg: AblateConfig, settings: dict) -> int | None:
-    """What a trial's learning rate at an epoch depends on, beyond the rate itself: its number of
-    epochs under a cosine schedule (None under a constant one). Trials whose curves the pruner
-    compares share it."""
-    s = {"finetune_epochs": cfg.finetune_epochs,
-         "finetune_lr_schedule": cfg.finetune_lr_schedule, **settings}
-    return s["finetune_epochs"] if s["finetune_lr_schedule"] == "cosine" else None
-
-
-def pruners(cfg: AblateConfig, folder: Path, done: dict, after: int):
-    """A trial job's pruner (proposals.pruner): from epoch `after` on, its network stops when
-    it trails the arm's finished trials (in `done`, neither pruned nor diverged) at the same
-    depth and seed, as Optuna's median rule judges. Under a cosine schedule only trials of as
-    many epochs compare: the rate at an epoch depends on them, and a long run, its rate still
-    high, trails a short one mid-way without being worse. The same trials at every resume, so
-    an interrupted tuning prunes as it would have."""
-    from .proposals import pruner
-    made = {}
-
-    def prune(job):
-        c = job.cell
-        trial = json.loads((job.folder.parent / "settings.json").read_text())[c.init]
-        mine = rate_schedule(cfg, trial)
-        if (c.init, c.depth, c.seed, mine) not in made:
-            curves = [json.loads((folder / f"trial-{t['number']:03d}" / c.id / "result.json")
-                                 .read_text())["curves"]["val_error"]
-                      for t in done[c.init] if not (t["diverged"] or t.get("pruned"))
-                      and rate_schedule(cfg, t["settings"]) == mine]
-            made[c.init, c.depth, c.seed, mine] = pruner(curves, after)
-        return made[c.init, c.depth, c.seed, mine]
-    return prune
 
 
 def trial_job(out: Path, trial: Path, cell: Cell, own_stacks: bool, settings: dict):

@@ -282,7 +282,7 @@ def test_tpe_ranks_a_pruned_trial_after_every_trial_that_ran_its_course():
     done = [{"settings": {"finetune_lr": 0.8 + n / 100}, "val_error": 0.3 + n / 100}
             for n in range(STARTUP)]  # trials that ran their course, all near lr 0.8
     cut = {"settings": {"finetune_lr": 0.012}, "val_error": 0.05, "pruned": True}
-    told = [propose(dists, done + [{**cut, "number": 0}], n, 0)["finetune_lr"]
+    told = [propose(dists, done + [cut], n, 0)["finetune_lr"]
             for n in range(STARTUP + 1, STARTUP + 6)]
     assert min(told) > 0.1, told  # the pruned trial's low score, cut short, does not lead
     as_finished = [propose(dists, done + [{k: v for k, v in cut.items() if k != "pruned"}], n,
@@ -830,7 +830,7 @@ def test_under_a_cosine_schedule_a_trial_is_pruned_only_against_trials_of_as_man
     from stackae.ablate import Job
     from stackae.config_grid import AblateConfig
     from stackae.grid import Cell
-    from stackae.tune import pruners
+    from stackae.proposals import pruners
     monkeypatch.setattr(P, "PRUNE_STARTUP", 1)
     cell = Cell("xavier", 1, "all", 0)
 
