@@ -64,6 +64,15 @@ def propose(dists: dict, done: list[dict], number: int, seed: int,
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
 
 
+def proposer(number: int, startup: str = "sobol") -> str:
+    """What proposes trial `number` (propose), as its trials.jsonl line records it: Optuna's
+    proposals can change between its versions, so a TPE trial names the version."""
+    if startup == "sobol" and number < STARTUP:
+        return "sobol"
+    import optuna
+    return f"{'random' if number < STARTUP else 'tpe'} (optuna {optuna.__version__})"
+
+
 def pruner(finished: list[list[float]], after: int):
     """Whether a trial's network stops, given its validation errors so far (one per epoch):
     Optuna's MedianPruner, from epoch `after` on, over `finished` (the validation error curves of

@@ -186,15 +186,20 @@ def counted(n: int, noun: str) -> str:
 
 
 def sampler_text(t: dict) -> str:
-    """How the tuning drew its trials (proposals.propose)."""
+    """How the tuning drew its trials (proposals.propose), naming the Optuna versions that
+    proposed them where the trials record it (proposals.proposer)."""
+    versions = sorted({r["proposed_by"].split("optuna ")[-1].rstrip(")")
+                       for recs in t.get("history", {}).values() for r in recs
+                       if r.get("proposed_by", "sobol") != "sobol"})
+    optuna = f"Optuna {' and '.join(versions)}'s" if versions else "Optuna's"
     if t.get("startup") != "sobol":  # tunings from before the Sobol start
-        return f"Optuna's TPE sampler, whose first {STARTUP} trials are random draws"
+        return f"{optuna} TPE sampler, whose first {STARTUP} trials are random draws"
     own = any(given_per_arm(v) and len({json.dumps(s) for s in v.values()}) > 1
               for v in t["space"].values())  # arms whose ranges differ
     same = "the same points for every arm" + (", each in its own ranges" if own else "")
     if t["trials"] <= STARTUP:
         return f"a scrambled Sobol sequence over the space, {same}"
-    return f"a scrambled Sobol sequence for the first {STARTUP}, {same}, then Optuna's TPE sampler"
+    return f"a scrambled Sobol sequence for the first {STARTUP}, {same}, then {optuna} TPE sampler"
 
 
 def spec_text(v) -> str:

@@ -49,8 +49,10 @@ shared by every trial and by the final runs.
 
     <out>/tune.json                          space, trials per arm and budget, tuning seeds; choices
     <out>/tune/n<budget>/trials.jsonl        one line per finished trial of an arm: its settings,
-                                             the mean validation error and each seed's
-    <out>/tune/n<budget>/trial-<k>/          trial k of every arm: settings.json (arm -> settings),
+                                             the mean validation error and each seed's, and what
+                                             proposed it (proposals.proposer)
+    <out>/tune/n<budget>/trial-<k>/          trial k of every arm: settings.json (arm -> settings;
+                                             "proposed_by": arm -> proposer),
                                              the cells' folders and results.jsonl, and pretrain/
                                              (the trial's stacks, where it tunes pretraining)
     <out>/runs/, results.jsonl, REPORT.md    the final paired ablation, as `stackae ablate` writes
@@ -65,11 +67,13 @@ from pathlib import Path
 from .config import OBJECTIVES
 from .config_grid import AblateConfig
 from .grid import Cell
-from .proposals import propose, pruners
+from .proposals import propose, proposer, pruners
 from .runlog import RESUME_NAME, Diverged, RunError, copy_run_folder, write_json
 from .space import (PER_ARM, PRETRAINING, applied, arm_space, arm_view, drawn, pretrain_budget,
                     pretrains_own, shown)
 from .space_read import distributions
+
+PROPOSED_BY = "proposed_by"  # settings.json's and trials.jsonl's record of what proposed a trial
 
 
 def trials_of(folder: Path, arm: str) -> list[dict]:
@@ -185,16 +189,18 @@ def ask_round(cfg: AblateConfig, dists: dict, folder: Path, numbers: range, todo
     asked = {}
     for n in numbers:
         path = folder / f"trial-{n:03d}" / "settings.json"
-        asked[n] = ({a: drawn(s, a) for a, s in json.loads(path.read_text()).items()}
-                    if path.exists() else {})
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        by = saved.pop(PROPOSED_BY, {})
+        asked[n] = {a: drawn(s, a) for a, s in saved.items()}
         for arm in cfg.inits:
             if arm not in asked[n] and (n, arm) in todo:
                 asked[n][arm] = propose(arm_space(dists, arm, pretraining),
                                         [t for t in done[arm] if t["number"] < numbers[0]], n,
                                         cfg.seeds[0], [asked[m][arm] for m in numbers if m < n],
                                         startup=startup, whole=arm_view(dists, arm))
+                by[arm] = proposer(n, startup)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, asked[n])
+        write_json(path, {**asked[n], **({PROPOSED_BY: by} if by else {})})
     return asked
 
 
@@ -258,9 +264,12 @@ def record_trial(cfg: AblateConfig, folder: Path, budget: str, seeds, n: int, ar
         errors = [r["best_val_error"] for r in results]
         value = sum(errors) / len(errors)
         pruned = any(r.get("pruned") for r in results)
+    by = json.loads((folder / f"trial-{n:03d}" / "settings.json").read_text()).get(
+        PROPOSED_BY, {}).get(arm)  # absent in trials proposed before it was recorded
     rec = {"arm": arm, "number": n, "settings": settings,
            "val_error": value if math.isfinite(value) else 1.0, "per_seed": errors,
-           "diverged": diverged, **({"pruned": True} if pruned else {})}
+           "diverged": diverged, **({"pruned": True} if pruned else {}),
+           **({PROPOSED_BY: by} if by else {})}
     append_result(folder / "trials.jsonl", rec)
     return rec
 

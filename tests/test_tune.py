@@ -233,6 +233,7 @@ def test_trials_at_once_train_as_one_k_and_resume_to_the_same_choices(tmp_path, 
                                                r["settings"]["dropout"])
         assert r["val_error"] == json.loads((cell / "result.json").read_text())["best_val_error"]
     assert json.loads((whole / "tune.json").read_text())["trials_at_once"] == 2
+    assert {r["proposed_by"] for r in recs} == {"sobol"}  # the first 10 trials: Sobol points
     calls.clear()
     dies = True  # killed in the second round: resumes to the same trials and choices
     cut = tmp_path / "cut"
@@ -354,6 +355,15 @@ def test_a_tuning_from_before_the_sobol_start_resumes_with_random_draws(tmp_path
         {"space": SPACE, "trials": 3, "tune_seeds": [0, 1], "trials_at_once": 1}))
     old = setup(cfg, tmp_path / "old", True, None, None, None)
     assert old["startup"] == "random"
+    import optuna
+
+    from stackae.proposals import proposer  # recorded per trial: TPE's proposals vary by version
+    assert [proposer(n, "sobol") for n in (0, 9, 10)] == [
+        "sobol", "sobol", f"tpe (optuna {optuna.__version__})"]
+    assert proposer(0, "random") == f"random (optuna {optuna.__version__})"
+    history = {"100": [{"proposed_by": "sobol"}, {"proposed_by": "tpe (optuna 5.1.0)"}]}
+    assert sampler_text({**new, "trials": 12, "history": history}).endswith(
+        "then Optuna 5.1.0's TPE sampler")
     assert sampler_text(old) == "Optuna's TPE sampler, whose first 10 trials are random draws"
     assert "then Optuna's TPE sampler" in sampler_text({**new, "trials": 12})
 
