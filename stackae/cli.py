@@ -298,12 +298,16 @@ def echo_report(folder: Path, rep: dict | None = None) -> None:
     from .artifacts import load_ablation
     rep = rep or load_ablation(folder).write_report()
     if rep.get("in_progress"):  # a tuning whose final cells have not run (report_tuning)
+        trials = rep["tuning"]["trials"]
         for arm, per in rep["tuning"]["best_so_far"].items():
             for budget, r in per.items():
-                click.echo(f"{arm:>12} {budget:>6} labels: best validation error so far "
-                           f"{100 * r['val_error']:.2f}% (trial {r['trial'] + 1}; "
-                           f"{rep['finished_trials'][budget][arm]} of {rep['tuning']['trials']} "
-                           f"trials finished)")
+                done = rep["finished_trials"][budget][arm]
+                click.echo(f"{arm:>12} {budget:>6} labels: "
+                           + (f"chosen trial {r['trial'] + 1} of {trials}, validation error "
+                              f"{100 * r['val_error']:.2f}% (final cells not run yet)"
+                              if done >= trials else
+                              f"best validation error so far {100 * r['val_error']:.2f}% (trial "
+                              f"{r['trial'] + 1}; {done} of {trials} trials finished)"))
     for c in rep.get("conditions", []):
         depth = f" depth {c['depth']}" if len(rep["depths"]) > 1 else ""
         std = f" ± {100 * c['std']:.2f}" if c["std"] is not None else ""

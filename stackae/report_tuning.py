@@ -73,16 +73,20 @@ def progress_markdown(rep: dict) -> str:
     t, folder = rep["tuning"], rep["folder"]
     done = sum(n for per in rep["finished_trials"].values() for n in per.values())
     planned = t["trials"] * len(rep["inits"]) * len(rep["budgets"])
+    chosen = done == planned  # every trial finished: the best are the choices
     L = [f"# Tuning in progress: {', '.join(rep['inits'])}", "",
          f"{done} of {planned} trials finished ({counted(t['trials'], 'trial')} per arm and label "
          f"budget, each judged on the mean validation error of tuning seed"
          f"{'s' if len(t['tune_seeds']) > 1 else ''} {', '.join(map(str, t['tune_seeds']))}). "
-         f"No test error has been read: the final cells read it once, with each arm's chosen "
-         f"settings, after every trial has finished. This report is replaced by the full one "
-         f"then.", ""]
+         + ("No test error has been read: every trial has finished and each arm's choice is "
+            "below; the final cells, which read it once each with the chosen settings, have not "
+            "run yet. This report is replaced by the full one when they have." if chosen else
+            "No test error has been read: the final cells read it once, with each arm's chosen "
+            "settings, after every trial has finished. This report is replaced by the full one "
+            "then."), ""]
     if rep["warnings"]:
         L += ["**Warnings**", ""] + [f"- {w}" for w in rep["warnings"]] + [""]
-    L += ["## Best so far", "",
+    L += ["## " + ("Choices" if chosen else "Best so far"), "",
           "| arm | labels | trials finished | settings | validation error % | trial |",
           "|---|---|---|---|---|---|"]
     for arm, per in t["best_so_far"].items():

@@ -103,9 +103,19 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path, ca
             assert progress["tuning"]["best_so_far"][arm][budget]["trial"] == best["trial"]
             assert (f"| {arm} | {budget} | 3 of 3 | {settings_text(best['settings'])} | "
                     f"{100 * best['val_error']:.2f} | {best['trial'] + 1} |") in text
-            assert (f"{arm:>12} {budget:>6} labels: best validation error so far "
-                    f"{100 * best['val_error']:.2f}%") in stdout
-    assert text.count("| denoising |") == 2 + 6  # best so far per budget, then every trial
+            assert (f"{arm:>12} {budget:>6} labels: chosen trial {best['trial'] + 1} of 3, "
+                    f"validation error {100 * best['val_error']:.2f}% (final cells not run "
+                    f"yet)") in stdout  # every trial finished: the best are the choices
+    assert "## Choices" in text and "every trial has finished" in text
+    assert text.count("| denoising |") == 2 + 6  # the choice per budget, then every trial
+    lines = (out / "tune" / "nall" / "trials.jsonl").read_text().splitlines()
+    (out / "tune" / "nall" / "trials.jsonl").write_text("\n".join(lines[:-2]) + "\n")
+    code, stdout, err = run_main(["report", out], capsys, monkeypatch)  # trial 3 at all: running
+    assert code == 0, err
+    assert "## Best so far" in (out / "REPORT.md").read_text()
+    assert "   xavier    all labels: best validation error so far " in stdout
+    assert "(trial " in stdout and "; 2 of 3 trials finished)" in stdout, stdout
+    (out / "tune" / "nall" / "trials.jsonl").write_text("\n".join(lines) + "\n")
     (out / "config.json").rename(out / "config.kept")  # its settings lost: one line, no traceback
     code, _, err = run_main(["report", out], capsys, monkeypatch)
     assert code == 1 and "is a tuning whose settings cannot be read" in err, err
