@@ -22,7 +22,7 @@ from .config_grid import RANDOM_INITS, AblateConfig
 from .proposals import at_edge
 from .report_checks import by_condition, outlying_seeds, undertrained
 from .report_text import markdown
-from .report_tuning import tuning_section, write_progress
+from .report_tuning import still_learning, tuning_section, write_progress
 from .runlog import RunError, atomic_write, write_json
 
 CSV_COLUMNS = ("id", "init", "kind", "depth", "budget", "labels", "seed", "test_error",
@@ -268,6 +268,8 @@ def build(folder: Path) -> tuple[dict, dict]:
         stacks = [s for t in trials for s in pretrained_seconds(t / "pretrain")]
         rep["tuning"] = tuning_section(folder, inits, runs, stacks)
         warnings += at_edge(rep["tuning"]["space"], rep["tuning"].get("choices", {}))
+        warnings += still_learning(folder, rep["tuning"]["space"],
+                                   rep["tuning"].get("choices", {}))
     return rep, seen
 
 

@@ -869,3 +869,35 @@ def test_under_a_cosine_schedule_a_trial_is_pruned_only_against_trials_of_as_man
     for schedule, stops in (("cosine", False), ("constant", True)):
         cfg = AblateConfig(inits=("xavier",), layers=(12,), finetune_lr_schedule=schedule)
         assert pruners(cfg, tmp_path, done, 1)(job)([0.45]) is stops, schedule
+
+
+@pytest.mark.parametrize("epochs,schedule,space,words", [
+    ((30, 29), "constant", [10, 30], "best epochs 30 and 29) on 2 of 2 tuning seeds, at a constant "
+                                     "rate; a longer schedule may do better (30 epochs is the "
+                                     "most the space tries: widen its range)"),
+    ((30, 28), "constant", None, "best epochs 30 and 28) on 2 of 2 tuning seeds, at a constant "
+                                 "rate; a longer schedule may do better"),
+    ((30, 20), "constant", [10, 30], None),  # one seed of two: not most
+    ((30, 30), "cosine", [10, 30], None),  # a rate near 0 at the end: converged
+])
+def test_a_choice_still_learning_when_it_stopped_is_warned_of(epochs, schedule, space, words,
+                                                              tmp_path):
+    from stackae.report_tuning import still_learning
+    trial = tmp_path / "tune" / "n100" / "trial-003"
+    lines = []
+    for seed, best in enumerate(epochs):
+        for arm in ("denoising", "xavier"):
+            cell = f"{arm}-d1-n100-s{seed}"
+            (trial / cell).mkdir(parents=True)
+            result = {"best_epoch": best if arm == "xavier" else 5, "epochs_run": 30,
+                      "config": {"lr_schedule": schedule, "epochs": 30}}
+            (trial / cell / "result.json").write_text(json.dumps(result))
+            lines.append(json.dumps({"id": cell, "init": arm, "seconds": 1.0}))
+    (trial / "results.jsonl").write_text("\n".join(lines) + "\n{\"id\": \"cut")  # a cut line
+    choices = {arm: {"100": {"trial": 3, "settings": {}}} for arm in ("denoising", "xavier")}
+    found = still_learning(tmp_path, {"finetune_epochs": space} if space else {}, choices)
+    if words is None:
+        assert found == []
+    else:  # only xavier's networks were still learning
+        assert found == ["xavier's choice at 100 labels (trial 4) was still learning when it "
+                         "stopped: best in the last tenth of its 30 epochs (" + words]
