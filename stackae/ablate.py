@@ -178,10 +178,24 @@ def ensure_stacks(cfg: AblateConfig, jobs: list[Job], data, device, say, cap: in
                 names = ", ".join(f.name for f, _ in part)
                 say(f"pretrain {names}" + (" (resuming finished layers)" if any(
                     f.exists() for f, _ in part) else ""))
+                for f, _ in part:
+                    note_resume(f, device)
                 t0 = time.perf_counter()  # this call's (a resumed stack's summary counts more)
                 run_pretrains([c for _, c in part], [f for f, _ in part], device,
                               [data(c.seed) for _, c in part], quiet=True)
                 say(f"pretrain {names}: done in {time.perf_counter() - t0:.1f}s")
+
+
+def note_resume(folder: Path, device) -> None:
+    """A grid stack pretrained again in a folder that has its config.json keeps its first run's
+    provenance, and this run is added to its `resumed` list (as claims.record does for a run
+    resumed by name), with the layers it reloads: the stack is this run's work from there up."""
+    from .claims import resume_entry
+    from .runlog import finished_layers, read_config
+    saved = read_config(folder / "config.json")
+    if saved is not None and "provenance" in saved:
+        entry = {**resume_entry(device), "layers_reloaded": sorted(finished_layers(folder))}
+        write_json(folder / "config.json", {**saved, "resumed": saved.get("resumed", []) + [entry]})
 
 
 def finetune_groups(cfg: AblateConfig, jobs: list[Job], cap: int) -> list[list[Job]]:

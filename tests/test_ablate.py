@@ -169,6 +169,15 @@ def test_pairing_resume_and_redo(tmp_path, monkeypatch):
     assert A.run_cells(cfg, out, cells, torch.device("cpu")) == {"ran": 1, "skipped": 11}
     assert len(seen) == 1 and trained == [] and not (killed / "half-written").exists()
     assert (out / "runs" / "pretrain" / "denoising-d1-s1" / "stack.pt").exists()
+    saved = json.loads((out / "runs" / "pretrain" / "denoising-d1-s1" / "config.json").read_text())
+    assert saved["resumed"][-1]["layers_reloaded"] == [1]  # its first run's provenance kept,
+    assert "provenance" in saved  # this one noted with what it reloaded
+    for f in (out / "runs" / "pretrain" / "denoising-d1-s1").glob("*.pt"):
+        f.unlink()  # its files lost (a copied folder): pretrained again from layer 1, and noted
+    (killed / "result.json").unlink()
+    A.run_cells(cfg, out, cells, torch.device("cpu"))
+    saved = json.loads((out / "runs" / "pretrain" / "denoising-d1-s1" / "config.json").read_text())
+    assert [r["layers_reloaded"] for r in saved["resumed"]] == [[1], []]
 
 
 def test_missing_results_line_is_restored_on_rerun(tmp_path):
