@@ -48,18 +48,20 @@ def still_learning(folder: Path, space: dict, choices: dict) -> list[str]:
     when they stopped, so a longer schedule may beat the choice. (Under a cosine schedule the last
     epochs run at a rate near 0, so a late best epoch is convergence; a pruned network stopped
     early.)"""
-    from .report import read_records, timed
     out = []
     for arm, per in choices.items():
         for budget, choice in per.items():
             trial = folder / "tune" / f"n{budget}" / f"trial-{choice['trial']:03d}"
             runs = []
-            for rec in read_records(trial / "results.jsonl", timed)[0].values():
+            lines = ((trial / "results.jsonl").read_text().splitlines()
+                     if (trial / "results.jsonl").exists() else [])
+            for line in lines:  # a line cut short by a kill is skipped
                 try:
+                    rec = json.loads(line)
                     r = json.loads((trial / rec["id"] / "result.json").read_text())
-                except (OSError, ValueError):
+                except (OSError, ValueError, TypeError, KeyError):
                     continue
-                if (rec.get("init") == arm and isinstance(r, dict) and not r.get("pruned")
+                if (isinstance(rec, dict) and rec.get("init") == arm and isinstance(r, dict) and not r.get("pruned")
                         and all(isinstance(r.get(k), int) for k in ("best_epoch", "epochs_run"))):
                     runs.append(r)
             late = [r for r in runs if (r.get("config") or {}).get("lr_schedule") == "constant"
