@@ -20,9 +20,10 @@ from . import figures, stats
 from .config import OBJECTIVES
 from .config_grid import RANDOM_INITS, AblateConfig
 from .proposals import at_edge
-from .report_checks import by_condition, outlying_seeds, undertrained
+from .report_checks import (by_condition, outlying_seeds, read_records, still_learning,
+                            timed, undertrained)
 from .report_text import markdown
-from .report_tuning import still_learning, tuning_section, write_progress
+from .report_tuning import tuning_section, write_progress
 from .runlog import RunError, atomic_write, write_json
 
 CSV_COLUMNS = ("id", "init", "kind", "depth", "budget", "labels", "seed", "test_error",
@@ -32,41 +33,6 @@ ERROR_COLUMNS = ("test_error", "best_val_error")
 
 def budget_order(b: str) -> float:
     return float("inf") if b == "all" else int(b)
-
-
-# what a results.jsonl line must hold for the tables, and of which types
-RECORD_TYPES = {"id": str, "folder": str, "init": str, "budget": str, "seed": int, "depth": int,
-                "labels": int, "test_error": (int, float), "best_val_error": (int, float),
-                "best_epoch": int, "epochs_run": int, "seconds": (int, float)}
-
-
-def usable(rec) -> bool:
-    """A results line the report can use; anything else is counted and skipped, never a crash."""
-    return isinstance(rec, dict) and all(
-        isinstance(rec.get(k), t) and not isinstance(rec.get(k), bool)
-        for k, t in RECORD_TYPES.items())
-
-
-def timed(rec) -> bool:
-    """A tuning trial's results line (its test error unread): enough to count its compute."""
-    return isinstance(rec, dict) and isinstance(rec.get("id"), str) and \
-        isinstance(rec.get("seconds"), (int, float))
-
-
-def read_records(path: Path, keep=usable) -> tuple[dict, int]:
-    """A results.jsonl's records that `keep` accepts, by cell id (the last line of a cell wins),
-    and the number of lines skipped as unreadable."""
-    records, bad = {}, 0
-    for line in (path.read_text().splitlines() if path.exists() else []):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            rec = None
-        if keep(rec):
-            records[rec["id"]] = rec
-        elif line.strip():
-            bad += 1
-    return records, bad
 
 
 def read_folder(folder: Path) -> dict:

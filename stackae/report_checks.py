@@ -1,13 +1,53 @@
-"""What a report warns of in the runs themselves: an arm still learning when fine-tuning stopped
-(undertrained) and a seed that ended apart from its arm (outlying_seeds), each a reason a
-condition's mean, and any comparison with it, may say less about the initialization than it seems.
-report.py adds these to REPORT.md's warnings.
+"""What a report reads of the runs and warns of in them: the results.jsonl lines it can use
+(read_records); an arm still learning when fine-tuning stopped (undertrained), a tuning's choice
+still learning when its trial stopped (still_learning) and a seed that ended apart from its arm
+(outlying_seeds), each a reason a condition's mean, and any comparison with it, may say less
+about the initialization than it seems. report.py and report_tuning.py add these to REPORT.md's
+warnings.
 """
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 
 from .report_text import pct
+from .space import given_per_arm
+
+# what a results.jsonl line must hold for the tables, and of which types
+RECORD_TYPES = {"id": str, "folder": str, "init": str, "budget": str, "seed": int, "depth": int,
+                "labels": int, "test_error": (int, float), "best_val_error": (int, float),
+                "best_epoch": int, "epochs_run": int, "seconds": (int, float)}
+
+
+def usable(rec) -> bool:
+    """A results line the report can use; anything else is counted and skipped, never a crash."""
+    return isinstance(rec, dict) and all(
+        isinstance(rec.get(k), t) and not isinstance(rec.get(k), bool)
+        for k, t in RECORD_TYPES.items())
+
+
+def timed(rec) -> bool:
+    """A tuning trial's results line (its test error unread): enough to count its compute."""
+    return isinstance(rec, dict) and isinstance(rec.get("id"), str) and \
+        isinstance(rec.get("seconds"), (int, float))
+
+
+def read_records(path: Path, keep=usable) -> tuple[dict, int]:
+    """A results.jsonl's records that `keep` accepts, by cell id (the last line of a cell wins),
+    and the number of lines skipped as unreadable."""
+    records, bad = {}, 0
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            rec = None
+        if keep(rec):
+            records[rec["id"]] = rec
+        elif line.strip():
+            bad += 1
+    return records, bad
+
 
 
 def by_condition(records: list[dict]) -> dict:
@@ -85,4 +125,43 @@ def outlying_seeds(records: list[dict], curves: dict, inits, depths, budgets) ->
                            "rate near the edge of the arm's stable range, or a plateau its seeds "
                            "leave at different times), and the arm's mean and any comparison with "
                            "it carry that one seed")
+    return out
+
+
+def still_learning(folder: Path, space: dict, choices: dict) -> list[str]:
+    """A warning for each arm's choice (or best so far) whose networks were best in the last
+    tenth of their epochs on most tuning seeds under a constant learning rate: still learning
+    when they stopped, so a longer schedule may beat the choice. (Under a cosine schedule the last
+    epochs run at a rate near 0, so a late best epoch is convergence; a pruned network stopped
+    early.)"""
+    out = []
+    for arm, per in choices.items():
+        for budget, choice in per.items():
+            trial = folder / "tune" / f"n{budget}" / f"trial-{choice['trial']:03d}"
+            runs = []
+            for rec in read_records(trial / "results.jsonl", timed)[0].values():
+                try:
+                    r = json.loads((trial / rec["id"] / "result.json").read_text())
+                except (OSError, ValueError):
+                    continue
+                if (rec.get("init") == arm and isinstance(r, dict) and not r.get("pruned")
+                        and all(isinstance(r.get(k), int) for k in ("best_epoch", "epochs_run"))):
+                    runs.append(r)
+            late = [r for r in runs if (r.get("config") or {}).get("lr_schedule") == "constant"
+                    and r["epochs_run"] > 1 and r["best_epoch"] > 0.9 * r["epochs_run"]]
+            if not runs or 2 * len(late) <= len(runs):
+                continue
+            epochs = late[0]["epochs_run"]
+            spec = space.get("finetune_epochs")
+            spec = spec.get(arm) if given_per_arm(spec) else spec
+            most = (max(spec) if isinstance(spec, list) else
+                    spec.get("high") if isinstance(spec, dict) else None)
+            out.append(f"{arm}'s choice at {budget} labels (trial {choice['trial'] + 1}) was still "
+                       f"learning when it stopped: best in the last tenth of its {epochs} "
+                       f"epochs (best epoch{'s' if len(late) > 1 else ''} "
+                       f"{' and '.join(str(r['best_epoch']) for r in late)}) on "
+                       f"{len(late)} of {len(runs)} tuning seeds, at a constant rate; a longer "
+                       f"schedule may do better"
+                       + (f" ({epochs} epochs is the most the space tries: widen its range)"
+                          if most == epochs else ""))
     return out

@@ -9,15 +9,15 @@ been read yet; the full report replaces it once the final cells have run.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from . import figures
 from .proposals import at_edge
+from .report_checks import still_learning
 from .report_text import counted, pct, settings_text, spec_text, trials_text
 from .runlog import RunError, atomic_write, write_json
 from .schema import ConfigError
-from .space import given_per_arm, read_tuning
+from .space import read_tuning
 from .tune import best_trial, trials_of
 
 
@@ -40,48 +40,6 @@ def tuning_section(folder: Path, inits, runs: list[dict], stacks: list[float]) -
                         "pretrain_runs": len(stacks),
                         "pretrain_seconds": sum(stacks)},
             "history": tuning_trials(folder, inits)}
-
-
-def still_learning(folder: Path, space: dict, choices: dict) -> list[str]:
-    """A warning for each arm's choice (or best so far) whose networks were best in the last
-    tenth of their epochs on most tuning seeds under a constant learning rate: still learning
-    when they stopped, so a longer schedule may beat the choice. (Under a cosine schedule the last
-    epochs run at a rate near 0, so a late best epoch is convergence; a pruned network stopped
-    early.)"""
-    out = []
-    for arm, per in choices.items():
-        for budget, choice in per.items():
-            trial = folder / "tune" / f"n{budget}" / f"trial-{choice['trial']:03d}"
-            runs = []
-            lines = ((trial / "results.jsonl").read_text().splitlines()
-                     if (trial / "results.jsonl").exists() else [])
-            for line in lines:  # a line cut short by a kill is skipped
-                try:
-                    rec = json.loads(line)
-                    r = json.loads((trial / rec["id"] / "result.json").read_text())
-                except (OSError, ValueError, TypeError, KeyError):
-                    continue
-                if (isinstance(rec, dict) and rec.get("init") == arm and isinstance(r, dict) and not r.get("pruned")
-                        and all(isinstance(r.get(k), int) for k in ("best_epoch", "epochs_run"))):
-                    runs.append(r)
-            late = [r for r in runs if (r.get("config") or {}).get("lr_schedule") == "constant"
-                    and r["epochs_run"] > 1 and r["best_epoch"] > 0.9 * r["epochs_run"]]
-            if not runs or 2 * len(late) <= len(runs):
-                continue
-            epochs = late[0]["epochs_run"]
-            spec = space.get("finetune_epochs")
-            spec = spec.get(arm) if given_per_arm(spec) else spec
-            most = (max(spec) if isinstance(spec, list) else
-                    spec.get("high") if isinstance(spec, dict) else None)
-            out.append(f"{arm}'s choice at {budget} labels (trial {choice['trial'] + 1}) was still "
-                       f"learning when it stopped: best in the last tenth of its {epochs} "
-                       f"epochs (best epoch{'s' if len(late) > 1 else ''} "
-                       f"{' and '.join(str(r['best_epoch']) for r in late)}) on "
-                       f"{len(late)} of {len(runs)} tuning seeds, at a constant rate; a longer "
-                       f"schedule may do better"
-                       + (f" ({epochs} epochs is the most the space tries: widen its range)"
-                          if most == epochs else ""))
-    return out
 
 
 def progress(folder: Path) -> dict:
