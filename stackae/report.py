@@ -20,8 +20,8 @@ from . import figures, stats
 from .config import OBJECTIVES
 from .config_grid import RANDOM_INITS, AblateConfig
 from .proposals import at_edge
-from .report_checks import (by_condition, outlying_seeds, read_records, still_learning,
-                            timed, undertrained)
+from .report_checks import (by_condition, outlying_seeds, pretrained_seconds, read_records,
+                            still_learning, undertrained)
 from .report_text import markdown
 from .report_tuning import tuning_section, write_progress
 from .runlog import RunError, atomic_write, write_json
@@ -101,17 +101,9 @@ VERSION_NAMES = {"device": "devices", "stackae": "stackae versions", "torch": "t
                  "git_dirty": "uncommitted changes"}
 
 
-def pretrained_seconds(stacks: Path) -> list[float]:
-    """Each stack's pretraining seconds in a folder of stacks, those pretrained there only: a
-    copied stack's seconds were spent where it was pretrained."""
-    return [json.loads(p.read_text()).get("seconds", 0.0)
-            for p in sorted(stacks.glob("*/summary.json"))
-            if not (p.parent / "copied.json").exists()]
-
-
 def setup(folder: Path, grid: dict, records: list[dict], provenance: list[dict]) -> dict:
     cfg, sizes = grid.get("config", {}), grid.get("data", {})
-    seconds = pretrained_seconds(folder / "runs" / "pretrain")
+    seconds = pretrained_seconds(folder / "runs" / "pretrain").values()
     copied = Counter(str(Path(json.loads(p.read_text())["from"]).parent)
                      for p in sorted((folder / "runs" / "pretrain").glob("*/copied.json")))
     return {"config": cfg, "data": sizes, "command": grid.get("command"),
@@ -229,10 +221,7 @@ def build(folder: Path) -> tuple[dict, dict]:
            "cells": {"planned": len(planned), "finished": len(done),
                      "missing": sorted(set(planned) - done)}}
     if (folder / "tune.json").exists():  # a stackae tune folder: its space and choices
-        trials = sorted((folder / "tune").glob("n*/trial-*"))
-        runs = [r for t in trials for r in read_records(t / "results.jsonl", timed)[0].values()]
-        stacks = [s for t in trials for s in pretrained_seconds(t / "pretrain")]
-        rep["tuning"] = tuning_section(folder, inits, runs, stacks)
+        rep["tuning"] = tuning_section(folder, inits, cfg.get("min_epoch_examples", 0))
         warnings += at_edge(rep["tuning"]["space"], rep["tuning"].get("choices", {}))
         warnings += still_learning(folder, rep["tuning"]["space"],
                                    rep["tuning"].get("choices", {}))

@@ -29,8 +29,9 @@ def usable(rec) -> bool:
 
 def timed(rec) -> bool:
     """A tuning trial's results line (its test error unread): enough to count its compute."""
-    return isinstance(rec, dict) and isinstance(rec.get("id"), str) and \
-        isinstance(rec.get("seconds"), (int, float))
+    return isinstance(rec, dict) and all(
+        isinstance(rec.get(k), RECORD_TYPES[k]) and not isinstance(rec.get(k), bool)
+        for k in ("id", "folder", "init", "labels", "epochs_run", "seconds"))
 
 
 def read_records(path: Path, keep=usable) -> tuple[dict, int]:
@@ -48,6 +49,13 @@ def read_records(path: Path, keep=usable) -> tuple[dict, int]:
             bad += 1
     return records, bad
 
+
+def pretrained_seconds(stacks: Path) -> dict[str, float]:
+    """Each stack's pretraining seconds in a folder of stacks, by its folder's name, those
+    pretrained there only: a copied stack's seconds were spent where it was pretrained."""
+    return {p.parent.name: json.loads(p.read_text()).get("seconds", 0.0)
+            for p in sorted(stacks.glob("*/summary.json"))
+            if not (p.parent / "copied.json").exists()}
 
 
 def by_condition(records: list[dict]) -> dict:

@@ -185,6 +185,31 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def compute_by_arm(per_arm: dict) -> list[str]:
+    """The trials' compute per arm (report_tuning.trial_compute) as a table, and how far the arms'
+    fine-tuning passes differ where they differ by half or more: an equal number of trials is not
+    an equal amount of training when the arms choose their own schedules and batch sizes."""
+    arms = {a: c for a, c in per_arm.items() if c["finetunes"] or c["pretrain_runs"]}
+    if not arms:
+        return []
+    stacks = any(c["pretrain_runs"] for c in arms.values())  # columns only if a trial pretrained
+    L = ["", "| arm | trial fine-tunes | training examples passed over | seconds |"
+         + " trial stacks pretrained | seconds |" * stacks, "|---|---|---|---|" + "---|---|" * stacks]
+    for arm, c in arms.items():
+        L.append(f"| {arm} | {c['finetunes']} | {c['finetune_example_passes'] / 1e6:.1f} million "
+                 f"| {c['finetune_seconds']:.0f} |"
+                 + f" {c['pretrain_runs']} | {c['pretrain_seconds']:.0f} |" * stacks)
+    passes = {a: c["finetune_example_passes"] for a, c in arms.items() if c["finetunes"]}
+    if len(passes) > 1 and min(passes.values()) > 0:
+        most, least = max(passes, key=passes.get), min(passes, key=passes.get)
+        if passes[most] >= 1.5 * passes[least]:
+            L += ["", f"The arms had the same number of trials, not the same training: {most}'s "
+                      f"trial fine-tunes passed over {passes[most] / passes[least]:.1f} times the "
+                      f"training examples of {least}'s (their schedules and batch sizes were "
+                      f"tuned too; the example passes count a pruned trial to where it stopped)."]
+    return L
+
+
 def sampler_text(t: dict) -> str:
     """How the tuning drew its trials (proposals.propose), naming the Optuna versions that
     proposed them where the trials record it (proposals.proposer)."""
@@ -294,5 +319,6 @@ def tuning_text(t: dict) -> list[str]:
                   f" (the {len(t['adopted_cells'])} adopted cells' fine-tunes are among them, "
                   "counted under Compute too)") if t.get("adopted_cells") else "")
               + ". Seconds are each network's share of its batch's wall time."]
+        L += compute_by_arm(c.get("per_arm", {}))
     L += trials_text(t)
     return L

@@ -9,11 +9,12 @@ been read yet; the full report replaces it once the final cells have run.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from . import figures
 from .proposals import at_edge
-from .report_checks import still_learning
+from .report_checks import pretrained_seconds, read_records, still_learning, timed
 from .report_text import counted, pct, settings_text, spec_text, trials_text
 from .runlog import RunError, atomic_write, write_json
 from .schema import ConfigError
@@ -28,17 +29,41 @@ def tuning_trials(folder: Path, inits) -> dict:
             for path in sorted((folder / "tune").glob("n*")) if (path / "trials.jsonl").exists()}
 
 
-def tuning_section(folder: Path, inits, runs: list[dict], stacks: list[float]) -> dict:
+def trial_compute(folder: Path, inits, min_epoch_examples: int) -> dict:
+    """What the trials cost, in all and per arm: their fine-tunes, with seconds and the training
+    examples they passed over (a pruned one's to where it stopped), and the stacks the trials
+    pretrained, with seconds. Seconds are each network's share of its batch's wall time, so
+    arms batched together share it evenly; the example passes are each arm's own."""
+    from .finetune import repeats
+    per_arm = {arm: {"finetunes": 0, "finetune_seconds": 0.0, "finetune_example_passes": 0,
+                     "pretrain_runs": 0, "pretrain_seconds": 0.0} for arm in inits}
+    for trial in sorted((folder / "tune").glob("n*/trial-*")):
+        for r in read_records(trial / "results.jsonl", timed)[0].values():
+            c = per_arm.setdefault(r["init"], dict.fromkeys(per_arm[inits[0]], 0))
+            try:  # the run's own (a tuned min_epoch_examples differs from the grid's)
+                least = json.loads((trial / r["folder"] / "config.json").read_text())[
+                    "min_epoch_examples"]
+            except (OSError, ValueError, KeyError, TypeError):
+                least = min_epoch_examples
+            c["finetunes"] += 1
+            c["finetune_seconds"] += r["seconds"]
+            c["finetune_example_passes"] += (r["epochs_run"] * r["labels"]
+                                             * repeats(max(r["labels"], 1), least))
+        for name, seconds in pretrained_seconds(trial / "pretrain").items():
+            c = per_arm.setdefault(name.split("-d")[0], dict.fromkeys(per_arm[inits[0]], 0))
+            c["pretrain_runs"] += 1
+            c["pretrain_seconds"] += seconds
+    return {**{k: sum(c[k] for c in per_arm.values()) for k in per_arm[inits[0]]},
+            "per_arm": per_arm}
+
+
+def tuning_section(folder: Path, inits, min_epoch_examples: int) -> dict:
     """report.json's "tuning": tune.json (space, budget, choices), the cells adopted from chosen
-    trials, the compute of the trial runs (`runs`: their results lines, `stacks`: their
-    pretraining seconds) and every trial."""
+    trials, the trials' compute (trial_compute) and every trial."""
     return {**read_tuning(folder),
             "adopted_cells": sorted(p.parent.name for p in (
                 folder / "runs" / "finetune").glob("*/copied.json")),
-            "compute": {"finetunes": len(runs),
-                        "finetune_seconds": sum(r["seconds"] for r in runs),
-                        "pretrain_runs": len(stacks),
-                        "pretrain_seconds": sum(stacks)},
+            "compute": trial_compute(folder, list(inits), min_epoch_examples),
             "history": tuning_trials(folder, inits)}
 
 

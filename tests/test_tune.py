@@ -66,9 +66,16 @@ def test_tuning_gives_every_arm_the_same_budget_and_reads_test_once(tmp_path, ca
     trial_runs = [r for b in ("100", "all") for t in sorted((out / "tune" / f"n{b}").glob("trial-*"))
                   for r in map(json.loads, (t / "results.jsonl").read_text().splitlines())]
     assert len(trial_runs) == 12  # 3 trials x 2 arms x 2 budgets x 1 seed: the search's cost
-    assert grid.report["tuning"]["compute"] == {
+    compute = grid.report["tuning"]["compute"]
+    assert {k: compute[k] for k in ("finetunes", "finetune_seconds", "pretrain_runs",
+                                    "pretrain_seconds")} == {
         "finetunes": 12, "finetune_seconds": pytest.approx(sum(r["seconds"] for r in trial_runs)),
         "pretrain_runs": 0, "pretrain_seconds": 0}
+    for arm in ("denoising", "xavier"):  # min_epoch_examples 0: an epoch is one pass
+        mine = [r for r in trial_runs if r["init"] == arm]
+        assert compute["per_arm"][arm]["finetunes"] == 6
+        assert compute["per_arm"][arm]["finetune_example_passes"] == sum(
+            r["epochs_run"] * r["labels"] for r in mine) == 3 * 2 * (100 + 600)
     assert "Tuning compute: 12 trial fine-tunes" in report
     trial = sorted((out / "tune" / "nall").glob("trial-*"))[0] / "results.jsonl"
     with open(trial, "a") as f:  # a line cut short by a kill is skipped, not a traceback
@@ -892,7 +899,8 @@ def test_a_choice_still_learning_when_it_stopped_is_warned_of(epochs, schedule, 
             result = {"best_epoch": best if arm == "xavier" else 5, "epochs_run": 30,
                       "config": {"lr_schedule": schedule, "epochs": 30}}
             (trial / cell / "result.json").write_text(json.dumps(result))
-            lines.append(json.dumps({"id": cell, "init": arm, "seconds": 1.0}))
+            lines.append(json.dumps({"id": cell, "folder": cell, "init": arm, "labels": 100,
+                                     "epochs_run": 30, "seconds": 1.0}))
     (trial / "results.jsonl").write_text("\n".join(lines) + "\n{\"id\": \"cut")  # a cut line
     choices = {arm: {"100": {"trial": 3, "settings": {}}} for arm in ("denoising", "xavier")}
     found = still_learning(tmp_path, {"finetune_epochs": space} if space else {}, choices)
@@ -901,3 +909,32 @@ def test_a_choice_still_learning_when_it_stopped_is_warned_of(epochs, schedule, 
     else:  # only xavier's networks were still learning
         assert found == ["xavier's choice at 100 labels (trial 4) was still learning when it "
                          "stopped: best in the last tenth of its 30 epochs (" + words]
+
+
+def test_trial_compute_counts_each_arms_own_passes_and_stacks(tmp_path):
+    """An equal number of trials can be very unequal training: the report counts each arm's
+    example passes from its runs' epochs, labels and min_epoch_examples, and says how far apart."""
+    from stackae.report_text import compute_by_arm
+    from stackae.report_tuning import trial_compute
+    trial = tmp_path / "tune" / "n100" / "trial-000"
+    lines = []
+    for arm, epochs, least in (("denoising", 30, 10000), ("xavier", 100, 250)):
+        (trial / f"{arm}-d3-n100-s0").mkdir(parents=True)
+        (trial / f"{arm}-d3-n100-s0" / "config.json").write_text(
+            json.dumps({"min_epoch_examples": least}))
+        lines.append(json.dumps({"id": f"{arm}-d3-n100-s0", "folder": f"{arm}-d3-n100-s0",
+                                 "init": arm, "labels": 100, "epochs_run": epochs,
+                                 "seconds": 10.0}))
+    (trial / "results.jsonl").write_text("\n".join(lines) + '\n{"id": "cut sh')
+    (trial / "pretrain" / "denoising-d3-s0").mkdir(parents=True)
+    (trial / "pretrain" / "denoising-d3-s0" / "summary.json").write_text('{"seconds": 5.0}')
+    c = trial_compute(tmp_path, ["denoising", "xavier"], min_epoch_examples=0)
+    assert c["per_arm"]["denoising"] == {"finetunes": 1, "finetune_seconds": 10.0,
+                                         "finetune_example_passes": 30 * 100 * 100,
+                                         "pretrain_runs": 1, "pretrain_seconds": 5.0}
+    assert c["per_arm"]["xavier"]["finetune_example_passes"] == 100 * 100 * 3
+    assert c["finetunes"] == 2 and c["finetune_example_passes"] == 300000 + 30000
+    text = "\n".join(compute_by_arm(c["per_arm"]))
+    assert "| denoising | 1 | 0.3 million | 10 | 1 | 5 |" in text
+    assert "denoising's trial fine-tunes passed over 10.0 times the training examples of " \
+           "xavier's" in text
