@@ -6,8 +6,10 @@
 #   bash scripts/gpu_check.sh speed [OUT]      # compile tests, bench, eager vs compiled steps,
 #                                             # the --preset full grid, one-epoch pretraining,
 #                                             # the trivial run's fixed cost
-#   bash scripts/gpu_check.sh precision [OUT]  # float32 / tf32 / bfloat16: --preset full's
-#                                             # network, all labels, seeds 0-4, both arms
+#   bash scripts/gpu_check.sh precision [OUT]  # what pruned networks still cost (bench
+#                                             # --stops, K 20); float32 / tf32 / bfloat16:
+#                                             # --preset full's network, all labels, seeds 0-4,
+#                                             # both arms
 #
 # OUT defaults to $OUT (the device tool's folder that comes back), else ./gpu-check. Every stage
 # has its own time limit and leaves its output in OUT as it ends (a stage out of time says so in
@@ -56,6 +58,7 @@ case $phase in
       --train-size 1000 --device cuda --quiet --out "$runs/trivial"
     ;;
   precision)
+    stage stops 90 $py scripts/bench.py --device cuda --ks 20 --stops --json "$out/stops.json"
     for p in float32 tf32 bfloat16; do
       stage "precision-$p" 140 /usr/bin/time -v $py -m stackae ablate --preset full --device cuda \
         --seeds 0,1,2,3,4 --labels all --precision "$p" --quiet --out "$runs/$p"
