@@ -47,7 +47,8 @@
 #               stayed at chance at the DBN's) in one K=2 loop, the better on validation error
 #               read on the test set: runs/reference/dbn-dropout-probe and
 #               runs/reference/dbn-dropout-probe-xavier (1 h 02 min and 41 min measured)
-# Run only by name (not in the default list: sized for a GPU, not yet run):
+# Run only by name (not in the default list: hours on this CPU, some sized for a GPU; what each
+# took, or that it has not run, is in its entry):
 #   classic-tuned  classic-small-batch with both arms tuned by `stackae tune` on seeds 0 and 1,
 #               12 trials per arm: the fine-tuning lr for both, and for the denoising arm the
 #               pretraining epochs, lr and noise (classic-tuned.space.json); then 5 seeds. On this
@@ -61,11 +62,14 @@
 #               Its --dry-run: 0.9 to 3 PFLOP
 #               (trials 5.3e2 to 1.8e3 TFLOP, final 4.1e2 to 1.1e3): 5 to 17 hours at the
 #               ~50 GFLOP/s an AVX2-only host of this machine type sustains (its RBM pretraining)
-#   budgets-large-tuned  budgets-tuned at 10000 and all labels (10 seeds, the same space and
-#               12 trials per arm and budget): the larger budgets with both arms tuned.
-#               Its --dry-run: 1.9 to 6.1 PFLOP (trials 1.3e3 to 4.4e3 TFLOP, final 6.2e2 to
-#               1.7e3 with its 10 stacks); a trial at batch 10 and 100 epochs on all labels makes
-#               500,000 steps: a GPU job
+#   budgets-10k-tuned  budgets-tuned at 10000 labels (10 seeds, the same space and 12 trials
+#               per arm): its dry run 0.5 to 1.4 PFLOP (trials 2.6e2 to 8.8e2 TFLOP, final
+#               2.5e2 to 5.1e2 with its 10 stacks), about as much as one budget of
+#               budgets-tuned (an epoch is 10,000 examples at either budget): hours on this CPU
+#   budgets-all-tuned  budgets-tuned at all labels (10 seeds, the same space and 12 trials per
+#               arm). Its --dry-run: 1.4 to 4.7 PFLOP (trials 1.1e3 to 3.5e3 TFLOP, final
+#               5.1e2 to 1.3e3 with its 10 stacks); a trial at batch 10 and 100 epochs on all
+#               labels makes 500,000 steps: a GPU job
 #   dbn-dropout  dbn-small-batch fine-tuned with dropout (Hinton et al. 2012): 200 epochs,
 #               batch 100, input dropout 0.2; both arms tuned on seeds 0 and 1, 12 trials: lr,
 #               each arm in its own range (DBN 0.1 to 1, xavier 0.03 to 0.3: where
