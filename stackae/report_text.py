@@ -196,8 +196,10 @@ def compute_by_arm(per_arm: dict) -> list[str]:
     L = ["", "| arm | trial fine-tunes | training examples passed over | seconds |"
          + " trial stacks pretrained | seconds |" * stacks, "|---|---|---|---|" + "---|---|" * stacks]
     for arm, c in arms.items():
-        L.append(f"| {arm} | {c['finetunes']} | {c['finetune_example_passes'] / 1e6:.1f} million "
-                 f"| {c['finetune_seconds']:.0f} |"
+        n = c["finetune_example_passes"]
+        L.append(f"| {arm} | {c['finetunes']} | "
+                 + (f"{n / 1e6:.1f} million" if n >= 1e6 else f"{n:,}")
+                 + f" | {c['finetune_seconds']:.0f} |"
                  + f" {c['pretrain_runs']} | {c['pretrain_seconds']:.0f} |" * stacks)
     passes = {a: c["finetune_example_passes"] for a, c in arms.items() if c["finetunes"]}
     if len(passes) > 1 and min(passes.values()) > 0:

@@ -935,6 +935,6 @@ def test_trial_compute_counts_each_arms_own_passes_and_stacks(tmp_path):
     assert c["per_arm"]["xavier"]["finetune_example_passes"] == 100 * 100 * 3
     assert c["finetunes"] == 2 and c["finetune_example_passes"] == 300000 + 30000
     text = "\n".join(compute_by_arm(c["per_arm"]))
-    assert "| denoising | 1 | 0.3 million | 10 | 1 | 5 |" in text
+    assert "| denoising | 1 | 300,000 | 10 | 1 | 5 |" in text
     assert "denoising's trial fine-tunes passed over 10.0 times the training examples of " \
            "xavier's" in text
