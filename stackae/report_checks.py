@@ -136,7 +136,7 @@ def outlying_seeds(records: list[dict], curves: dict, inits, depths, budgets) ->
     return out
 
 
-def still_learning(folder: Path, space: dict, choices: dict) -> list[str]:
+def still_learning(folder: Path, space: dict, choices: dict, noun: str = "choice") -> list[str]:
     """A warning for each arm's choice (or best so far) whose networks were best in the last
     tenth of their epochs on most tuning seeds under a constant learning rate: still learning
     when they stopped, so a longer schedule may beat the choice. (Under a cosine schedule the last
@@ -164,7 +164,7 @@ def still_learning(folder: Path, space: dict, choices: dict) -> list[str]:
             spec = spec.get(arm) if given_per_arm(spec) else spec
             most = (max(spec) if isinstance(spec, list) else
                     spec.get("high") if isinstance(spec, dict) else None)
-            out.append(f"{arm}'s choice at {budget} labels (trial {choice['trial'] + 1}) was still "
+            out.append(f"{arm}'s {noun} at {budget} labels (trial {choice['trial'] + 1}) was still "
                        f"learning when it stopped: best in the last tenth of its {epochs} "
                        f"epochs (best epoch{'s' if len(late) > 1 else ''} "
                        f"{' and '.join(str(r['best_epoch']) for r in late)}) on "

@@ -88,12 +88,15 @@ def progress(folder: Path) -> dict:
                     "settings": r["settings"], "trial": r["number"], "val_error": r["val_error"],
                     "diverged": r["diverged"]}
     history = {b: t["history"].get(b, []) for b in cfg.labels}
+    finished = {b: {arm: sum(r["arm"] == arm for r in recs) for arm in inits}
+                for b, recs in history.items()}
     return {"folder": str(folder), "inits": inits, "budgets": list(cfg.labels),
             "in_progress": True, "tuning": t,
-            "finished_trials": {b: {arm: sum(r["arm"] == arm for r in recs) for arm in inits}
-                                for b, recs in history.items()},
+            "finished_trials": finished,
             "warnings": at_edge(t["space"], t["best_so_far"])
-            + still_learning(folder, t["space"], t["best_so_far"])}
+            + still_learning(folder, t["space"], t["best_so_far"], "best trial so far"
+                             if any(n < t["trials"] for per in finished.values()
+                                    for n in per.values()) else "choice")}
 
 
 def progress_markdown(rep: dict) -> str:

@@ -909,6 +909,9 @@ def test_a_choice_still_learning_when_it_stopped_is_warned_of(epochs, schedule, 
     else:  # only xavier's networks were still learning
         assert found == ["xavier's choice at 100 labels (trial 4) was still learning when it "
                          "stopped: best in the last tenth of its 30 epochs (" + words]
+        so_far = still_learning(tmp_path, {"finetune_epochs": space} if space else {}, choices,
+                                "best trial so far")  # as a progress report names it
+        assert so_far == [found[0].replace("choice", "best trial so far")]
 
 
 def test_trial_compute_counts_each_arms_own_passes_and_stacks(tmp_path):
