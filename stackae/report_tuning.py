@@ -29,17 +29,21 @@ def tuning_trials(folder: Path, inits) -> dict:
             for path in sorted((folder / "tune").glob("n*")) if (path / "trials.jsonl").exists()}
 
 
+# what trial_compute counts, in all and per arm
+COMPUTE = ("finetunes", "finetune_seconds", "finetune_example_passes", "pretrain_runs",
+           "pretrain_seconds")
+
+
 def trial_compute(folder: Path, inits, min_epoch_examples: int) -> dict:
     """What the trials cost, in all and per arm: their fine-tunes, with seconds and the training
     examples they passed over (a pruned one's to where it stopped), and the stacks the trials
     pretrained, with seconds. Seconds are each network's share of its batch's wall time, so
     arms batched together share it evenly; the example passes are each arm's own."""
     from .finetune import repeats
-    per_arm = {arm: {"finetunes": 0, "finetune_seconds": 0.0, "finetune_example_passes": 0,
-                     "pretrain_runs": 0, "pretrain_seconds": 0.0} for arm in inits}
+    per_arm = {arm: dict.fromkeys(COMPUTE, 0) for arm in inits}
     for trial in sorted((folder / "tune").glob("n*/trial-*")):
         for r in read_records(trial / "results.jsonl", timed)[0].values():
-            c = per_arm.setdefault(r["init"], dict.fromkeys(per_arm[inits[0]], 0))
+            c = per_arm.setdefault(r["init"], dict.fromkeys(COMPUTE, 0))
             try:  # the run's own (a tuned min_epoch_examples differs from the grid's)
                 least = json.loads((trial / r["folder"] / "config.json").read_text())[
                     "min_epoch_examples"]
@@ -49,11 +53,11 @@ def trial_compute(folder: Path, inits, min_epoch_examples: int) -> dict:
             c["finetune_seconds"] += r["seconds"]
             c["finetune_example_passes"] += (r["epochs_run"] * r["labels"]
                                              * repeats(max(r["labels"], 1), least))
-        for name, seconds in pretrained_seconds(trial / "pretrain").items():
-            c = per_arm.setdefault(name.split("-d")[0], dict.fromkeys(per_arm[inits[0]], 0))
+        for name, seconds in pretrained_seconds(trial / "pretrain").items():  # <arm>-d<D>-s<S>
+            c = per_arm.setdefault(name.split("-d")[0], dict.fromkeys(COMPUTE, 0))
             c["pretrain_runs"] += 1
             c["pretrain_seconds"] += seconds
-    return {**{k: sum(c[k] for c in per_arm.values()) for k in per_arm[inits[0]]},
+    return {**{k: sum(c[k] for c in per_arm.values()) for k in COMPUTE},
             "per_arm": per_arm}
 
 
@@ -63,7 +67,7 @@ def tuning_section(folder: Path, inits, min_epoch_examples: int) -> dict:
     return {**read_tuning(folder),
             "adopted_cells": sorted(p.parent.name for p in (
                 folder / "runs" / "finetune").glob("*/copied.json")),
-            "compute": trial_compute(folder, list(inits), min_epoch_examples),
+            "compute": trial_compute(folder, inits, min_epoch_examples),
             "history": tuning_trials(folder, inits)}
 
 
