@@ -167,8 +167,15 @@ def ablate(ctx, out, resume, quiet, preset, dry_run, shard, executor, jobs, slur
         click.echo("\n".join(api.plan_ablation(out=out, resume=resume, shard=shard, **settings)))
         return
     if executor == "slurm":
-        submit_to_slurm(out, resume, shard, quiet, settings, jobs, slurm_partition, slurm_time,
-                        slurm_gpus, slurm_cpus, wait)
+        if importlib.util.find_spec("submitit") is None:
+            raise click.BadParameter("slurm needs submitit, which is not installed: "
+                                     "pip install 'stackae[slurm]'", param_hint="'--executor'")
+        from .slurm import submit_grid
+        grid = submit_grid(settings, out, resume, shard, quiet, jobs, partition=slurm_partition,
+                           time_min=slurm_time, gpus=slurm_gpus, cpus=slurm_cpus, wait=wait,
+                           say=click.echo)
+        if grid is not None:
+            finished_or_waiting(grid)
         return
     try:
         with deferred_interrupts():
@@ -253,36 +260,6 @@ def tune(ctx, out, resume, quiet, preset, trials, space, tune_seeds, trials_at_o
     finished_or_waiting(grid)
 
 
-def submit_to_slurm(out, resume, shard, quiet, settings, jobs, partition, time_min, gpus, cpus,
-                    wait) -> None:
-    """The grid's cells as a SLURM job array (through submitit); with `wait`, then the report."""
-    if importlib.util.find_spec("submitit") is None:
-        raise click.BadParameter("slurm needs submitit, which is not installed: "
-                                 "pip install 'stackae[slurm]'", param_hint="'--executor'")
-    from .resolve import prepare_grid, start_grid
-    from .artifacts import Ablation
-    from .slurm import default_jobs, submit
-    g = prepare_grid(None, None, settings, out, resume, shard, quiet, local=False)
-    start_grid(g)
-    submitted = submit(g.out, g.mine, jobs or default_jobs(g.mine), partition=partition,
-                       time_min=time_min, gpus=gpus, cpus=cpus)
-    click.echo(f"submitted {len(submitted)} jobs ({', '.join(j.job_id for j in submitted)}); "
-               f"logs in {g.out / 'slurm'}")
-    if not wait:
-        click.echo(f"when they finish: stackae report {g.out}")
-        return
-    for j in submitted:
-        try:
-            j.result()
-        except Exception as e:  # submitit re-raises the job's failure with its log's tail
-            raise click.ClickException(f"job {j.job_id} failed ({type(e).__name__}); see "
-                                       f"{g.out / 'slurm'}")
-    grid = Ablation(g.out)
-    if grid.finished:
-        grid.write_report()
-    finished_or_waiting(grid)
-
-
 def finished_or_waiting(grid) -> None:
     """The report's summary, or how many cells other shards still have to finish."""
     if not grid.finished:
@@ -296,28 +273,10 @@ def finished_or_waiting(grid) -> None:
 def echo_report(folder: Path, rep: dict | None = None) -> None:
     """The report's summary on stdout (writing the report first unless `rep` is given)."""
     from .artifacts import load_ablation
+    from .report_text import summary
     rep = rep or load_ablation(folder).write_report()
-    if rep.get("in_progress"):  # a tuning whose final cells have not run (report_tuning)
-        trials = rep["tuning"]["trials"]
-        for arm, per in rep["tuning"]["best_so_far"].items():
-            for budget, r in per.items():
-                done = rep["finished_trials"][budget][arm]
-                click.echo(f"{arm:>12} {budget:>6} labels: "
-                           + (f"chosen trial {r['trial'] + 1} of {trials}, validation error "
-                              f"{100 * r['val_error']:.2f}% (final cells not run yet)"
-                              if done >= trials else
-                              f"best validation error so far {100 * r['val_error']:.2f}% (trial "
-                              f"{r['trial'] + 1}; {done} of {trials} trials finished)"))
-    for c in rep.get("conditions", []):
-        depth = f" depth {c['depth']}" if len(rep["depths"]) > 1 else ""
-        std = f" ± {100 * c['std']:.2f}" if c["std"] is not None else ""
-        click.echo(f"{c['init']:>12}{depth} {c['budget']:>6} labels: test error "
-                   f"{100 * c['mean']:.2f}%{std} (n={c['n']})")
-    for c in rep.get("comparisons", []):
-        depth = f" depth {c['depth']}" if len(rep["depths"]) > 1 else ""
-        click.echo(f"{c['budget']} labels{depth}: {c['verdict']}")
-    for w in rep["warnings"]:
-        click.echo(f"warning: {w}")
+    for line in summary(rep):
+        click.echo(line)
     click.echo(f"report: {folder / 'REPORT.md'}")
 
 

@@ -5,7 +5,8 @@
 Writes into the folder: REPORT.md (tables, verdicts, figures, setup, the reproducing command),
 report.json (the same as data), results.csv (one row per finished cell) and figures/*.png.
 Its words are report_text.py's, its warnings about the runs report_checks.py's, and a tuning's
-section (or, before its final cells, the whole report) report_tuning.py's.
+section (or, before its final cells, the whole report) report_tuning.py's numbers in
+report_tuning_text.py's words.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import json
 import statistics
 from pathlib import Path
 
-from .report_text import pct
+from .report_numbers import pct
 from .space import given_per_arm
 
 # what a results.jsonl line must hold for the tables, and of which types

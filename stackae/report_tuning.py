@@ -15,7 +15,7 @@ from pathlib import Path
 from . import figures
 from .proposals import at_edge
 from .report_checks import pretrained_seconds, read_records, still_learning, timed
-from .report_text import counted, pct, settings_text, spec_text, trials_text
+from .report_tuning_text import progress_markdown
 from .runlog import RunError, atomic_write, write_json
 from .schema import ConfigError
 from .space import read_tuning
@@ -101,43 +101,6 @@ def progress(folder: Path) -> dict:
             + still_learning(folder, t["space"], t["best_so_far"], "best trial so far"
                              if any(n < t["trials"] for per in finished.values()
                                     for n in per.values()) else "choice")}
-
-
-def progress_markdown(rep: dict) -> str:
-    t, folder = rep["tuning"], rep["folder"]
-    done = sum(n for per in rep["finished_trials"].values() for n in per.values())
-    planned = t["trials"] * len(rep["inits"]) * len(rep["budgets"])
-    chosen = done == planned  # every trial finished: the best are the choices
-    L = [f"# Tuning in progress: {', '.join(rep['inits'])}", "",
-         f"{done} of {planned} trials finished ({counted(t['trials'], 'trial')} per arm and label "
-         f"budget, each judged on the mean validation error of tuning seed"
-         f"{'s' if len(t['tune_seeds']) > 1 else ''} {', '.join(map(str, t['tune_seeds']))}). "
-         + ("No test error has been read: every trial has finished and each arm's choice is "
-            "below; the final cells, which read it once each with the chosen settings, have not "
-            "run yet. This report is replaced by the full one when they have." if chosen else
-            "No test error has been read: the final cells read it once, with each arm's chosen "
-            "settings, after every trial has finished. This report is replaced by the full one "
-            "then."), ""]
-    if rep["warnings"]:
-        L += ["**Warnings**", ""] + [f"- {w}" for w in rep["warnings"]] + [""]
-    L += ["## " + ("Choices" if chosen else "Best so far"), "",
-          "| arm | labels | trials finished | settings | validation error % | trial |",
-          "|---|---|---|---|---|---|"]
-    for arm, per in t["best_so_far"].items():
-        for budget, r in per.items():
-            error = "diverged (scored 100)" if r["diverged"] else pct(r["val_error"])
-            L.append(f"| {arm} | {budget} | {rep['finished_trials'][budget][arm]} of "
-                     f"{t['trials']} | {settings_text(r['settings'])} | {error} | "
-                     f"{r['trial'] + 1} |")
-    L += ["", "Search space: " + "; ".join(f"`{k}` {spec_text(v)}" for k, v in t["space"].items())
-          + "."]
-    L += trials_text(t)
-    L += ["", "## Figures", "", "![tuning](figures/tuning.png)", "",
-          "The trials in order: each one's mean validation error on the tuning seeds (x: "
-          "diverged, scored 100%; hollow: pruned, scored the best it reached) and each arm's best "
-          "so far.", "", "## Continue", "", "```"]
-    L += [f"stackae tune --out {folder} --resume", f"stackae report {folder}", "```", ""]
-    return "\n".join(L)
 
 
 def write_progress(folder: Path) -> dict:

@@ -8,7 +8,7 @@ Jobs write into the same folder as local runs and shards; `stackae report` merge
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .ablate import load_config, run_cells
 from .grid import Cell, expand, split
@@ -46,3 +46,31 @@ def submit(out: Path, cells: list[Cell], jobs: int, *, partition: Optional[str] 
 def default_jobs(cells: list[Cell]) -> int:
     """One job per (seed, depth): each loads its data once and pretrains its own stacks."""
     return len({(c.seed, c.depth) for c in cells})
+
+
+def submit_grid(settings: dict, out, resume: bool, shard, quiet: bool, jobs: Optional[int], *,
+                partition: Optional[str], time_min: int, gpus: int, cpus: int, wait: bool,
+                say: Callable[[str], None]):
+    """`stackae ablate --executor slurm`: check the grid and create its folder, submit its cells
+    (by default one job per seed and depth), and with `wait`, wait for the jobs and write the
+    report. Returns the grid's Ablation once waited for, else None."""
+    from .artifacts import Ablation
+    from .resolve import prepare_grid, start_grid
+    g = prepare_grid(None, None, settings, out, resume, shard, quiet, local=False)
+    start_grid(g)
+    submitted = submit(g.out, g.mine, jobs or default_jobs(g.mine), partition=partition,
+                       time_min=time_min, gpus=gpus, cpus=cpus)
+    say(f"submitted {len(submitted)} jobs ({', '.join(j.job_id for j in submitted)}); "
+        f"logs in {g.out / 'slurm'}")
+    if not wait:
+        say(f"when they finish: stackae report {g.out}")
+        return None
+    for j in submitted:
+        try:
+            j.result()
+        except Exception as e:  # submitit re-raises the job's failure with its log's tail
+            raise RunError(f"job {j.job_id} failed ({type(e).__name__}); see {g.out / 'slurm'}")
+    grid = Ablation(g.out)
+    if grid.finished:
+        grid.write_report()
+    return grid

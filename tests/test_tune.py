@@ -8,7 +8,7 @@ import pytest
 
 import stackae
 from conftest import run_main
-from stackae.report_text import settings_text
+from stackae.report_tuning_text import settings_text
 
 pytest.importorskip("optuna")
 
@@ -362,7 +362,7 @@ def test_a_plan_sizes_a_setting_given_per_arm_from_every_arms_fewest_to_most():
 
 def test_a_tuning_from_before_the_sobol_start_resumes_with_random_draws(tmp_path):
     from stackae.config_grid import AblateConfig
-    from stackae.report_text import sampler_text
+    from stackae.report_tuning_text import sampler_text
     from stackae.tune_setup import setup
     cfg = AblateConfig(inits=("denoising", "xavier"), layers=(12,), seeds=(0, 1))
     new = setup(cfg, tmp_path / "new", False, SPACE, 3, None)
@@ -917,7 +917,7 @@ def test_a_choice_still_learning_when_it_stopped_is_warned_of(epochs, schedule, 
 def test_trial_compute_counts_each_arms_own_passes_and_stacks(tmp_path):
     """An equal number of trials can be very unequal training: the report counts each arm's
     example passes from its runs' epochs, labels and min_epoch_examples, and says how far apart."""
-    from stackae.report_text import compute_by_arm
+    from stackae.report_tuning_text import compute_by_arm
     from stackae.report_tuning import trial_compute
     trial = tmp_path / "tune" / "n100" / "trial-000"
     lines = []
