@@ -68,3 +68,29 @@ def test_every_reference_config_is_a_valid_grid_and_its_space_a_valid_space(path
         assert distributions(read_space(str(space)), cfg)
     header = (ROOT / "scripts" / "reference" / "run.sh").read_text().split("\nset -euo")[0]
     assert f"#   {path.stem} " in header  # run.sh says what the experiment is and what it costs
+
+
+def test_headline_table_lists_finished_comparisons_and_names_running_tunings(tmp_path, monkeypatch,
+                                                                               capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("headline",
+                                                  ROOT / "scripts" / "reference" / "headline.py")
+    headline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(headline)
+    done = {"budgets": ["100"],
+            "conditions": [{"init": "denoising", "budget": "100", "n": 2, "mean": 0.2, "std": 0.01},
+                           {"init": "xavier", "budget": "100", "n": 2, "mean": 0.25, "std": None}],
+            "comparisons": [{"arm": "denoising", "budget": "100", "mean_diff": -0.05,
+                             "ci_low": -0.07, "ci_high": -0.03, "p_t_holm": 0.004,
+                             "p_wilcoxon_holm": 0.5}]}
+    for name, report in [("budgets", done), ("budgets-10k-tuned", {"in_progress": True})]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(report))
+    monkeypatch.setattr(headline, "ROOT", tmp_path)
+    assert headline.main() == 0
+    out, err = capsys.readouterr()
+    assert "| budgets | denoising | 100 | 2 | 20.00 ± 1.00 | -5.00 (-7.00 to -3.00) | 0.004 | 0.5 |" in out
+    assert "| budgets | xavier | 100 | 2 | 25.00 | — | — | — |" in out
+    assert "budgets-10k-tuned" not in out
+    assert "tuning in progress (its REPORT.md has the trials so far): budgets-10k-tuned" in err
+    assert "not yet run: classic," in err
