@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from .config import PROVENANCE_KEYS, DataConfig, from_dict, load_json, to_dict
 from .config_grid import AblateConfig
 from .grid import Cell, plan
+from .results import append_result, record, recorded_ids
 from .runlog import RunError, write_json
 
 
@@ -43,43 +43,6 @@ def start(cfg: AblateConfig, out: Path, cells: list[Cell], sizes: dict, device) 
         raise RunError(f"cannot create output folder {out}: {e.strerror}")
     write_json(out / "config.json", {**to_dict(cfg), "provenance": provenance(device)})
     write_json(out / "grid.json", plan(cfg, out, cells, sizes))
-
-
-def append_result(path: Path, record: dict) -> None:
-    """One line, one os.write on an O_APPEND file: lines of concurrent shards never interleave."""
-    line = (json.dumps(record) + "\n").encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            written = os.write(fd, line)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise RunError(f"could not append to {path}: {e.strerror}")
-    if written != len(line):
-        raise RunError(f"short write to {path} ({written} of {len(line)} bytes); disk full?")
-
-
-def recorded_ids(out: Path) -> set[str]:
-    path = out / "results.jsonl"
-    ids = set()
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                ids.add(json.loads(line)["id"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                pass  # a line another process is still writing
-    return ids
-
-
-def record(cell: Cell, result: dict, folder: str | None = None) -> dict:
-    """The results.jsonl line of a finished cell (everything the report's tables need); `folder`
-    is the cell's folder relative to the results file (default runs/finetune/<id>)."""
-    keys = ("labels", "test_error", "best_val_error", "best_epoch", "epochs_run", "seconds")
-    return {"id": cell.id, "init": cell.init,
-            "kind": "pretrained" if cell.pretrain else "random", "depth": cell.depth,
-            "budget": cell.budget, "seed": cell.seed, **{k: result[k] for k in keys},
-            "pretrain": cell.pretrain, "folder": folder or f"runs/finetune/{cell.id}"}
 
 
 @contextmanager

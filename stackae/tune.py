@@ -68,6 +68,7 @@ from .config import OBJECTIVES
 from .config_grid import AblateConfig
 from .grid import Cell
 from .proposals import propose, proposer, pruners
+from .results import append_result
 from .runlog import RESUME_NAME, Diverged, RunError, copy_run_folder, write_json
 from .space import (PER_ARM, PRETRAINING, applied, arm_space, arm_view, drawn, pretrain_budget,
                     pretrains_own, shown)
@@ -255,7 +256,6 @@ def record_trial(cfg: AblateConfig, folder: Path, budget: str, seeds, n: int, ar
     """Trial n of an arm as its trials.jsonl line (appended): its settings, the mean of its cells'
     best validation errors and each one's; a diverged trial scores the worst error, 1. A trial
     with a network pruned says so ("pruned"): its score is the best it reached before."""
-    from .ablate import append_result
     errors, value, pruned = None, 1.0, False
     if not diverged:
         results = [json.loads((folder / f"trial-{n:03d}" / Cell(arm, d, budget, s).id /

@@ -8,6 +8,7 @@ import torch
 from conftest import invoke
 from stackae import ablate as A
 from stackae import runner
+from stackae.results import append_result
 from stackae import grid as G
 from stackae.config import ConfigError
 from stackae.data import OptionError
@@ -194,7 +195,7 @@ def test_missing_results_line_is_restored_on_rerun(tmp_path):
 
 def _appender(path, k):
     for j in range(200):
-        A.append_result(path, {"id": f"{k}-{j}", "pad": "x" * 3000})
+        append_result(path, {"id": f"{k}-{j}", "pad": "x" * 3000})
 
 
 def test_concurrent_appends_never_interleave(tmp_path):
