@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2] / "runs" / "reference"
 EXPERIMENTS = ("classic", "classic-small-batch", "classic-pretrain-30", "classic-tuned", "budgets",
                "budgets-large", "budgets-tuned", "budgets-10k-tuned", "budgets-all-tuned", "modern",
-               "modern-long", "objectives", "dbn-small-batch", "dbn-tuned", "dbn-tuned-wide", "dbn-dropout-probe",
-               "dbn-dropout-probe-xavier", "dbn-dropout")
+               "modern-long", "objectives", "dbn-small-batch", "dbn-tuned", "dbn-tuned-wide",
+               "dbn-dropout-probe", "dbn-dropout-probe-xavier", "dbn-dropout")
 
 
 def pct(x: float) -> str:
