@@ -304,7 +304,12 @@ def test_a_grid_gives_the_same_results_however_it_is_batched(tmp_path):
         A.start(cfg, out, cells, G.data_sizes(cfg), CPU)
         said = []
         assert A.run_cells(cfg, out, cells, CPU, said.append) == {"ran": 18, "skipped": 0}
-        assert sum("networks together" in line for line in said) == (0 if size == 1 else 18)
+        ended = [line for line in said if line.startswith("[")]
+        assert sum("networks together" in line for line in ended) == (0 if size == 1 else 18)
+        started = [line for line in said if "fine-tuning" in line]  # said before each loop
+        assert len(started) == (18 if size == 1 else 2)
+        assert all(line.endswith("fine-tuning (9 networks together)") for line in started) \
+            or size == 1
         write_report(out)
         with open(out / "results.csv") as f:
             rows[size] = sorted(csv.DictReader(f), key=lambda r: r["id"])
@@ -326,7 +331,7 @@ def test_a_grid_gives_the_same_results_however_it_is_batched(tmp_path):
     said = []
     assert A.run_cells(cfg, tmp_path / "batch9", cells, CPU, said.append) == \
         {"ran": 2, "skipped": 16}
-    assert sum("2 networks together" in line for line in said) == 2
+    assert sum("2 networks together" in line for line in said) == 3  # the start and each end
     redone = json.loads((many / "random-d1-n20-s2" / "result.json").read_text())
     first = next(r for r in rows[1] if r["id"] == "random-d1-n20-s2")
     assert_close(redone["test_error"], float(first["test_error"]), **TOL)
