@@ -151,14 +151,17 @@ class TargetReached(Exception):
 
 
 class TargetLog(NullLog):
-    """Stops stackae's own fine-tuning loop at the first epoch at or below the target."""
+    """Stops stackae's own fine-tuning loop at the first epoch at or below the target. The loop
+    reads its test set only once, at the end, so time_to_target hands it the test set as its
+    validation set: this benchmark's stopping rule reads the test error every epoch, on both
+    sides alike (a benchmark of speed, not a selection protocol)."""
 
     def __init__(self, target):
         self.target = target
 
     def scalars(self, epoch, values, **k):
-        if values.get("finetune/test_error", 1.0) <= self.target:
-            raise TargetReached(epoch, values["finetune/test_error"])
+        if values.get("finetune/val_error", 1.0) <= self.target:
+            raise TargetReached(epoch, values["finetune/val_error"])
 
 
 def time_to_target(x, y, data, widths, target, pretrain_epochs, max_epochs, textbook, device, B,
@@ -192,7 +195,7 @@ def time_to_target(x, y, data, widths, target, pretrain_epochs, max_epochs, text
     model = assemble(stack, input_dim=x.shape[1], n_classes=10).to(device)
     if not textbook:
         from stackae.data import Data
-        dd = Data(x, y, data.val_x, data.val_y, data.test_x, data.test_y, 10, "mnist", (28, 28))
+        dd = Data(x, y, data.test_x, data.test_y, data.test_x, data.test_y, 10, "mnist", (28, 28))
         fcfg = FinetuneConfig(epochs=max_epochs, batch_size=Bf, precision=precision,
                               min_epoch_examples=0, device=str(device))
         try:
@@ -201,7 +204,7 @@ def time_to_target(x, y, data, widths, target, pretrain_epochs, max_epochs, text
         except TargetReached as hit:
             epoch, err = hit.args
             return {"seconds": time.perf_counter() - t0, "epochs": epoch, "test_error": err}
-        return {"seconds": None, "epochs": max_epochs, "test_error": min(res["curves"]["test_error"]),
+        return {"seconds": None, "epochs": max_epochs, "test_error": min(res["curves"]["val_error"]),
                 "missed": True}
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     for epoch in range(1, max_epochs + 1):

@@ -194,9 +194,9 @@ class FinetuneConfig(DataConfig):
                         "reduce-overhead: replayed as a CUDA graph); the first step pays the "
                         "compilation, about 30 s on a CPU. Results are the same to float "
                         "rounding.")
-    read_test: bool = opt(True, "Measure test error (each epoch; the result is that of the best "
-                          "validation epoch). stackae tune turns it off for its trials, so no "
-                          "choice ever sees the test set.")
+    read_test: bool = opt(True, "Read the test error once, after training, on the selected "
+                          "network (that of the best validation epoch). stackae tune turns it "
+                          "off for its trials, so no choice ever sees the test set.")
 
     def __post_init__(self):
         super().__post_init__()

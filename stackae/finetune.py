@@ -9,8 +9,9 @@ K networks share their settings (all but config.PER_NETWORK: seed, init, learnin
 decay, dropout, input dropout and max-norm) and shape, and nothing else: each has its own data
 split, labelled subset, batch order, dropout masks, model selection and early stopping, so a
 network trained beside others ends as it would alone (tests/test_stacked.py). result.json reports
-the test error at the epoch of best validation error (None with read_test off, as in stackae
-tune's trials), and the curves. Networks that stop early (patience, a pruned tuning trial) leave
+the test error of the selected weights (those of the epoch of best validation error), the test set
+read once when training ends (None with read_test off, as in stackae tune's trials), and the
+curves, which hold no test error: nothing during training looks at the test set. Networks that stop early (patience, a pruned tuning trial) leave
 the loop once at most half of it trains on: the rest go on as a narrower loop.
 
 A long fine-tuning saves each network's resume point (resume.pt in its folder, resume.py) at the
@@ -275,12 +276,8 @@ class Part:
             f"epoch {epoch} has a non-finite loss; try a smaller --lr "
             f"(now {cfgs[running[j]].lr:g})"))
         val_loss, val_error = evaluate(net, *self.val, self.amp)
-        test_error = (evaluate(net, *self.test, self.amp)[1] if cfg.read_test
-                      else torch.full_like(val_error, math.nan))
-        stats = torch.stack([total_loss / seen, wrong / seen, val_loss, val_error, test_error])
+        stats = torch.stack([total_loss / seen, wrong / seen, val_loss, val_error])
         stats = stats.tolist()  # one host sync per epoch
-        if not cfg.read_test:
-            stats[CURVES.index("test_error")] = [None] * K
         dt = time.perf_counter() - t0
         improved = torch.zeros(K, dtype=torch.bool)
         for k in running:
@@ -292,10 +289,9 @@ class Part:
                                 "finetune/epoch_seconds": dt,
                                 "finetune/lr": opt.param_groups[0]["lr"] * (
                                     cfgs[k].lr if self.scaled else 1)}, stage="finetune")
-            test = (f"test err {values['test_error']:.4f}  " if cfg.read_test else "")
             log.progress(f"epoch {epoch}/{cfg.epochs}  loss {values['train_loss']:.4f}  train "
                          f"err {values['train_error']:.4f}  val err {values['val_error']:.4f}  "
-                         f"{test}{dt:.1f}s")
+                         f"{dt:.1f}s")
             if sel.stopped:
                 log.progress(f"early stop: no better validation error for {cfg.patience} epochs")
             elif epoch < cfg.epochs and self.prune[k] and self.prune[k](sel.curves["val_error"]):
@@ -306,11 +302,21 @@ class Part:
             keep_slices(improved.to(self.device), list(net.parameters()), self.best)
 
     @functools.cached_property
-    def untrained(self) -> tuple[list, list]:
-        """Every network's validation and test error as it starts (test None, unread)."""
-        val_error = evaluate(self.net, *self.val, self.amp)[1].tolist()
-        return val_error, (evaluate(self.net, *self.test, self.amp)[1].tolist()
-                           if self.cfgs[0].read_test else [None] * len(val_error))
+    def untrained(self) -> list[float]:
+        """Every network's validation error as it starts."""
+        return evaluate(self.net, *self.val, self.amp)[1].tolist()
+
+    @functools.cached_property
+    def selected_test(self) -> list[float | None]:
+        """Every network's test error with its selected weights (its best validation epoch's;
+        the initial ones when it trained no epoch): the loop's one read of the test set, once
+        training has ended for the networks that finish here (None each with read_test off)."""
+        if not self.cfgs[0].read_test:
+            return [None] * len(self.cfgs)
+        names = [name for name, _ in self.net.named_parameters()]
+        best = dict(zip(names, self.best))
+        selected = functools.partial(torch.func.functional_call, self.net, best)
+        return evaluate(lambda xb: selected((xb,)), *self.test, self.amp)[1].tolist()
 
     def save(self, epoch: int, seconds: list[float]) -> None:
         """Each network's resume point (resume.save_points); none from here on if a save failed."""
@@ -321,7 +327,7 @@ class Part:
         """Network k's result, its selected weights loaded into its model."""
         cfg, sel = self.cfgs[k], self.sel[k]
         if cfg.epochs == 0:  # the initial networks are the results
-            sel.best.update(val_error=self.untrained[0][k], test_error=self.untrained[1][k])
+            sel.best.update(val_error=self.untrained[k])
         self.net.copy_into(k, self.models[k].to(self.device), self.best)
-        return sel.result(labels=len(self.idxs[k]), init=self.inits[k], seed=cfg.seed,
-                          seconds=seconds)
+        return sel.result(test_error=self.selected_test[k], labels=len(self.idxs[k]),
+                          init=self.inits[k], seed=cfg.seed, seconds=seconds)
