@@ -161,3 +161,20 @@ def test_a_grid_resumed_under_another_spelling_of_its_folder_keeps_its_points(tm
     stackae.run_ablation(out="grid", resume=True, quiet=True)
     for c in cells:
         assert finetune_records(out / "runs" / "finetune" / c)[:2] == done[c]  # continued
+
+
+def test_a_resume_point_from_before_the_test_set_was_read_once_still_resumes():
+    # points saved when the loop read the test set every epoch hold a test-error curve and the
+    # best epoch's test error; resumed, those are dropped and the curves go on without them
+    from stackae.selection import Selection
+    old = {"curves": {"train_loss": [0.5], "train_error": [0.2], "val_loss": [0.4],
+                      "val_error": [0.1], "test_error": [0.11]},
+           "best": {"val_error": 0.1, "epoch": 1, "test_error": 0.11}, "stopped": False}
+    sel = Selection(patience=0)
+    sel.set_state(old)
+    assert sel.update(2, {"train_loss": 0.3, "train_error": 0.1, "val_loss": 0.3,
+                          "val_error": 0.05})
+    result = sel.result(test_error=0.06)
+    assert result["test_error"] == 0.06 and result["best_epoch"] == 2
+    assert set(result["curves"]) == {"train_loss", "train_error", "val_loss", "val_error"}
+    assert result["curves"]["val_error"] == [0.1, 0.05]
