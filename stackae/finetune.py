@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ from torch import nn
 
 from .config import PER_NETWORK, FinetuneConfig
 from .interrupt import stop_point
-from .network import Stacked
+from .network import Dropout, Stacked
 from .resume import Loop, save_points
 from .runlog import RESUME_NAME
 from .selection import CURVES, Selection
@@ -67,20 +68,6 @@ def unique_stack(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
             torch.tensor(which, device=tensors[0].device))
 
 
-class Dropout:
-    """One layer's inverted dropout for K networks, each at its own rate."""
-
-    def __init__(self, rates: list[float], device):
-        self.draws = [p > 0 for p in rates]
-        self.rate = torch.tensor(rates, device=device).view(-1, 1, 1)
-        self.scale = torch.tensor([1 - p for p in rates], device=device).view(-1, 1, 1)
-
-    def masks(self, streams: Streams, batch: int, width: int) -> torch.Tensor:
-        """(K, batch, width) masks, network k's drawn from its own stream; a network at rate 0
-        draws nothing (its stream moves as it would alone) and keeps every unit."""
-        return (streams.rand(batch, width, only=self.draws) >= self.rate) / self.scale
-
-
 def held_out(datas: list, split: str) -> tuple:
     """evaluate's (x, y, which) for the networks' validation or test sets (`split`)."""
     x, which = unique_stack([getattr(d, f"{split}_x") for d in datas])
@@ -88,9 +75,10 @@ def held_out(datas: list, split: str) -> tuple:
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, which: torch.Tensor, amp,
-             examples: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each network's (mean cross-entropy, error rate) on its own set x[which[k]], y[which[k]]."""
+def evaluate(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+             which: torch.Tensor, amp, examples: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each network's (mean cross-entropy, error rate) on its own set x[which[k]], y[which[k]];
+    `net` maps a (K, batch, inputs) tensor to the K networks' logits."""
     K, n = len(which), x.shape[1]
     loss = torch.zeros(K, device=x.device)
     wrong = torch.zeros(K, device=x.device)

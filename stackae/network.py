@@ -2,17 +2,22 @@
 
 Both arms of a comparison are built here, so a pretrained and a random-init network differ only in
 their hidden weights: same widths, activation, dropout, and the same seeded head. `Stacked` holds
-K such networks of one shape as K-stacked tensors, which is how fine-tuning trains them.
+K such networks of one shape as K-stacked tensors, which is how fine-tuning trains them, and
+`Dropout` draws their masks, each network at its own rate from its own stream.
 """
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .autoencoders import ACT
 from .seeding import seed_for
+
+if TYPE_CHECKING:
+    from .train import Streams
 
 ACTIVATION_MODULES = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU,
                       "linear": nn.Identity}  # as autoencoders.ACT
@@ -171,3 +176,17 @@ class Stacked(nn.Module):
             lin.weight.copy_(params[j][i].t())
             lin.bias.copy_(params[n + j][i])
         return model
+
+
+class Dropout:
+    """One layer's inverted dropout for K networks, each at its own rate."""
+
+    def __init__(self, rates: list[float], device):
+        self.draws = [p > 0 for p in rates]
+        self.rate = torch.tensor(rates, device=device).view(-1, 1, 1)
+        self.scale = torch.tensor([1 - p for p in rates], device=device).view(-1, 1, 1)
+
+    def masks(self, streams: Streams, batch: int, width: int) -> torch.Tensor:
+        """(K, batch, width) masks, network k's drawn from its own stream; a network at rate 0
+        draws nothing (its stream moves as it would alone) and keeps every unit."""
+        return (streams.rand(batch, width, only=self.draws) >= self.rate) / self.scale
