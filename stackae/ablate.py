@@ -258,7 +258,7 @@ def run_jobs(cfg: AblateConfig, jobs: list[Job], device, say=None, read_test: bo
                 if job.folder.exists() and not epoch:
                     shutil.rmtree(job.folder)
             names = ", ".join(j.cell.id for j in group)  # a group may train for long: say so
-            say(f"{names}: resuming after epoch {epoch}" if epoch else f"{names}: fine-tuning"
+            say((f"{names}: resuming after epoch {epoch}" if epoch else f"{names}: fine-tuning")
                 + (f" ({len(group)} networks together)" if len(group) > 1 else ""))
             fcfgs = [job_finetune_config(cfg, j, read_test) for j in group]
             cells = [j.cell for j in group]

@@ -9,10 +9,11 @@ K networks share their settings (all but config.PER_NETWORK: seed, init, learnin
 decay, dropout, input dropout and max-norm) and shape, and nothing else: each has its own data
 split, labelled subset, batch order, dropout masks, model selection and early stopping, so a
 network trained beside others ends as it would alone (tests/test_stacked.py). result.json reports
-the test error of the selected weights (those of the epoch of best validation error), the test set
-read once when training ends (None with read_test off, as in stackae tune's trials), and the
-curves, which hold no test error: nothing during training looks at the test set. Networks that stop early (patience, a pruned tuning trial) leave
-the loop once at most half of it trains on: the rest go on as a narrower loop.
+the test error of the selected network (the weights of its epoch of best validation error, those
+saved in model.pt), its test set read once when it finishes (None with read_test off, as in
+stackae tune's trials), and the curves, which hold no test error: training never reads it.
+Networks that stop early (patience, a pruned tuning trial) leave the loop once at most half of it
+trains on: the rest go on as a narrower loop.
 
 A long fine-tuning saves each network's resume point (resume.pt in its folder, resume.py) at the
 end of an epoch every resume.RESUME_SECONDS; a killed run continues from there, with any K (its
@@ -23,7 +24,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +68,19 @@ def unique_stack(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
             torch.tensor(which, device=tensors[0].device))
 
 
+@torch.no_grad()
+def tested(model: nn.Sequential, data, amp, examples: int = 8192) -> float:
+    """The test error of one finished network (its selected weights, as saved in model.pt): the
+    one read of its test set, after its training."""
+    was, wrong = model.training, 0
+    model.eval()
+    for x, y in zip(data.test_x.split(examples), data.test_y.split(examples)):
+        with amp:
+            wrong += (model(x).argmax(-1) != y).sum().item()
+    model.train(was)
+    return wrong / max(len(data.test_y), 1)
+
+
 def held_out(datas: list, split: str) -> tuple:
     """evaluate's (x, y, which) for the networks' validation or test sets (`split`)."""
     x, which = unique_stack([getattr(d, f"{split}_x") for d in datas])
@@ -75,10 +88,9 @@ def held_out(datas: list, split: str) -> tuple:
 
 
 @torch.no_grad()
-def evaluate(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-             which: torch.Tensor, amp, examples: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each network's (mean cross-entropy, error rate) on its own set x[which[k]], y[which[k]];
-    `net` maps a (K, batch, inputs) tensor to the K networks' logits."""
+def evaluate(net: Stacked, x: torch.Tensor, y: torch.Tensor, which: torch.Tensor, amp,
+             examples: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each network's (mean cross-entropy, error rate) on its own set x[which[k]], y[which[k]]."""
     K, n = len(which), x.shape[1]
     loss = torch.zeros(K, device=x.device)
     wrong = torch.zeros(K, device=x.device)
@@ -161,7 +173,7 @@ class Part:
     stopped or at most half of them are still training."""
 
     def __init__(self, cfgs, datas, models, inits, idxs, logs, folders, prune):
-        self.cfgs, self.models, self.inits = cfgs, models, inits
+        self.cfgs, self.datas, self.models, self.inits = cfgs, datas, models, inits
         self.idxs, self.logs, self.folders = idxs, logs, folders
         self.prune = prune or [None] * len(cfgs)
         cfg, K = cfgs[0], len(cfgs)
@@ -193,7 +205,7 @@ class Part:
         self.x, which = unique_stack([labelled[k][0] for k in keys])
         self.y = unique_stack([labelled[k][1] for k in keys])[0]
         self.rows = which[:, None]
-        self.val, self.test = held_out(datas, "val"), held_out(datas, "test")
+        self.val = held_out(datas, "val")  # the test sets are read once each, by finish
         self.batches = Streams([c.seed for c in cfgs], "batches", device)
         # dropout rates per layer (inputs, then hidden layers) and max-norm caps, one per network
         rates = [[c.input_dropout for c in cfgs]] + [[c.dropout for c in cfgs]] * len(net.widths)
@@ -294,18 +306,6 @@ class Part:
         """Every network's validation error as it starts."""
         return evaluate(self.net, *self.val, self.amp)[1].tolist()
 
-    @functools.cached_property
-    def selected_test(self) -> list[float | None]:
-        """Every network's test error with its selected weights (its best validation epoch's;
-        the initial ones when it trained no epoch): the loop's one read of the test set, once
-        training has ended for the networks that finish here (None each with read_test off)."""
-        if not self.cfgs[0].read_test:
-            return [None] * len(self.cfgs)
-        names = [name for name, _ in self.net.named_parameters()]
-        best = dict(zip(names, self.best))
-        selected = functools.partial(torch.func.functional_call, self.net, best)
-        return evaluate(lambda xb: selected((xb,)), *self.test, self.amp)[1].tolist()
-
     def save(self, epoch: int, seconds: list[float]) -> None:
         """Each network's resume point (resume.save_points); none from here on if a save failed."""
         if not save_points(self.loop, self.folders, self.cfgs, self.device, epoch, seconds):
@@ -316,6 +316,8 @@ class Part:
         cfg, sel = self.cfgs[k], self.sel[k]
         if cfg.epochs == 0:  # the initial networks are the results
             sel.best.update(val_error=self.untrained[k])
-        self.net.copy_into(k, self.models[k].to(self.device), self.best)
-        return sel.result(test_error=self.selected_test[k], labels=len(self.idxs[k]),
-                          init=self.inits[k], seed=cfg.seed, seconds=seconds)
+        model = self.models[k].to(self.device)
+        self.net.copy_into(k, model, self.best)
+        test_error = tested(model, self.datas[k], self.amp) if cfg.read_test else None
+        return sel.result(test_error=test_error, labels=len(self.idxs[k]), init=self.inits[k],
+                          seed=cfg.seed, seconds=seconds)

@@ -100,9 +100,9 @@ def estimate(cfg: AblateConfig, cells: list[Cell], sizes: dict, copied=frozenset
         macs = sum(a * b for a, b in zip(shape, shape[1:]))
         n = sizes["train"] if c.budget == "all" else int(c.budget)
         per_epoch = max(1, -(-cfg.min_epoch_examples // max(n, 1))) * n
-        evals = sizes["val"] + sizes["test"]
-        ft_passes += cfg.finetune_epochs * per_epoch
-        ft_flops += cfg.finetune_epochs * (6 * per_epoch + 2 * evals) * macs
+        ft_passes += cfg.finetune_epochs * per_epoch  # validation every epoch, test once
+        ft_flops += (cfg.finetune_epochs * (6 * per_epoch + 2 * sizes["val"])
+                     + 2 * sizes["test"]) * macs
     return {"pretrain_runs": len(keys), "pretrain_example_passes": pre_passes,
             "pretrain_tflop": pre_flops / 1e12, "finetune_cells": len(cells),
             "finetune_example_passes": ft_passes, "finetune_tflop": ft_flops / 1e12}
