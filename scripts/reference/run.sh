@@ -59,16 +59,16 @@
 #               batch size (10, 32, 128), epochs (30, 100), dropout (0, 0.2, 0.5) and weight
 #               decay (0, 1e-4, 1e-3); the stacks pretrained once, or copied from budgets'
 #               folder where it holds them (budgets-tuned.space.json).
-#               Its --dry-run: 0.9 to 3 PFLOP
-#               (trials 5.3e2 to 1.8e3 TFLOP, final 4.1e2 to 1.1e3): 5 to 17 hours at the
+#               Its --dry-run: 0.85 to 2.5 PFLOP
+#               (trials 5.3e2 to 1.8e3 TFLOP, final 3.2e2 to 7.3e2): 5 to 14 hours at the
 #               ~50 GFLOP/s an AVX2-only host of this machine type sustains (its RBM pretraining)
 #   budgets-10k-tuned  budgets-tuned at 10000 labels (10 seeds, the same space and 12 trials
-#               per arm): its dry run 0.5 to 1.4 PFLOP (trials 2.6e2 to 8.8e2 TFLOP, final
-#               2.5e2 to 5.1e2 with its 10 stacks), about as much as one budget of
+#               per arm): its dry run 0.5 to 1.3 PFLOP (trials 2.6e2 to 8.8e2 TFLOP, final
+#               2.3e2 to 4.3e2 with its 10 stacks), about as much as one budget of
 #               budgets-tuned (an epoch is 10,000 examples at either budget): hours on this CPU
 #   budgets-all-tuned  budgets-tuned at all labels (10 seeds, the same space and 12 trials per
-#               arm). Its --dry-run: 1.4 to 4.7 PFLOP (trials 1.1e3 to 3.5e3 TFLOP, final
-#               5.1e2 to 1.3e3 with its 10 stacks); a trial at batch 10 and 100 epochs on all
+#               arm). Its --dry-run: 1.6 to 4.8 PFLOP (trials 1.1e3 to 3.5e3 TFLOP, final
+#               4.9e2 to 1.3e3 with its 10 stacks); a trial at batch 10 and 100 epochs on all
 #               labels makes 500,000 steps: a GPU job
 #   dbn-dropout  dbn-small-batch fine-tuned with dropout (Hinton et al. 2012): 200 epochs,
 #               batch 100, input dropout 0.2; both arms tuned on seeds 0 and 1, 12 trials: lr,
@@ -77,7 +77,7 @@
 #               dropout (0.3, 0.5) and max-norm (off, 4, 8: seed 0's first RBM layer
 #               starts with unit norms 1.3 to 6.4, median 2.8) (dbn-dropout.space.json); the
 #               stacks copied from dbn-small-batch's folder where it holds them. Its
-#               --dry-run: ~9 PFLOP; a probe's epochs here took 61 s each for one network
+#               --dry-run: ~8 PFLOP; a probe's epochs here took 61 s each for one network
 #               (sharing the CPU with another run), and it makes 11,600 network-epochs: a GPU job
 #   dbn-tuned  dbn-small-batch with both arms tuned by `stackae tune` on seeds 0 and 1, 6 trials
 #               per arm: fine-tuning lr (0.03 to 0.3) and weight decay (0, 1e-5, 1e-4, 1e-3)
