@@ -155,10 +155,11 @@ def spread(dists: dict, number: int, seed: int) -> dict:
     return out
 
 
-def at_edge(space: dict, choices: dict) -> list[str]:
+def at_edge(space: dict, choices: dict, so_far: bool = False) -> list[str]:
     """A warning for each chosen value in the outer tenth of its range (on the log scale where
     the range is log; the arm's own range where the space gives arms their own): the best
-    setting may lie beyond the range searched."""
+    setting may lie beyond the range searched. `so_far`: the choices are a running tuning's
+    best trials so far, and the warning says so."""
     found = {}
     for arm, per_budget in choices.items():
         for budget, choice in per_budget.items():
@@ -175,6 +176,8 @@ def at_edge(space: dict, choices: dict) -> list[str]:
                               + (f", {arm}'s own" if given_per_arm(space[name]) else ""))
                     key = (name, v, budget, "top" if at >= 0.9 else "bottom", bounds)
                     found.setdefault(key, []).append(arm)
-    return [f"{' and '.join(arms)} chose {name} {v:.3g} at {budget} labels, in the {side} tenth of "
+    return [(f"the best trial so far of {' and '.join(arms)} has" if so_far
+             else f"{' and '.join(arms)} chose")
+            + f" {name} {v:.3g} at {budget} labels, in the {side} tenth of "
             f"its search range ({bounds}): the best may lie beyond it; widen the range"
             for (name, v, budget, side, bounds), arms in found.items()]

@@ -94,13 +94,13 @@ def progress(folder: Path) -> dict:
     history = {b: t["history"].get(b, []) for b in cfg.labels}
     finished = {b: {arm: sum(r["arm"] == arm for r in recs) for arm in inits}
                 for b, recs in history.items()}
+    running = any(n < t["trials"] for per in finished.values() for n in per.values())
     return {"folder": str(folder), "inits": inits, "budgets": list(cfg.labels),
             "in_progress": True, "tuning": t,
             "finished_trials": finished,
-            "warnings": at_edge(t["space"], t["best_so_far"])
-            + still_learning(folder, t["space"], t["best_so_far"], "best trial so far"
-                             if any(n < t["trials"] for per in finished.values()
-                                    for n in per.values()) else "choice")}
+            "warnings": at_edge(t["space"], t["best_so_far"], so_far=running)
+            + still_learning(folder, t["space"], t["best_so_far"],
+                             "best trial so far" if running else "choice")}
 
 
 def write_progress(folder: Path) -> dict:

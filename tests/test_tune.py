@@ -333,6 +333,8 @@ def test_a_setting_may_give_each_arm_its_own_range_at_the_same_points(tmp_path):
         f"{arm} chose finetune_lr {v} at all labels, in the top tenth of its search range "
         f"({low} to {high}, log, {arm}'s own): the best may lie beyond it; widen the range"
         for arm, v, low, high in (("denoising", 0.9, 0.1, 1), ("xavier", 0.009, 0.001, 0.01))]
+    assert at_edge(space, choices, so_far=True)[0].startswith(  # a running tuning's words
+        "the best trial so far of denoising has finetune_lr 0.9 at all labels, in the top tenth")
     out = tmp_path / "t"  # a whole tuning: each arm's trials and choice in its own range
     stackae.run_tuning(out=out, trials=2, space={"finetune_lr": lr}, tune_seeds=(0,), quiet=True,
                        **{**SMALL, "labels": ("all",)})

@@ -52,8 +52,10 @@
 #   classic-tuned  classic-small-batch with both arms tuned by `stackae tune` on seeds 0 and 1,
 #               12 trials per arm: the fine-tuning lr for both, and for the denoising arm the
 #               pretraining epochs, lr and noise (classic-tuned.space.json); then 5 seeds. On this
-#               CPU each denoising trial pretrains two stacks (~7 min each at 15 epochs) and
-#               fine-tunes them (~4.5 min each): about 10 hours in all
+#               CPU each round pretrains the denoising trial's two stacks together (1,025-1,031 s
+#               at 30 epochs) and fine-tunes both arms' trials as one K=4 loop (30 epochs:
+#               36-41 min, partly beside the test suite): ~1 hour a round, ~12 hours in
+#               all; running across sessions (see runs/reference/classic-tuned)
 #   budgets-tuned  the budgets experiment (100 and 1000 labels, 10 seeds) with both arms tuned
 #               by `stackae tune` on seeds 0 and 1, 12 trials per arm and budget: fine-tuning lr,
 #               batch size (10, 32, 128), epochs (30, 100), dropout (0, 0.2, 0.5) and weight
