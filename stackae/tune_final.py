@@ -39,12 +39,11 @@ def adopt_trial_cell(cfg: AblateConfig, out: Path, cell: Cell, choice: dict, dev
     selected model.pt. (A trial that pretrained its own stack started from another file, so the
     pretraining budget's cells of a tuning that tunes pretraining train again; so does a cell
     whose trial network was pruned, which stopped before its last epoch.)"""
-    import torch
-
     from .ablate import Job, job_finetune_config
     from .artifacts import load_model
     from .config import DataConfig, load_json, to_dict
     from .data import load
+    from .finetune import tested
     from .train import autocast
     target = out / "runs" / "finetune" / cell.id
     trial = out / "tune" / f"n{cell.budget}" / f"trial-{choice['trial']:03d}" / cell.id
@@ -61,11 +60,8 @@ def adopt_trial_cell(cfg: AblateConfig, out: Path, cell: Cell, choice: dict, dev
         return
     d = load(DataConfig(dataset=cfg.dataset, data=cfg.data, train_size=cfg.train_size,
                         val_size=cfg.val_size, seed=cell.seed, device=cfg.device), device)
-    model, wrong = load_model(trial).to(device), 0
-    with torch.no_grad(), autocast(cfg.precision, device):
-        for x, y in zip(d.test_x.split(8192), d.test_y.split(8192)):
-            wrong += (model(x).argmax(-1) != y).sum().item()
-    result = {**load_json(trial / "result.json"), "test_error": wrong / len(d.test_y)}
+    error = tested(load_model(trial).to(device), d, autocast(cfg.precision, device))
+    result = {**load_json(trial / "result.json"), "test_error": error}
     copy_run_folder(trial, target, {"result.json": result})
     say(f"{cell.id}: trial {choice['trial'] + 1}'s run (the chosen settings, this seed), "
         f"test error {100 * result['test_error']:.2f}% read once on its selected model")

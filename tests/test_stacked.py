@@ -308,8 +308,8 @@ def test_a_grid_gives_the_same_results_however_it_is_batched(tmp_path):
         assert sum("networks together" in line for line in ended) == (0 if size == 1 else 18)
         started = [line for line in said if "fine-tuning" in line]  # said before each loop
         assert len(started) == (18 if size == 1 else 2)
-        assert all(line.endswith("fine-tuning (9 networks together)") for line in started) \
-            or size == 1
+        want = "fine-tuning" if size == 1 else "fine-tuning (9 networks together)"
+        assert all(line.endswith(want) for line in started)
         write_report(out)
         with open(out / "results.csv") as f:
             rows[size] = sorted(csv.DictReader(f), key=lambda r: r["id"])
