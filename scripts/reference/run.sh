@@ -52,10 +52,10 @@
 #   classic-tuned  classic-small-batch with both arms tuned by `stackae tune` on seeds 0 and 1,
 #               12 trials per arm: the fine-tuning lr for both, and for the denoising arm the
 #               pretraining epochs, lr and noise (classic-tuned.space.json); then 5 seeds. On this
-#               CPU each round pretrains the denoising trial's two stacks together (1,025-1,031 s
-#               at 30 epochs) and fine-tunes both arms' trials as one K=4 loop (30 epochs:
-#               36-41 min, partly beside the test suite): ~1 hour a round, ~12 hours in
-#               all; running across sessions (see runs/reference/classic-tuned)
+#               CPU, alone, each round pretrains the denoising trial's two stacks together
+#               (700 s at 30 epochs, 1,198 s at 50) and fine-tunes both arms' trials as one
+#               K=4 loop (30 epochs: 1,404-1,414 s): 35-45 min a round, 8-9 hours in all with
+#               the final cells; running across sessions (see runs/reference/classic-tuned)
 #   budgets-tuned  the budgets experiment (100 and 1000 labels, 10 seeds) with both arms tuned
 #               by `stackae tune` on seeds 0 and 1, 12 trials per arm and budget: fine-tuning lr,
 #               batch size (10, 32, 128), epochs (30, 100), dropout (0, 0.2, 0.5) and weight
