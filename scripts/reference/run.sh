@@ -53,8 +53,8 @@
 #               12 trials per arm: the fine-tuning lr for both, and for the denoising arm the
 #               pretraining epochs, lr and noise (classic-tuned.space.json); then 5 seeds. On this
 #               CPU, alone, each round pretrains the denoising trial's two stacks together
-#               (700 s at 30 epochs, 1,198 s at 50) and fine-tunes both arms' trials as one
-#               K=4 loop (30 epochs: 1,404-1,414 s): 35-45 min a round, 9-10 hours in all with
+#               (691-700 s at 30 epochs, 1,198 s at 50) and fine-tunes both arms' trials as one
+#               K=4 loop (30 epochs: 1,346-1,414 s): 35-45 min a round, 9-10 hours in all with
 #               the final cells; running across sessions (see runs/reference/classic-tuned)
 #   budgets-tuned  the budgets experiment (100 and 1000 labels, 10 seeds) with both arms tuned
 #               by `stackae tune` on seeds 0 and 1, 12 trials per arm and budget: fine-tuning lr,
